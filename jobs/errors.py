@@ -41,6 +41,6 @@ class AccountError(ReconcilerError):
 
 
 class WriteRejected(ReconcilerError):
-    """Sanity refused a transaction for a reason a retry will not fix (4xx other than 401/403/429)."""
+    """Sanity refused a transaction for a reason a retry will not fix (a 4xx but 401/403/429)."""
 
     exit_code = 1
