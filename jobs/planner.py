@@ -1,0 +1,374 @@
+"""Pure: from a classified page and what Sanity holds, one decision per session.
+
+Nothing here guesses: a purchase that cannot be decided is `needs_manual` with its reason,
+and what is already present is never rewritten, only reported when it looks wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from jobs import rules
+from jobs.classify import Classified, PurchaseKeys
+from jobs.model import (
+    PLATFORM,
+    Anomaly,
+    Creation,
+    Decision,
+    LookupKeys,
+    PageFacts,
+    PagePlan,
+    Pass,
+    PlanContext,
+    Session,
+)
+
+Doc = Mapping[str, Any]
+
+FAKE_PAYMENT_PREFIXES = ("manual_recovery_", "admin_created_", "debug_test_payment")
+VISIBLE_FIELDS = ("type", "startDate", "endDate", "passId", "user")
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def subscription_id(session_id: str) -> str:
+    return f"subscription-{session_id}"
+
+
+def user_doc_id(clerk_id: str) -> str:
+    return f"user-{clerk_id}"
+
+
+def is_draft(doc: Doc) -> bool:
+    return str(doc.get("_id", "")).startswith("drafts.")
+
+
+def ref(doc: Doc, field: str) -> str | None:
+    value = doc.get(field)
+    target = value.get("_ref") if isinstance(value, Mapping) else None
+    return target if isinstance(target, str) and target else None
+
+
+def lookup_keys(page: Sequence[Classified]) -> LookupKeys:
+    """The ids one page needs looked up; empty payment intents are never asked for."""
+    sids: list[str] = []
+    pis: list[str] = []
+    uids: list[str] = []
+    upgrades: list[str] = []
+    for item in page:
+        if item.session is None or item.outcome not in ("candidate", "ignored"):
+            continue
+        if item.outcome == "ignored" and item.kind != "refunded":
+            continue
+        sids.append(item.session.id)
+        if item.session.payment_intent:
+            pis.append(item.session.payment_intent)
+        if item.keys and item.keys.user_id:
+            uids.append(item.keys.user_id)
+        if item.keys and item.keys.kind == "pass_upgrade" and item.keys.upgrade_from:
+            upgrades.append(item.keys.upgrade_from)
+    return LookupKeys(*(tuple(dict.fromkeys(v)) for v in (sids, pis, uids, upgrades)))
+
+
+def matching_subscriptions(session: Session, subs: Iterable[Doc]) -> list[Doc]:
+    """Every subscription (any shape, drafts too) that records this purchase."""
+    own_ids = {subscription_id(session.id), "drafts." + subscription_id(session.id)}
+    pi = session.payment_intent
+    found = []
+    for doc in subs:
+        if doc.get("stripeSessionId") == session.id or doc.get("_id") in own_ids or (
+            pi and pi in (doc.get("stripePaymentId"), doc.get("stripePaymentIntentId"),
+                          doc.get("paymentId"))
+        ):
+            found.append(doc)
+    return found
+
+
+def plan_page(page: Sequence[Classified], facts: PageFacts, ctx: PlanContext) -> PagePlan:
+    account = page[0].account if page else PLATFORM
+    plan = PagePlan(account=account)
+    new_users: set[str] = set()
+    for item in page:
+        decision = decide(item, facts, ctx)
+        creation = decision.creation
+        if creation is not None and creation.user is not None:
+            # One page writes one transaction: create each new student only once in it.
+            uid = str(creation.user["_id"])
+            if uid in new_users:
+                decision = replace(decision, creation=replace(creation, user=None))
+            new_users.add(uid)
+        plan.decisions.append(decision)
+    return plan
+
+
+def _base(item: Classified) -> Decision:
+    s = item.session
+    if s is None:
+        return Decision(item.session_id, item.account, "failed", detail=item.kind or "")
+    return Decision(
+        session_id=s.id,
+        account=s.account,
+        outcome="failed",
+        email=s.email,
+        amount=rules.major_units(s.amount_total),
+        currency=s.currency,
+        paid_at=rules.iso_ms(s.created * 1000),
+    )
+
+
+def decide(item: Classified, facts: PageFacts, ctx: PlanContext) -> Decision:
+    base = _base(item)
+    session = item.session
+    if session is None or item.outcome == "failed":
+        return replace(base, outcome="failed", detail=item.kind or "malformed session")
+    if item.outcome in ("ignored", "pending"):
+        decision = replace(base, outcome=item.outcome, reason=item.kind)  # type: ignore[arg-type]
+        if item.kind == "refunded":
+            active = [d for d in matching_subscriptions(session, facts.subs)
+                      if not is_draft(d) and d.get("isActive") is not False]
+            if active:
+                ids = tuple(str(d.get("_id")) for d in active)
+                decision = replace(decision, anomalies=(Anomaly(
+                    "refunded_but_active", session.id, ids,
+                    "payment refunded but its subscription is still active"),))
+        return decision
+    assert item.keys is not None
+    return _decide_purchase(base, session, item.keys, facts, ctx)
+
+
+def _manual(base: Decision, reason: str, detail: str, **extra: Any) -> Decision:
+    return replace(base, outcome="needs_manual", reason=reason, detail=detail, **extra)
+
+
+def _decide_purchase(
+    base: Decision, session: Session, keys: PurchaseKeys, facts: PageFacts, ctx: PlanContext
+) -> Decision:
+    catalog = ctx.catalog
+    pass_ = catalog.passes.get(keys.pass_id) if keys.pass_id else None
+    tenant_id = _tenant(session, keys, pass_, ctx)
+    base = replace(base, tenant=tenant_id, pass_id=keys.pass_id,
+                   pass_name=pass_.name if pass_ else None)
+
+    matches = matching_subscriptions(session, facts.subs)
+    published = [d for d in matches if not is_draft(d)]
+    if published:
+        ids = tuple(str(d.get("_id")) for d in published)
+        anomalies = _present_anomalies(session, published, pass_, tenant_id, ctx)
+        return replace(base, outcome="already_present", subscription_ids=ids, anomalies=anomalies)
+    drafts = tuple(str(d.get("_id")) for d in matches)
+    draft_note = (Anomaly("draft_only", session.id, drafts,
+                          "only a draft records this purchase; the published pass was missing"),
+                  ) if drafts else ()
+
+    if pass_ is None:
+        if keys.pass_id is None:
+            return _manual(base, "metadata_missing", "no passId in the session, its line item, "
+                           "or a unique pass name")
+        return _manual(base, "pass_not_found", f"pass {keys.pass_id} does not exist")
+    if tenant_id is None or pass_.tenant_id != tenant_id or (
+        keys.tenant_id is not None and keys.tenant_id != tenant_id
+    ):
+        detail = _tenant_detail(session, keys, pass_, tenant_id, ctx)
+        return _manual(base, "tenant_mismatch", detail)
+    grant = rules.entitlement(pass_)
+    if isinstance(grant, rules.Rejection):
+        return _manual(base, grant.reason, grant.detail)
+    start_ms = session.created * 1000
+    end_ms = rules.end_date_ms(pass_, start_ms)
+    if isinstance(end_ms, rules.Rejection):
+        return _manual(base, end_ms.reason, end_ms.detail)
+
+    old: Doc | None = None
+    if keys.kind == "pass_upgrade":
+        old = next((d for d in facts.upgrades
+                    if d.get("_id") == keys.upgrade_from and not is_draft(d)), None)
+        if old is None:
+            detail = ("no upgradeFromSubscriptionId" if keys.upgrade_from is None
+                      else f"subscription {keys.upgrade_from} to upgrade from does not exist")
+            return _manual(base, "upgrade_source_missing", detail)
+
+    person = _person(keys.user_id, facts.users)
+    if old is not None and ref(old, "user"):
+        user_ref, new_user = ref(old, "user"), None
+    elif isinstance(person, str):
+        return _manual(base, *_person_problem(person, keys.user_id))
+    else:
+        user_ref, new_user = person.user_ref, person.new_user(session, ctx)
+    refs = set(person.refs) if not isinstance(person, str) else set()
+    refs.add(user_ref or "")
+
+    suspects = _manual_suspects(session, pass_, refs, facts.manual, ctx)
+    if suspects:
+        return _manual(base, "manual_duplicate_suspected",
+                       "a subscription without Stripe ids exists for this person and pass: "
+                       + ", ".join(suspects), subscription_ids=tuple(suspects))
+
+    doc = _subscription(session, keys, pass_, grant, start_ms, end_ms, tenant_id,
+                        str(user_ref), old, ctx)
+    deactivate = None
+    if old is not None:
+        deactivate = {"id": old["_id"], "set": {
+            "isActive": False, "upgradedAt": rules.iso_ms(ctx.now_ms),
+            "upgradedToPassId": pass_.id, "upgradedToPassName": pass_.name}}
+    anomalies = draft_note
+    if end_ms <= ctx.now_ms or end_ms <= start_ms:
+        anomalies += (Anomaly("expired_on_arrival", session.id, (doc["_id"],),
+                              f"endDate {doc['endDate']} is already past"),)
+    return replace(base, outcome="created", user_id=str(user_ref), pass_name=pass_.name,
+                   subscription_ids=(doc["_id"],), anomalies=anomalies,
+                   creation=Creation(doc, new_user, deactivate))
+
+
+def _tenant(session: Session, keys: PurchaseKeys, pass_: Pass | None,
+            ctx: PlanContext) -> str | None:
+    if session.account != PLATFORM:
+        tenant = ctx.catalog.tenant_of_account(session.account)
+        return tenant.id if tenant else None
+    if keys.tenant_id is not None:
+        return keys.tenant_id if keys.tenant_id in ctx.catalog.tenants else None
+    return pass_.tenant_id if pass_ and pass_.tenant_id in ctx.catalog.tenants else None
+
+
+def _tenant_detail(session: Session, keys: PurchaseKeys, pass_: Pass, tenant_id: str | None,
+                   ctx: PlanContext) -> str:
+    if tenant_id is None:
+        if session.account != PLATFORM:
+            return f"no school has Stripe account {session.account}"
+        return f"school {keys.tenant_id or pass_.tenant_id} is unknown"
+    if pass_.tenant_id != tenant_id:
+        return f"pass {pass_.id} belongs to school {pass_.tenant_id}, not {tenant_id}"
+    return f"metadata names school {keys.tenant_id}, the account belongs to {tenant_id}"
+
+
+class _Person:
+    """The student's user documents: which one a new subscription points at."""
+
+    def __init__(self, clerk_id: str, user_ref: str, refs: tuple[str, ...], exists: bool) -> None:
+        self.clerk_id = clerk_id
+        self.user_ref = user_ref
+        self.refs = refs
+        self.exists = exists
+
+    def new_user(self, session: Session, ctx: PlanContext) -> dict[str, Any] | None:
+        if self.exists:
+            return None
+        stamp = rules.iso_ms(ctx.now_ms)
+        return {
+            "_id": self.user_ref, "_type": "user", "clerkId": self.clerk_id,
+            "name": session.name or "Customer", "email": session.email or "",
+            "role": "student", "isActive": True, "createdAt": stamp, "updatedAt": stamp,
+            "createdViaRecovery": True, "reconcileRunId": ctx.run_id,
+        }
+
+
+def _person(user_id: str | None, users: Iterable[Doc]) -> _Person | str:
+    """§1.5: the clerkId user, else the legacy user whose _id is the Clerk id, else a new one."""
+    if user_id is None:
+        return "missing"
+    if not set(user_id) <= _ID_CHARS or len(user_id) > 120:
+        return "invalid"
+    published = [u for u in users if not is_draft(u)]
+    by_clerk = [u for u in published if u.get("clerkId") == user_id]
+    legacy = [u for u in published if u.get("_id") == user_id]
+    refs = tuple(dict.fromkeys([user_id, *(str(u["_id"]) for u in by_clerk + legacy)]))
+    if len(by_clerk) > 1:
+        return "ambiguous:" + ", ".join(str(u["_id"]) for u in by_clerk)
+    if by_clerk:
+        return _Person(user_id, str(by_clerk[0]["_id"]), refs, True)
+    if legacy:
+        return _Person(user_id, user_id, refs, True)
+    return _Person(user_id, user_doc_id(user_id), (*refs, user_doc_id(user_id)), False)
+
+
+def _person_problem(problem: str, user_id: str | None) -> tuple[str, str]:
+    if problem == "missing":
+        return "user_unknown", "no userId in the session or its line item"
+    if problem == "invalid":
+        return "user_unknown", "userId is not a usable Clerk id"
+    return "user_ambiguous", f"several user documents carry clerkId {user_id}: " + problem[10:]
+
+
+def _manual_suspects(session: Session, pass_: Pass, refs: set[str], manual: Iterable[Doc],
+                     ctx: PlanContext) -> list[str]:
+    """§4#16: a hand-made subscription for the same person and pass, near the purchase."""
+    window_ms = ctx.manual_window_days * rules.DAY_MS
+    paid_ms = session.created * 1000
+    out = []
+    for doc in manual:
+        if is_draft(doc) or doc.get("stripeSessionId") or ref(doc, "user") not in refs:
+            continue
+        payment = doc.get("stripePaymentId")
+        if isinstance(payment, str) and payment and not payment.startswith(FAKE_PAYMENT_PREFIXES):
+            continue
+        same_pass = pass_.id in (doc.get("passId"), ref(doc, "pass")) or (
+            not doc.get("passId") and not ref(doc, "pass") and doc.get("passName") == pass_.name)
+        if not same_pass:
+            continue
+        when = next((rules.parse_instant_ms(doc.get(k)) for k in
+                     ("startDate", "purchaseDate", "_createdAt") if doc.get(k)), None)
+        if when is not None and abs(when - paid_ms) <= window_ms:
+            out.append(str(doc.get("_id")))
+    return out
+
+
+def _present_anomalies(session: Session, published: list[Doc], pass_: Pass | None,
+                       tenant_id: str | None, ctx: PlanContext) -> tuple[Anomaly, ...]:
+    out: list[Anomaly] = []
+    ids = tuple(str(d.get("_id")) for d in published)
+    if len(published) > 1:
+        out.append(Anomaly("duplicate_subscriptions", session.id, ids,
+                           f"{len(published)} subscriptions record this purchase"))
+    expected = rules.mapped_type(pass_.type) if pass_ else None
+    tenant_passes = {p.id for p in ctx.catalog.passes.values() if p.tenant_id == tenant_id}
+    for doc in published:
+        one = (str(doc.get("_id")),)
+        missing = [f for f in VISIBLE_FIELDS if doc.get(f) in (None, "")]
+        if missing:
+            out.append(Anomaly("invisible_shape", session.id, one,
+                               "the app cannot show it: missing " + ", ".join(missing)))
+        elif expected is not None and doc.get("type") != expected:
+            out.append(Anomaly("mistyped_subscription", session.id, one,
+                               f"type {doc.get('type')!r}, the pass maps to {expected!r}"))
+        if tenant_id is not None:
+            own = ref(doc, "tenant")
+            if own is not None and own != tenant_id:
+                out.append(Anomaly("wrong_tenant", session.id, one,
+                                   f"tenant {own}, the purchase belongs to {tenant_id}"))
+            elif own is None and not ({doc.get("passId"), ref(doc, "pass")} & tenant_passes):
+                out.append(Anomaly("wrong_tenant", session.id, one,
+                                   f"no tenant and its pass is not one of {tenant_id}'s"))
+    return tuple(out)
+
+
+def _subscription(session: Session, keys: PurchaseKeys, pass_: Pass, grant: rules.Entitlement,
+                  start_ms: int, end_ms: int, tenant_id: str, user_ref: str, old: Doc | None,
+                  ctx: PlanContext) -> dict[str, Any]:
+    md = session.metadata
+    doc: dict[str, Any] = {
+        "_id": subscription_id(session.id),
+        "_type": "subscription",
+        "user": {"_type": "reference", "_ref": user_ref},
+        "tenant": {"_type": "reference", "_ref": tenant_id},
+        "type": grant.type,
+        "startDate": rules.iso_ms(start_ms),
+        "endDate": rules.iso_ms(end_ms),
+    }
+    if grant.remaining_clips is not None:
+        doc["remainingClips"] = grant.remaining_clips
+    doc["passId"] = pass_.id
+    doc["passName"] = pass_.name
+    if old is not None:
+        doc.update(rules.upgrade_amounts(session, md, pass_))
+        doc["isUpgrade"] = True
+        doc["upgradedFromSubscriptionId"] = old["_id"]
+    else:
+        doc.update(rules.purchase_amounts(session, md, pass_))
+    doc["stripePaymentId"] = session.payment_intent
+    doc["stripeSessionId"] = session.id
+    doc["isActive"] = True
+    doc["createdViaRecovery"] = True
+    doc["recoveredAt"] = rules.iso_ms(ctx.now_ms)
+    doc["reconcileRunId"] = ctx.run_id
+    return doc
+
