@@ -87,19 +87,24 @@ def matching_subscriptions(session: Session, subs: Iterable[Doc]) -> list[Doc]:
 
 def plan_page(page: Sequence[Classified], facts: PageFacts, ctx: PlanContext) -> PagePlan:
     account = page[0].account if page else PLATFORM
-    plan = PagePlan(account=account)
-    new_users: set[str] = set()
-    for item in page:
-        decision = decide(item, facts, ctx)
-        creation = decision.creation
-        if creation is not None and creation.user is not None:
-            # One page writes one transaction: create each new student only once in it.
-            uid = str(creation.user["_id"])
-            if uid in new_users:
-                decision = replace(decision, creation=replace(creation, user=None))
-            new_users.add(uid)
-        plan.decisions.append(decision)
-    return plan
+    return PagePlan(account=account, decisions=[decide(item, facts, ctx) for item in page])
+
+
+def transaction_mutations(decisions: Iterable[Decision]) -> list[dict[str, Any]]:
+    """The mutations of several purchases as one transaction: each new student created once."""
+    out: list[dict[str, Any]] = []
+    created: set[str] = set()
+    for decision in decisions:
+        if decision.creation is None:
+            continue
+        for mutation in decision.creation.mutations():
+            doc = mutation.get("createIfNotExists")
+            if doc is not None:
+                if doc["_id"] in created:
+                    continue
+                created.add(doc["_id"])
+            out.append(mutation)
+    return out
 
 
 def _base(item: Classified) -> Decision:
