@@ -1,0 +1,106 @@
+"""In-memory fakes of the ports, for orchestrator tests that need no server."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from jobs.errors import AccountError, ReconcilerError, WriteRejected
+from jobs.ports import SessionPage
+
+
+class FakeStripe:
+    def __init__(self, sessions: dict[str, list[dict[str, Any]]], page_size: int = 3) -> None:
+        self.sessions = sessions
+        self.page_size = page_size
+        self.line_item_data: dict[str, list[dict[str, Any]]] = {}
+        self.refund_data: dict[str, list[dict[str, Any]]] = {}
+        self.failing_accounts: dict[str, ReconcilerError] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def session_pages(self, account: str, since: int, until: int,
+                      starting_after: str | None = None) -> Iterator[SessionPage]:
+        self.calls.append(("list", account))
+        if account in self.failing_accounts:
+            raise self.failing_accounts[account]
+        rows = sorted((s for s in self.sessions.get(account, [])
+                       if since <= s["created"] < until and s.get("status") == "complete"),
+                      key=lambda s: (-s["created"], s["id"]))
+        for n in range(0, max(len(rows), 1), self.page_size):
+            chunk = rows[n:n + self.page_size]
+            yield SessionPage(account, n // self.page_size, copy.deepcopy(chunk),
+                              chunk[-1]["id"] if chunk else None, n + self.page_size < len(rows))
+
+    def line_items(self, account: str, session_id: str) -> list[dict[str, Any]]:
+        self.calls.append(("line_items", session_id))
+        return copy.deepcopy(self.line_item_data.get(session_id, []))
+
+    def refunds(self, account: str, since: int) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.refund_data.get(account, []))
+
+    def session(self, account: str, session_id: str) -> dict[str, Any] | None:
+        return next((copy.deepcopy(s) for s in self.sessions.get(account, [])
+                     if s["id"] == session_id), None)
+
+
+def _ref(doc: dict[str, Any], field: str) -> Any:
+    value = doc.get(field)
+    return value.get("_ref") if isinstance(value, dict) else None
+
+
+class FakeSanity:
+    """Documents by id; lookups filter like the GROQ of `jobs.sanity_store`."""
+
+    def __init__(self, docs: Sequence[dict[str, Any]] = ()) -> None:
+        self.docs: dict[str, dict[str, Any]] = {d["_id"]: copy.deepcopy(d) for d in docs}
+        self.commits: list[tuple[str, list[dict[str, Any]], bool]] = []
+        self.lookups = 0
+        self.refuse: set[str] = set()  # ids whose creation Sanity refuses
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs.values() if d.get("_type") == kind]
+
+    def load_catalog(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return copy.deepcopy(self.of_type("tenant")), copy.deepcopy(self.of_type("pass"))
+
+    def lookup_page(self, session_ids: list[str], payment_intents: list[str],
+                    user_ids: list[str], upgrade_ids: list[str]) -> dict[str, Any]:
+        self.lookups += 1
+        own = {f"subscription-{s}" for s in session_ids}
+        own |= {f"drafts.{i}" for i in own}
+        subs = [d for d in self.of_type("subscription")
+                if d.get("stripeSessionId") in session_ids or d["_id"] in own
+                or any(d.get(k) in payment_intents
+                       for k in ("stripePaymentId", "stripePaymentIntentId", "paymentId"))]
+        users = [d for d in self.of_type("user") if not d["_id"].startswith("drafts.")
+                 and (d.get("clerkId") in user_ids or d["_id"] in user_ids)]
+        refs = set(user_ids) | {u["_id"] for u in users}
+        manual = [d for d in self.of_type("subscription") if not d["_id"].startswith("drafts.")
+                  and not d.get("stripeSessionId") and _ref(d, "user") in refs]
+        upgrades = [d for d in self.of_type("subscription") if d["_id"] in upgrade_ids]
+        return copy.deepcopy({"subs": subs, "users": users, "manual": manual,
+                              "upgrades": upgrades})
+
+    def commit(self, mutations: Sequence[dict[str, Any]], transaction_id: str, *,
+               dry_run: bool = False) -> list[dict[str, Any]]:
+        staged = copy.deepcopy(self.docs)
+        for m in mutations:
+            if "createIfNotExists" in m:
+                doc = m["createIfNotExists"]
+                if doc["_id"] in self.refuse:
+                    raise WriteRejected(f"refused {doc['_id']}")
+                staged.setdefault(doc["_id"], copy.deepcopy(doc))
+            elif "patch" in m:
+                patch = m["patch"]
+                if patch["id"] not in staged:
+                    raise WriteRejected(f"patch of missing document {patch['id']}")
+                staged[patch["id"]].update(copy.deepcopy(patch.get("set", {})))
+        self.commits.append((transaction_id, list(mutations), dry_run))
+        if not dry_run:
+            self.docs = staged
+        return [{"operation": next(iter(m))} for m in mutations]
+
+
+def account_error(account: str) -> AccountError:
+    return AccountError(f"Stripe refused access to account {account} (403)")
