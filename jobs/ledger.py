@@ -1,0 +1,477 @@
+"""The run ledger: runs, session outcomes, pending async payments, watermarks, alerts (SQLite).
+
+The ledger is local state under RECONCILER_STATE_DIR; it keeps e-mail addresses of purchases
+that need a person, so its directory is 0700 and its file 0600. The schema lives in
+`jobs.ledger_schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from jobs.ledger_schema import (
+    FINAL_RUN_STATUSES,
+    MIGRATIONS,
+    OUTCOMES,
+    AnomalyRecord,
+    PendingSession,
+    RunRecord,
+    SessionOutcome,
+    UnsentReport,
+    Watermark,
+    apply_migrations,
+    connect,
+    to_datetime,
+    to_epoch,
+)
+
+LEDGER_FILE = "ledger.sqlite"
+DAY = 86400.0
+
+RunStatus = Literal["ok", "partial", "failed", "interrupted"]
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+_UPSERT_SESSION = """
+INSERT INTO sessions (session_id, account, tenant, outcome, reason, detail, amount, currency,
+    email, pass_id, pass_name, subscription_id, user_id, paid_at, first_seen_at, first_outcome,
+    first_run_id, last_seen_at, last_run_id, created_at, created_run_id)
+VALUES (:session_id, :account, :tenant, :outcome, :reason, :detail, :amount, :currency,
+    :email, :pass_id, :pass_name, :subscription_id, :user_id, :paid_at, :now, :outcome,
+    :run_id, :now, :run_id, :created_at, :created_run_id)
+ON CONFLICT (session_id) DO UPDATE SET
+    account = excluded.account,
+    tenant = COALESCE(excluded.tenant, tenant),
+    outcome = excluded.outcome,
+    reason = excluded.reason,
+    detail = excluded.detail,
+    amount = COALESCE(excluded.amount, amount),
+    currency = COALESCE(excluded.currency, currency),
+    email = COALESCE(excluded.email, email),
+    pass_id = COALESCE(excluded.pass_id, pass_id),
+    pass_name = COALESCE(excluded.pass_name, pass_name),
+    subscription_id = COALESCE(excluded.subscription_id, subscription_id),
+    user_id = COALESCE(excluded.user_id, user_id),
+    paid_at = COALESCE(excluded.paid_at, paid_at),
+    last_seen_at = excluded.last_seen_at,
+    last_run_id = excluded.last_run_id,
+    created_at = COALESCE(created_at, excluded.created_at),
+    created_run_id = COALESCE(created_run_id, excluded.created_run_id)
+"""
+
+_UPSERT_ANOMALY = """
+INSERT INTO anomalies (kind, session_id, subscription_ids, detail, first_seen_at, first_run_id,
+    last_seen_at, last_run_id)
+VALUES (:kind, :session_id, :subscription_ids, :detail, :now, :run_id, :now, :run_id)
+ON CONFLICT (kind, session_id) DO UPDATE SET
+    subscription_ids = excluded.subscription_ids,
+    detail = excluded.detail,
+    last_seen_at = excluded.last_seen_at,
+    last_run_id = excluded.last_run_id,
+    times_seen = times_seen + 1
+"""
+
+_SESSION_FIELDS = ("tenant", "amount", "currency", "email", "pass_id", "pass_name",
+                   "subscription_id", "user_id")
+
+
+def _observations(report: Mapping[str, Any], dry_run: bool) -> list[dict[str, Any]]:
+    """One row per session named in the report, in the shape `_UPSERT_SESSION` binds."""
+    # Later lists win if a session were ever listed twice; `created` last as the strongest fact.
+    lists: tuple[tuple[str, str], ...] = (
+        ("present", "already_present"),
+        ("pending", "pending"),
+        ("failed", "failed"),
+        ("needs_manual", "needs_manual"),
+        ("created", "would_create" if dry_run else "created"),
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for key, outcome in lists:
+        for item in report.get(key) or ():
+            session_id = item.get("session_id")
+            if not isinstance(session_id, str) or not session_id:
+                continue  # a malformed session without an id cannot be tracked
+            row: dict[str, Any] = {name: item.get(name) for name in _SESSION_FIELDS}
+            row.update(
+                session_id=session_id,
+                account=item.get("account") or "platform",
+                outcome=outcome,
+                reason=item.get("reason"),
+                detail=item.get("error") if key == "failed" else item.get("detail"),
+                paid_at=to_epoch(item.get("paid_at")),
+            )
+            rows[session_id] = row
+    return list(rows.values())
+
+
+class Ledger:
+    """The run ledger over one SQLite file; safe to share between threads of one process."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.path = path
+        self._clock = clock
+        self._guard = threading.RLock()
+        if not path.exists():
+            # Create it private before SQLite does (its WAL files copy these permissions).
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._conn = connect(path)
+        try:
+            self.schema_version = apply_migrations(self._conn, MIGRATIONS)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open(cls, state_dir: Path, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
+        """Open (creating if needed) `state_dir/ledger.sqlite`; the directory is made 0700."""
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return cls(state_dir / LEDGER_FILE, clock=clock)
+
+    def close(self) -> None:
+        with self._guard:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def journal_mode(self) -> str:
+        return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._guard:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> list[Any]:
+        with self._guard:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _now(self) -> float:
+        return to_epoch(self._clock()) or 0.0
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, kind: str, since: datetime, until: datetime,
+                  dry_run: bool, accounts: list[str], *, pid: int | None = None) -> None:
+        """Record a run as `running`, owned by `pid` (this process by default)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO runs (run_id, kind, since, until, dry_run, accounts, pid,"
+                " started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                (run_id, kind, to_epoch(since), to_epoch(until), int(dry_run),
+                 json.dumps(list(accounts)), os.getpid() if pid is None else pid, self._now()),
+            )
+
+    def finish_run(self, run_id: str, status: RunStatus, report: Mapping[str, Any] | None,
+                   error: str | None) -> None:
+        """Close a run with its honest status, the report's counts and per-account errors."""
+        if status not in FINAL_RUN_STATUSES:
+            raise ValueError(f"not a final run status: {status!r}")
+        counts = account_errors = None
+        if report is not None:
+            counts = json.dumps(dict(report.get("counts") or {}))
+            account_errors = json.dumps({
+                a.get("account"): a["error"] for a in report.get("accounts") or () if a.get("error")
+            })
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, counts = ?, account_errors = ?,"
+                " error = ? WHERE run_id = ?",
+                (status, self._now(), counts, account_errors, error, run_id),
+            )
+            if cursor.rowcount != 1:
+                raise LookupError(f"run {run_id} was never started in the ledger")
+
+    def reap_stale_runs(self, alive: Callable[[int], bool]) -> list[str]:
+        """Mark `running` runs whose process is gone as `interrupted`; return their ids.
+
+        While holding the run lock every other `running` row is stale, so a caller that holds it
+        can pass `lambda pid: pid == os.getpid()` and also catch a reused pid.
+        """
+        with self._tx() as conn:
+            stale = [
+                (row["run_id"], row["pid"])
+                for row in conn.execute("SELECT run_id, pid FROM runs WHERE status = 'running'")
+                if not alive(row["pid"])
+            ]
+            for run_id, pid in stale:
+                conn.execute(
+                    "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ?"
+                    " WHERE run_id = ?",
+                    (self._now(), f"process {pid} ended before the run finished", run_id),
+                )
+        return [run_id for run_id, _ in stale]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return RunRecord.from_row(rows[0]) if rows else None
+
+    def recent_runs(self, limit: int = 10) -> list[RunRecord]:
+        """The latest runs, newest first."""
+        rows = self._query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [RunRecord.from_row(r) for r in rows]
+
+    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]:
+        """Runs started in [start, end), oldest first (dry runs included; see `dry_run`)."""
+        rows = self._query(
+            "SELECT * FROM runs WHERE started_at >= ? AND started_at < ? ORDER BY started_at",
+            (to_epoch(start), to_epoch(end)),
+        )
+        return [RunRecord.from_row(r) for r in rows]
+
+    def last_success(self) -> RunRecord | None:
+        """The latest real (not dry) run that finished `ok`."""
+        rows = self._query(
+            "SELECT * FROM runs WHERE status = 'ok' AND dry_run = 0"
+            " ORDER BY finished_at DESC LIMIT 1"
+        )
+        return RunRecord.from_row(rows[0]) if rows else None
+
+    def consecutive_failures(self) -> int:
+        """How many of the latest finished real runs in a row `failed` or were `interrupted`."""
+        rows = self._query(
+            "SELECT status FROM runs WHERE status != 'running' AND dry_run = 0"
+            " ORDER BY started_at DESC"
+        )
+        count = 0
+        for row in rows:
+            if row["status"] not in ("failed", "interrupted"):
+                break
+            count += 1
+        return count
+
+    # ---- outcomes ------------------------------------------------------------------------
+
+    def record_report(self, report: Mapping[str, Any]) -> None:
+        """Upsert every session and anomaly of a run report (design.md shape, plus `present`).
+
+        first_seen_at / first_outcome / first_run_id and created_at are set once. A dry run's
+        `created` entries are recorded as `would_create` and never set created_at. Pending rows
+        follow the sessions: added for `pending`, dropped for any other outcome; pending rows
+        older than 30 days are expired afterwards.
+        """
+        run_id = report["run_id"]
+        with self._tx() as conn:
+            found = conn.execute("SELECT dry_run FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if found is None:
+                raise LookupError(f"run {run_id} was never started in the ledger")
+            dry_run = bool(report.get("dry_run")) or bool(found["dry_run"])
+            now = self._now()
+            for row in _observations(report, dry_run):
+                created = row["outcome"] == "created"
+                conn.execute(_UPSERT_SESSION, {
+                    **row, "now": now, "run_id": run_id,
+                    "created_at": now if created else None,
+                    "created_run_id": run_id if created else None,
+                })
+                if row["outcome"] == "pending":
+                    conn.execute(
+                        "INSERT INTO pending (session_id, account, reason, first_seen_at,"
+                        " last_checked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id)"
+                        " DO UPDATE SET last_checked_at = excluded.last_checked_at,"
+                        " reason = excluded.reason",
+                        (row["session_id"], row["account"], row["reason"], now, now),
+                    )
+                else:
+                    conn.execute("DELETE FROM pending WHERE session_id = ?", (row["session_id"],))
+            for anomaly in report.get("anomalies") or ():
+                conn.execute(_UPSERT_ANOMALY, {
+                    "kind": anomaly["kind"],
+                    "session_id": anomaly.get("session_id") or "",
+                    "subscription_ids": json.dumps(list(anomaly.get("subscription_ids") or [])),
+                    "detail": anomaly.get("detail"),
+                    "now": now,
+                    "run_id": run_id,
+                })
+        self.expire_pending()
+
+    def session(self, session_id: str) -> SessionOutcome | None:
+        rows = self._query("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
+        return SessionOutcome.from_row(rows[0]) if rows else None
+
+    def outcomes_first_seen_between(self, start: datetime, end: datetime) -> list[SessionOutcome]:
+        """Sessions first seen in [start, end): the weekly report's purchases of that week."""
+        rows = self._query(
+            "SELECT * FROM sessions WHERE first_seen_at >= ? AND first_seen_at < ?"
+            " ORDER BY first_seen_at, session_id",
+            (to_epoch(start), to_epoch(end)),
+        )
+        return [SessionOutcome.from_row(r) for r in rows]
+
+    def created_between(self, start: datetime, end: datetime) -> list[SessionOutcome]:
+        """Sessions whose subscription this job created in [start, end)."""
+        rows = self._query(
+            "SELECT * FROM sessions WHERE created_at >= ? AND created_at < ?"
+            " ORDER BY created_at, session_id",
+            (to_epoch(start), to_epoch(end)),
+        )
+        return [SessionOutcome.from_row(r) for r in rows]
+
+    def open_manual(self) -> list[SessionOutcome]:
+        """Sessions whose latest outcome is `needs_manual` (the ops "needs you" rows)."""
+        rows = self._query(
+            "SELECT * FROM sessions WHERE outcome = 'needs_manual' ORDER BY paid_at, session_id"
+        )
+        return [SessionOutcome.from_row(r) for r in rows]
+
+    def anomalies_between(self, start: datetime, end: datetime) -> list[AnomalyRecord]:
+        """Anomalies first reported in [start, end)."""
+        rows = self._query(
+            "SELECT * FROM anomalies WHERE first_seen_at >= ? AND first_seen_at < ?"
+            " ORDER BY first_seen_at, kind, session_id",
+            (to_epoch(start), to_epoch(end)),
+        )
+        return [AnomalyRecord.from_row(r) for r in rows]
+
+    # ---- pending async payments ----------------------------------------------------------
+
+    def pending_sessions(self, max_age_days: int = 30) -> list[tuple[str, str, datetime]]:
+        """(account, session_id, first_seen) of pending sessions first seen < max_age_days ago."""
+        cutoff = self._now() - max_age_days * DAY
+        rows = self._query(
+            "SELECT account, session_id, first_seen_at FROM pending WHERE first_seen_at > ?"
+            " ORDER BY account, first_seen_at, session_id",
+            (cutoff,),
+        )
+        return [(r["account"], r["session_id"], to_datetime(r["first_seen_at"])) for r in rows]
+
+    def pending_rows(self) -> list[PendingSession]:
+        """Every pending row, oldest first (for `status`)."""
+        rows = self._query("SELECT * FROM pending ORDER BY first_seen_at, session_id")
+        return [
+            PendingSession(r["account"], r["session_id"], r["reason"],
+                           to_datetime(r["first_seen_at"]), to_datetime(r["last_checked_at"]))
+            for r in rows
+        ]
+
+    def expire_pending(self, max_age_days: int = 30) -> list[str]:
+        """Drop pending rows first seen >= max_age_days ago, recording outcome pending_expired."""
+        cutoff = self._now() - max_age_days * DAY
+        with self._tx() as conn:
+            expired = [r["session_id"] for r in conn.execute(
+                "SELECT session_id FROM pending WHERE first_seen_at <= ?", (cutoff,))]
+            for session_id in expired:
+                conn.execute(
+                    "UPDATE sessions SET outcome = 'pending_expired', detail = ?"
+                    " WHERE session_id = ?",
+                    (f"payment not settled within {max_age_days} days", session_id),
+                )
+                conn.execute("DELETE FROM pending WHERE session_id = ?", (session_id,))
+        return expired
+
+    def settle_pending(self, session_id: str, outcome: str, reason: str | None = None) -> bool:
+        """Close a pending row the report cannot name (e.g. re-checked and now `ignored`)."""
+        if outcome not in OUTCOMES or outcome == "pending":
+            raise ValueError(f"not a settled outcome: {outcome!r}")
+        with self._tx() as conn:
+            gone = conn.execute("DELETE FROM pending WHERE session_id = ?", (session_id,))
+            if gone.rowcount:
+                conn.execute(
+                    "UPDATE sessions SET outcome = ?, reason = ?, last_seen_at = ?"
+                    " WHERE session_id = ?",
+                    (outcome, reason, self._now(), session_id),
+                )
+        return bool(gone.rowcount)
+
+    # ---- watermarks ----------------------------------------------------------------------
+
+    def watermark(self, account: str, kind: str = "quick") -> datetime | None:
+        rows = self._query(
+            "SELECT until FROM watermarks WHERE account = ? AND kind = ?", (account, kind)
+        )
+        return to_datetime(rows[0]["until"]) if rows else None
+
+    def advance_watermark(self, account: str, until: datetime, kind: str = "quick",
+                          run_id: str | None = None) -> bool:
+        """Move the watermark to `until` if that is later; return whether it moved."""
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "INSERT INTO watermarks (account, kind, until, run_id, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, kind) DO UPDATE SET"
+                " until = excluded.until, run_id = excluded.run_id,"
+                " updated_at = excluded.updated_at WHERE excluded.until > watermarks.until",
+                (account, kind, to_epoch(until), run_id, self._now()),
+            )
+        return cursor.rowcount == 1
+
+    def advance_watermarks_from_report(self, report: Mapping[str, Any], kind: str) -> list[str]:
+        """Advance to the window's end every account read and written without error.
+
+        Nothing moves for a dry run (nothing was written); an account moves only if it has no
+        read error and no `failed` session.
+        """
+        if report.get("dry_run"):
+            return []
+        until = to_datetime(float(to_epoch(report["window"]["until"]) or 0.0))
+        failed = {item.get("account") for item in report.get("failed") or ()}
+        clean = [
+            a["account"] for a in report.get("accounts") or ()
+            if not a.get("error") and a["account"] not in failed
+        ]
+        return [a for a in clean if self.advance_watermark(a, until, kind, report.get("run_id"))]
+
+    def watermarks(self) -> list[Watermark]:
+        rows = self._query("SELECT * FROM watermarks ORDER BY account, kind")
+        return [
+            Watermark(r["account"], r["kind"], to_datetime(r["until"]), r["run_id"],
+                      to_datetime(r["updated_at"]))
+            for r in rows
+        ]
+
+    # ---- alerts and kept reports ---------------------------------------------------------
+
+    def alert_sent(self, key: str) -> bool:
+        rows = self._query("SELECT sent FROM alerts WHERE key = ?", (key,))
+        return bool(rows and rows[0]["sent"])
+
+    def record_alert(self, key: str, kind: str, sent: bool, detail: str | None = None) -> None:
+        """Remember an alert attempt; once sent, a key stays sent."""
+        now = self._now()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO alerts (key, kind, sent, detail, first_at, last_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                " sent = MAX(sent, excluded.sent), detail = excluded.detail,"
+                " last_at = excluded.last_at, attempts = attempts + 1",
+                (key, kind, int(sent), detail, now, now),
+            )
+
+    def keep_unsent_report(self, path: Path, error: str) -> None:
+        """Remember a report file that could not be mailed."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO unsent_reports (path, error, kept_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET error = excluded.error",
+                (str(path), error, self._now()),
+            )
+
+    def unsent_reports(self) -> list[UnsentReport]:
+        rows = self._query("SELECT * FROM unsent_reports ORDER BY kept_at, path")
+        return [UnsentReport(Path(r["path"]), r["error"], to_datetime(r["kept_at"])) for r in rows]
+
+    def forget_unsent_report(self, path: Path) -> None:
+        """Drop a kept report once it has been sent."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM unsent_reports WHERE path = ?", (str(path),))
+

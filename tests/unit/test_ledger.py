@@ -1,0 +1,464 @@
+"""The run ledger: schema migrations, runs, session outcomes, pending, watermarks, alerts."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import statistics
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.errors import ConfigError
+from jobs.ledger import LEDGER_FILE, Ledger
+from jobs.ledger_schema import MIGRATIONS, apply_migrations, connect
+
+T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
+
+
+class Clock:
+    """A settable clock for the ledger."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, clock: Clock) -> Iterator[Ledger]:
+    with Ledger.open(tmp_path / "state", clock=clock) as led:
+        yield led
+
+
+def start(ledger: Ledger, run_id: str, *, dry_run: bool = False, kind: str = "quick",
+          pid: int | None = None) -> None:
+    ledger.start_run(run_id, kind, T0 - timedelta(hours=2), T0, dry_run, ["platform"], pid=pid)
+
+
+def report(run_id: str, *, dry_run: bool = False, **lists: Any) -> dict[str, Any]:
+    """A design.md run report with the given lists (others empty)."""
+    base: dict[str, Any] = {
+        "run_id": run_id, "started_at": T0.isoformat(), "finished_at": T0.isoformat(),
+        "dry_run": dry_run,
+        "window": {"since": (T0 - timedelta(hours=2)).isoformat(), "until": T0.isoformat()},
+        "accounts": [{"account": "platform", "tenant": None, "pages": 1, "sessions": 3,
+                      "error": None}],
+        "counts": {"sessions_scanned": 3, "pass_purchases": 2, "already_present": 1,
+                   "created": 1, "needs_manual": 0, "pending": 0, "failed": 0, "ignored": 1},
+        "created": [], "needs_manual": [], "pending": [], "failed": [],
+        "ignored": {"not_a_pass": 1}, "anomalies": [],
+    }
+    base.update(lists)
+    return base
+
+
+def created_item(session_id: str, paid_at: datetime, account: str = "acct_1") -> dict[str, Any]:
+    return {"session_id": session_id, "account": account, "tenant": "tenant-a",
+            "subscription_id": f"subscription-{session_id}", "user_id": "user-u1",
+            "pass_id": "pass-10", "pass_name": "10 classes", "email": "a@example.com",
+            "amount": 12000, "currency": "nok", "paid_at": paid_at.isoformat()}
+
+
+def present_item(session_id: str, paid_at: datetime) -> dict[str, Any]:
+    return {"session_id": session_id, "account": "acct_1", "tenant": "tenant-a",
+            "amount": 9000, "currency": "nok", "paid_at": int(paid_at.timestamp())}
+
+
+# ---- schema --------------------------------------------------------------------------------
+
+
+def test_open_creates_private_state_dir_and_file_in_wal_mode(tmp_path: Path) -> None:
+    state = tmp_path / "deep" / "state"
+    with Ledger.open(state) as led:
+        assert led.journal_mode() == "wal"
+        assert led.schema_version == len(MIGRATIONS)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / LEDGER_FILE).stat().st_mode) == 0o600
+
+
+def test_pragmas_foreign_keys_and_busy_timeout_are_on(ledger: Ledger) -> None:
+    conn = ledger._conn
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    with pytest.raises(sqlite3.IntegrityError):  # a pending row must name a known session
+        conn.execute("INSERT INTO pending VALUES ('cs_nope', 'platform', NULL, 0, 0)")
+
+
+def test_reopening_keeps_data_and_version(tmp_path: Path, clock: Clock) -> None:
+    with Ledger.open(tmp_path, clock=clock) as led:
+        led.advance_watermark("platform", T0)
+    with Ledger.open(tmp_path, clock=clock) as led:
+        assert led.watermark("platform") == T0
+        assert led.schema_version == len(MIGRATIONS)
+
+
+def test_migrations_upgrade_an_older_file_step_by_step(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite"
+    v1 = (("CREATE TABLE a (x INTEGER)",),)
+    v2 = (*v1, ("ALTER TABLE a ADD COLUMN y TEXT", "CREATE TABLE b (z INTEGER)"))
+    conn = connect(path)
+    assert apply_migrations(conn, v1) == 1
+    conn.execute("INSERT INTO a (x) VALUES (1)")
+    assert apply_migrations(conn, v2) == 2
+    assert [tuple(r) for r in conn.execute("SELECT x, y FROM a")] == [(1, None)]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
+def test_a_failing_migration_step_rolls_back_to_the_previous_version(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "x.sqlite")
+    steps = (("CREATE TABLE a (x INTEGER)",), ("CREATE TABLE b (y)", "NOT SQL AT ALL"))
+    with pytest.raises(sqlite3.OperationalError):
+        apply_migrations(conn, steps)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"a"}  # `b` rolled back with its step
+    conn.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 3}")
+    conn.close()
+    with pytest.raises(ConfigError) as info:
+        Ledger(path)
+    expected = f"ledger schema {len(MIGRATIONS) + 3} is newer than this program knows"
+    assert str(info.value) == f"{expected} ({len(MIGRATIONS)})"
+
+
+def test_a_file_that_is_not_sqlite_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    path.write_bytes(b"this is not a database, just text " * 100)
+    with pytest.raises(ConfigError, match="not a usable SQLite database"):
+        Ledger(path)
+
+
+# ---- runs ----------------------------------------------------------------------------------
+
+
+def test_run_lifecycle_records_status_counts_and_account_errors(
+        ledger: Ledger, clock: Clock) -> None:
+    start(ledger, "r1")
+    assert ledger.run("r1").status == "running"  # type: ignore[union-attr]
+    clock.advance(seconds=42)
+    rep = report("r1", accounts=[
+        {"account": "platform", "tenant": None, "pages": 1, "sessions": 3, "error": None},
+        {"account": "acct_2", "tenant": "t2", "pages": 0, "sessions": 0, "error": "403"}])
+    ledger.finish_run("r1", "partial", rep, None)
+    run = ledger.run("r1")
+    assert run is not None
+    assert (run.status, run.duration_seconds, run.dry_run) == ("partial", 42.0, False)
+    assert run.counts["sessions_scanned"] == 3
+    assert run.account_errors == {"acct_2": "403"}
+    assert (run.since, run.until, run.accounts) == (T0 - timedelta(hours=2), T0, ["platform"])
+
+
+def test_finish_run_rejects_unknown_runs_and_statuses(ledger: Ledger) -> None:
+    with pytest.raises(LookupError):
+        ledger.finish_run("nope", "ok", None, None)
+    start(ledger, "r1")
+    with pytest.raises(ValueError):
+        ledger.finish_run("r1", "running", None, None)  # type: ignore[arg-type]
+
+
+def test_reap_marks_runs_of_dead_processes_interrupted(ledger: Ledger) -> None:
+    start(ledger, "dead", pid=111)
+    start(ledger, "alive", pid=222)
+    start(ledger, "done", pid=111)
+    ledger.finish_run("done", "ok", None, None)
+    assert ledger.reap_stale_runs(lambda pid: pid == 222) == ["dead"]
+    dead = ledger.run("dead")
+    assert dead is not None and dead.status == "interrupted"
+    assert dead.error == "process 111 ended before the run finished"
+    assert ledger.run("alive").status == "running"  # type: ignore[union-attr]
+    assert ledger.run("done").status == "ok"  # type: ignore[union-attr]
+    assert ledger.reap_stale_runs(lambda pid: False) == ["alive"]
+
+
+def test_last_success_and_consecutive_failures(ledger: Ledger, clock: Clock) -> None:
+    assert ledger.last_success() is None and ledger.consecutive_failures() == 0
+    for run_id, status, dry in [("a", "ok", False), ("b", "ok", True), ("c", "failed", False),
+                                ("d", "interrupted", False), ("e", "failed", False)]:
+        clock.advance(minutes=10)
+        start(ledger, run_id, dry_run=dry)
+        ledger.finish_run(run_id, status, None, "boom" if status == "failed" else None)
+    success = ledger.last_success()
+    assert success is not None and success.run_id == "a"  # the dry run does not count
+    assert ledger.consecutive_failures() == 3
+    clock.advance(minutes=10)
+    start(ledger, "f")
+    ledger.finish_run("f", "partial", None, None)
+    assert ledger.consecutive_failures() == 0
+    assert [r.run_id for r in ledger.recent_runs(2)] == ["f", "e"]
+    assert [r.run_id for r in ledger.runs_between(T0 + timedelta(minutes=15),
+                                                  T0 + timedelta(minutes=45))] == ["b", "c", "d"]
+
+
+# ---- outcomes ------------------------------------------------------------------------------
+
+
+def test_record_report_requires_a_started_run(ledger: Ledger) -> None:
+    with pytest.raises(LookupError):
+        ledger.record_report(report("ghost"))
+
+
+def test_first_seen_first_outcome_and_created_at_are_set_once(
+        ledger: Ledger, clock: Clock) -> None:
+    paid = T0 - timedelta(minutes=30)
+    start(ledger, "r1")
+    ledger.record_report(report("r1", created=[created_item("cs_1", paid)],
+                                present=[present_item("cs_2", paid)]))
+    first = ledger.session("cs_1")
+    assert first is not None
+    assert (first.outcome, first.first_outcome, first.created_run_id) == (
+        "created", "created", "r1")
+    assert first.created_at == T0 and first.repair_seconds == 1800.0
+    assert (first.email, first.pass_name, first.amount, first.currency) == (
+        "a@example.com", "10 classes", 12000, "nok")
+
+    clock.advance(minutes=15)  # the next overlapping window sees both as present
+    start(ledger, "r2")
+    ledger.record_report(report("r2", present=[present_item("cs_1", paid),
+                                               present_item("cs_2", paid)]))
+    again = ledger.session("cs_1")
+    assert again is not None
+    assert (again.outcome, again.first_outcome) == ("already_present", "created")
+    assert (again.first_seen_at, again.created_at, again.created_run_id) == (T0, T0, "r1")
+    assert (again.last_seen_at, again.last_run_id) == (T0 + timedelta(minutes=15), "r2")
+    assert again.email == "a@example.com"  # a later report without it keeps it
+    assert again.amount == 9000  # but a newer value replaces it
+    present = ledger.session("cs_2")
+    assert present is not None and present.first_outcome == "already_present"
+    assert present.created_at is None and present.paid_at == paid
+
+
+def test_needs_manual_then_fixed_by_a_person_keeps_first_outcome(ledger: Ledger) -> None:
+    start(ledger, "r1")
+    ledger.record_report(report("r1", needs_manual=[{
+        "session_id": "cs_m", "account": "platform", "reason": "user_unknown",
+        "detail": "no userId", "email": "b@example.com", "amount": 5000, "currency": "nok"}]))
+    assert [s.session_id for s in ledger.open_manual()] == ["cs_m"]
+    row = ledger.session("cs_m")
+    assert row is not None and (row.reason, row.detail) == ("user_unknown", "no userId")
+    start(ledger, "r2")
+    ledger.record_report(report("r2", present=[present_item("cs_m", T0)]))
+    row = ledger.session("cs_m")
+    assert row is not None
+    assert (row.outcome, row.first_outcome, row.reason) == ("already_present", "needs_manual", None)
+    assert ledger.open_manual() == []
+
+
+def test_dry_run_records_what_it_saw_but_never_marks_created(ledger: Ledger) -> None:
+    start(ledger, "dry", dry_run=True)
+    ledger.record_report(report("dry", dry_run=True, created=[created_item("cs_d", T0)]))
+    row = ledger.session("cs_d")
+    assert row is not None
+    assert (row.outcome, row.first_outcome, row.created_at) == ("would_create", "would_create",
+                                                                None)
+    # Even if the report forgets its dry_run flag, the run row says it was dry.
+    start(ledger, "dry2", dry_run=True)
+    ledger.record_report(report("dry2", created=[created_item("cs_e", T0)]))
+    assert ledger.session("cs_e").created_at is None  # type: ignore[union-attr]
+    start(ledger, "real")
+    ledger.record_report(report("real", created=[created_item("cs_d", T0)]))
+    row = ledger.session("cs_d")
+    assert row is not None and row.created_run_id == "real" and row.first_outcome == "would_create"
+
+
+def test_failed_sessions_are_recorded_and_ones_without_an_id_skipped(ledger: Ledger) -> None:
+    start(ledger, "r1")
+    ledger.record_report(report("r1", failed=[
+        {"session_id": "cs_f", "account": "acct_1", "error": "write rejected"},
+        {"session_id": None, "account": "acct_1", "error": "malformed session: no id"}]))
+    row = ledger.session("cs_f")
+    assert row is not None and (row.outcome, row.detail) == ("failed", "write rejected")
+    assert ledger._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 1
+
+
+def test_report_without_present_list_is_accepted(ledger: Ledger) -> None:
+    start(ledger, "r1")
+    rep = report("r1")
+    del rep["created"], rep["anomalies"]
+    ledger.record_report(rep)
+    assert ledger.outcomes_first_seen_between(T0, T0 + timedelta(days=1)) == []
+
+
+def test_anomalies_are_kept_once_per_kind_and_session(ledger: Ledger, clock: Clock) -> None:
+    anomaly = {"kind": "duplicate_subscriptions", "session_id": "cs_1",
+               "subscription_ids": ["s1", "s2"], "detail": "two"}
+    start(ledger, "r1")
+    ledger.record_report(report("r1", anomalies=[anomaly]))
+    clock.advance(days=1)
+    start(ledger, "r2")
+    ledger.record_report(report("r2", anomalies=[
+        {**anomaly, "subscription_ids": ["s1", "s2", "s3"]},
+        {"kind": "invisible_shape", "session_id": None, "subscription_ids": [], "detail": None}]))
+    week = ledger.anomalies_between(T0, T0 + timedelta(days=7))
+    assert [(a.kind, a.session_id, a.times_seen) for a in week] == [
+        ("duplicate_subscriptions", "cs_1", 2), ("invisible_shape", None, 1)]
+    assert week[0].subscription_ids == ["s1", "s2", "s3"] and week[0].first_run_id == "r1"
+    assert ledger.anomalies_between(T0 + timedelta(hours=1), T0 + timedelta(days=7))[0].kind == (
+        "invisible_shape")
+
+
+def test_weekly_figures_are_simple_over_first_seen_rows(ledger: Ledger, clock: Clock) -> None:
+    """The weekly report's numbers fall out of `outcomes_first_seen_between`."""
+    start(ledger, "r1")
+    ledger.record_report(report(
+        "r1",
+        present=[present_item("cs_p1", T0 - timedelta(hours=1)),
+                 present_item("cs_p2", T0 - timedelta(hours=1))],
+        created=[created_item("cs_c1", T0 - timedelta(minutes=10)),
+                 created_item("cs_c2", T0 - timedelta(hours=1))],
+        needs_manual=[{"session_id": "cs_m", "account": "platform", "reason": "pass_not_found",
+                       "detail": None, "email": None, "amount": 100, "currency": "eur"}]))
+    clock.advance(days=8)  # next week: cs_p1 seen again, a new one first seen
+    start(ledger, "r2")
+    ledger.record_report(report("r2", present=[present_item("cs_p1", T0),
+                                               present_item("cs_n", T0)]))
+    week = ledger.outcomes_first_seen_between(T0, T0 + timedelta(days=7))
+    assert len(week) == 5
+    auto = [s for s in week if s.first_outcome == "already_present"]
+    repaired = [s.repair_seconds for s in week if s.created_at is not None]
+    assert len(auto) / len(week) == 0.4
+    assert sorted(repaired) == [600.0, 3600.0]  # type: ignore[type-var]
+    assert statistics.median(repaired) == 2100.0  # type: ignore[type-var]
+    assert [s.session_id for s in week if s.first_outcome == "needs_manual"] == ["cs_m"]
+    money: dict[str, int] = {}
+    for s in week:
+        money[s.currency or "?"] = money.get(s.currency or "?", 0) + (s.amount or 0)
+    assert money == {"nok": 42000, "eur": 100}
+    assert [s.session_id for s in ledger.created_between(T0, T0 + timedelta(days=1))] == [
+        "cs_c1", "cs_c2"]
+
+
+# ---- pending -------------------------------------------------------------------------------
+
+
+def pending_item(session_id: str, account: str = "acct_1") -> dict[str, Any]:
+    return {"session_id": session_id, "account": account, "reason": "async_payment"}
+
+
+def test_pending_is_listed_until_another_outcome_arrives(ledger: Ledger, clock: Clock) -> None:
+    start(ledger, "r1")
+    ledger.record_report(report("r1", pending=[pending_item("cs_a"), pending_item("cs_b")]))
+    assert ledger.pending_sessions() == [("acct_1", "cs_a", T0), ("acct_1", "cs_b", T0)]
+    clock.advance(days=2)
+    start(ledger, "r2")
+    ledger.record_report(report("r2", pending=[pending_item("cs_b")],
+                                created=[created_item("cs_a", T0)]))
+    assert ledger.pending_sessions() == [("acct_1", "cs_b", T0)]  # first seen kept
+    (row,) = ledger.pending_rows()
+    assert row.last_checked_at == T0 + timedelta(days=2)
+    settled = ledger.session("cs_a")
+    assert settled is not None and (settled.first_outcome, settled.outcome) == (
+        "pending", "created")
+
+
+def test_pending_older_than_30_days_expires_with_an_outcome(ledger: Ledger, clock: Clock) -> None:
+    start(ledger, "r1")
+    ledger.record_report(report("r1", pending=[pending_item("cs_old")]))
+    clock.advance(days=29, hours=23)
+    start(ledger, "r2")
+    ledger.record_report(report("r2", pending=[pending_item("cs_new")]))
+    assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_old", "cs_new"]
+    clock.advance(hours=1)  # cs_old is now exactly 30 days old
+    assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_new"]  # listing does not write
+    assert ledger.session("cs_old").outcome == "pending"  # type: ignore[union-attr]
+    assert ledger.expire_pending() == ["cs_old"]
+    old = ledger.session("cs_old")
+    assert old is not None and (old.outcome, old.first_outcome) == ("pending_expired", "pending")
+    assert [p.session_id for p in ledger.pending_rows()] == ["cs_new"]
+
+
+def test_recording_a_report_expires_old_pending_rows(ledger: Ledger, clock: Clock) -> None:
+    start(ledger, "r1")
+    ledger.record_report(report("r1", pending=[pending_item("cs_old")]))
+    clock.advance(days=31)
+    start(ledger, "r2")
+    ledger.record_report(report("r2"))
+    assert ledger.pending_rows() == []
+    assert ledger.session("cs_old").outcome == "pending_expired"  # type: ignore[union-attr]
+
+
+def test_settle_pending_closes_a_row_the_report_cannot_name(ledger: Ledger) -> None:
+    start(ledger, "r1")
+    ledger.record_report(report("r1", pending=[pending_item("cs_a")]))
+    assert ledger.settle_pending("cs_a", "ignored", "not_paid") is True
+    assert ledger.settle_pending("cs_a", "ignored", "not_paid") is False
+    row = ledger.session("cs_a")
+    assert row is not None and (row.outcome, row.reason) == ("ignored", "not_paid")
+    with pytest.raises(ValueError):
+        ledger.settle_pending("cs_a", "pending")
+
+
+# ---- watermarks ----------------------------------------------------------------------------
+
+
+def test_watermarks_only_move_forward_per_account_and_kind(ledger: Ledger) -> None:
+    assert ledger.watermark("acct_1") is None
+    assert ledger.advance_watermark("acct_1", T0, "quick", "r1") is True
+    assert ledger.advance_watermark("acct_1", T0 - timedelta(hours=1), "quick") is False
+    assert ledger.advance_watermark("acct_1", T0, "quick") is False
+    assert ledger.watermark("acct_1") == T0
+    assert ledger.advance_watermark("acct_1", T0 - timedelta(days=3), "deep") is True
+    assert ledger.watermark("acct_1", "deep") == T0 - timedelta(days=3)
+    assert ledger.advance_watermark("acct_1", T0 + timedelta(minutes=5)) is True
+    assert [(w.kind, w.until, w.run_id) for w in ledger.watermarks()] == [
+        ("deep", T0 - timedelta(days=3), None), ("quick", T0 + timedelta(minutes=5), None)]
+
+
+def test_watermarks_from_report_skip_accounts_with_errors_and_dry_runs(ledger: Ledger) -> None:
+    rep = report("r1", accounts=[
+        {"account": "platform", "error": None}, {"account": "acct_1", "error": None},
+        {"account": "acct_2", "error": "403 forbidden"}],
+        failed=[{"session_id": "cs_x", "account": "acct_1", "error": "write rejected"}])
+    assert ledger.advance_watermarks_from_report({**rep, "dry_run": True}, "quick") == []
+    assert ledger.advance_watermarks_from_report(rep, "quick") == ["platform"]
+    assert ledger.watermark("platform") == T0
+    assert ledger.watermark("acct_1") is None and ledger.watermark("acct_2") is None
+
+
+# ---- alerts and kept reports ---------------------------------------------------------------
+
+
+def test_alerts_are_deduplicated_and_stay_sent(ledger: Ledger) -> None:
+    assert ledger.alert_sent("cap:r1") is False
+    ledger.record_alert("cap:r1", "max_creates", sent=False, detail="smtp down")
+    assert ledger.alert_sent("cap:r1") is False  # failed attempt: try again later
+    ledger.record_alert("cap:r1", "max_creates", sent=True, detail="ok")
+    ledger.record_alert("cap:r1", "max_creates", sent=False, detail="again")
+    assert ledger.alert_sent("cap:r1") is True
+    attempts = ledger._conn.execute("SELECT attempts FROM alerts WHERE key='cap:r1'").fetchone()
+    assert attempts[0] == 3
+
+
+def test_unsent_reports_are_kept_until_forgotten(ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "weekly-2024-19.html"
+    ledger.keep_unsent_report(path, "550 recipient refused")
+    ledger.keep_unsent_report(path, "connection refused")
+    (kept,) = ledger.unsent_reports()
+    assert (kept.path, kept.error, kept.kept_at) == (path, "connection refused", T0)
+    ledger.forget_unsent_report(path)
+    assert ledger.unsent_reports() == []
+
+
+def test_two_ledgers_on_one_file_see_each_other(tmp_path: Path, clock: Clock) -> None:
+    with Ledger.open(tmp_path, clock=clock) as a, Ledger.open(tmp_path, clock=clock) as b:
+        a.advance_watermark("platform", T0)
+        assert b.watermark("platform") == T0
