@@ -104,6 +104,8 @@ def _observations(report: Mapping[str, Any], dry_run: bool) -> list[dict[str, An
             if not isinstance(session_id, str) or not session_id:
                 continue  # a malformed session without an id cannot be tracked
             row: dict[str, Any] = {name: item.get(name) for name in _SESSION_FIELDS}
+            if row["subscription_id"] is None and item.get("subscription_ids"):
+                row["subscription_id"] = item["subscription_ids"][0]  # `present` lists them
             row.update(
                 session_id=session_id,
                 account=item.get("account") or "platform",

@@ -63,7 +63,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             outcome TEXT NOT NULL {_check("outcome", OUTCOMES)},
             reason TEXT,
             detail TEXT,
-            amount INTEGER,
+            amount REAL,
             currency TEXT,
             email TEXT,
             pass_id TEXT,
@@ -257,7 +257,7 @@ class SessionOutcome:
     outcome: str
     reason: str | None
     detail: str | None
-    amount: int | None
+    amount: float | None
     currency: str | None
     email: str | None
     pass_id: str | None

@@ -69,12 +69,12 @@ def created_item(session_id: str, paid_at: datetime, account: str = "acct_1") ->
     return {"session_id": session_id, "account": account, "tenant": "tenant-a",
             "subscription_id": f"subscription-{session_id}", "user_id": "user-u1",
             "pass_id": "pass-10", "pass_name": "10 classes", "email": "a@example.com",
-            "amount": 12000, "currency": "nok", "paid_at": paid_at.isoformat()}
+            "amount": 120.0, "currency": "nok", "paid_at": paid_at.isoformat()}
 
 
 def present_item(session_id: str, paid_at: datetime) -> dict[str, Any]:
     return {"session_id": session_id, "account": "acct_1", "tenant": "tenant-a",
-            "amount": 9000, "currency": "nok", "paid_at": int(paid_at.timestamp())}
+            "amount": 90.0, "currency": "nok", "paid_at": int(paid_at.timestamp())}
 
 
 # ---- schema --------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
         "created", "created", "r1")
     assert first.created_at == T0 and first.repair_seconds == 1800.0
     assert (first.email, first.pass_name, first.amount, first.currency) == (
-        "a@example.com", "10 classes", 12000, "nok")
+        "a@example.com", "10 classes", 120.0, "nok")
 
     clock.advance(minutes=15)  # the next overlapping window sees both as present
     start(ledger, "r2")
@@ -241,7 +241,7 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
     assert (again.first_seen_at, again.created_at, again.created_run_id) == (T0, T0, "r1")
     assert (again.last_seen_at, again.last_run_id) == (T0 + timedelta(minutes=15), "r2")
     assert again.email == "a@example.com"  # a later report without it keeps it
-    assert again.amount == 9000  # but a newer value replaces it
+    assert again.amount == 90.0  # but a newer value replaces it
     present = ledger.session("cs_2")
     assert present is not None and present.first_outcome == "already_present"
     assert present.created_at is None and present.paid_at == paid
@@ -251,7 +251,7 @@ def test_needs_manual_then_fixed_by_a_person_keeps_first_outcome(ledger: Ledger)
     start(ledger, "r1")
     ledger.record_report(report("r1", needs_manual=[{
         "session_id": "cs_m", "account": "platform", "reason": "user_unknown",
-        "detail": "no userId", "email": "b@example.com", "amount": 5000, "currency": "nok"}]))
+        "detail": "no userId", "email": "b@example.com", "amount": 50.0, "currency": "nok"}]))
     assert [s.session_id for s in ledger.open_manual()] == ["cs_m"]
     row = ledger.session("cs_m")
     assert row is not None and (row.reason, row.detail) == ("user_unknown", "no userId")
@@ -326,7 +326,7 @@ def test_weekly_figures_are_simple_over_first_seen_rows(ledger: Ledger, clock: C
         created=[created_item("cs_c1", T0 - timedelta(minutes=10)),
                  created_item("cs_c2", T0 - timedelta(hours=1))],
         needs_manual=[{"session_id": "cs_m", "account": "platform", "reason": "pass_not_found",
-                       "detail": None, "email": None, "amount": 100, "currency": "eur"}]))
+                       "detail": None, "email": None, "amount": 1.5, "currency": "eur"}]))
     clock.advance(days=8)  # next week: cs_p1 seen again, a new one first seen
     start(ledger, "r2")
     ledger.record_report(report("r2", present=[present_item("cs_p1", T0),
@@ -339,10 +339,10 @@ def test_weekly_figures_are_simple_over_first_seen_rows(ledger: Ledger, clock: C
     assert sorted(repaired) == [600.0, 3600.0]  # type: ignore[type-var]
     assert statistics.median(repaired) == 2100.0  # type: ignore[type-var]
     assert [s.session_id for s in week if s.first_outcome == "needs_manual"] == ["cs_m"]
-    money: dict[str, int] = {}
+    money: dict[str, float] = {}
     for s in week:
         money[s.currency or "?"] = money.get(s.currency or "?", 0) + (s.amount or 0)
-    assert money == {"nok": 42000, "eur": 100}
+    assert money == {"nok": 420.0, "eur": 1.5}
     assert [s.session_id for s in ledger.created_between(T0, T0 + timedelta(days=1))] == [
         "cs_c1", "cs_c2"]
 
@@ -462,3 +462,36 @@ def test_two_ledgers_on_one_file_see_each_other(tmp_path: Path, clock: Clock) ->
     with Ledger.open(tmp_path, clock=clock) as a, Ledger.open(tmp_path, clock=clock) as b:
         a.advance_watermark("platform", T0)
         assert b.watermark("platform") == T0
+
+
+def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
+    """Contract check against `jobs.runreport.RunReport.to_json()` (ISO `Z` times, `present`)."""
+    from jobs.model import Anomaly, Decision
+    from jobs.runreport import RunReport
+
+    rep = RunReport(run_id="r1", started_at="2024-05-06T09:00:00.000Z",
+                    since="2024-05-06T07:00:00.000Z", until="2024-05-06T08:55:00.000Z",
+                    dry_run=False)
+    rep.account("acct_1", "tenant-a")
+    paid = "2024-05-06T08:30:00.000Z"
+    rep.add(Decision("cs_c", "acct_1", "created", tenant="tenant-a", email="c@example.com",
+                     amount=120.0, currency="nok", paid_at=paid, pass_id="p", pass_name="10",
+                     user_id="user-u", subscription_ids=("subscription-cs_c",),
+                     anomalies=(Anomaly("expired_on_arrival", "cs_c", ("subscription-cs_c",),
+                                        "ended"),)))
+    rep.add(Decision("cs_p", "acct_1", "already_present", amount=90.0, currency="nok",
+                     paid_at=paid, subscription_ids=("sub-1",)))
+    rep.add(Decision("cs_w", "acct_1", "pending", reason="async_payment", paid_at=paid))
+    start(ledger, "r1")
+    ledger.record_report(rep.to_json())
+    assert ledger.advance_watermarks_from_report(rep.to_json(), "quick") == ["acct_1"]
+
+    created = ledger.session("cs_c")
+    assert created is not None and created.repair_seconds == 1800.0
+    assert created.subscription_id == "subscription-cs_c" and created.created_at == T0
+    present = ledger.session("cs_p")
+    assert present is not None and present.subscription_id == "sub-1"
+    assert ledger.pending_sessions() == [("acct_1", "cs_w", T0)]
+    assert [a.kind for a in ledger.anomalies_between(T0, T0 + timedelta(days=1))] == [
+        "expired_on_arrival"]
+    assert ledger.watermark("acct_1") == datetime(2024, 5, 6, 8, 55, tzinfo=UTC)
