@@ -1,11 +1,221 @@
-"""Command line: parses arguments, runs one command, maps errors to exit codes."""
+"""Command line: parse arguments, run one command, map errors to exit codes.
+
+Exit codes for every command: 0 all good; 1 done, but something needs a person; 2 could not
+run (bad configuration, rejected credentials, service unreachable). This is the only module
+that decides an exit code from an exception.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from jobs import __version__
+from jobs.errors import ConfigError, ReconcilerError
+from jobs.logs import configure_logging
+from jobs.settings import Settings, load_settings, parse_window
+
+log = structlog.get_logger("jobs.cli")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    print(f"reconcile: not implemented yet: {' '.join(args)}", file=sys.stderr)
-    return 2
+def _common(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS keeps a value given before the command from being reset by the sub-parser.
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="TOML settings file (or RECONCILER_CONFIG)")
+    parser.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
+                        help="read secrets and settings from this .env file")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"),
+                        default=argparse.SUPPRESS, help="log lines on stderr (default: auto)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconcile",
+        description="Make sure every paid class pass has its Sanity subscription.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="one reconciliation pass, then exit (cron mode)")
+    _common(run)
+    span = run.add_mutually_exclusive_group()
+    span.add_argument("--window", help="how far back, e.g. 2h or 3d (until now - grace)")
+    span.add_argument("--since", help="ISO 8601 start of the window")
+    run.add_argument("--until", help="ISO 8601 end of the window (with --since)")
+    run.add_argument("--account", action="append", metavar="ACCT",
+                     help="only this account (repeatable; 'platform' is the platform account)")
+    run.add_argument("--dry-run", action="store_true", help="plan and report, write nothing")
+    run.add_argument("--validate", action="store_true",
+                     help="with --dry-run: have Sanity validate the planned transactions")
+    run.add_argument("--json", action="store_true", help="the run report as JSON on stdout")
+    run.add_argument("--report-file", type=Path, help="also write the run report JSON here")
+    run.add_argument("--max-creates", type=int, metavar="N",
+                     help="safety cap for this run (default from settings, 50)")
+
+    daemon = commands.add_parser("daemon", help="long-running scheduler: quick, deep, weekly")
+    _common(daemon)
+
+    report = commands.add_parser("report", help="the weekly ops report from the ledger")
+    _common(report)
+    report.add_argument("--weekly", action="store_true", required=True)
+    report.add_argument("--week-of", help="any date in the week (default: last full week)")
+    report.add_argument("--send", action="store_true", help="e-mail it")
+    report.add_argument("--out", type=Path, metavar="DIR",
+                        help="write report.html, report.txt, report.json here")
+
+    diagnose = commands.add_parser("diagnose", help="one person or purchase, end to end")
+    _common(diagnose)
+    who = diagnose.add_mutually_exclusive_group(required=True)
+    who.add_argument("--email")
+    who.add_argument("--session", metavar="CS_ID")
+    who.add_argument("--user", metavar="CLERK_ID")
+    diagnose.add_argument("--fix", action="store_true", help="apply the plan for these purchases")
+    diagnose.add_argument("--dry-run", action="store_true")
+    diagnose.add_argument("--max-creates", type=int, metavar="N")
+    diagnose.add_argument("--json", action="store_true")
+
+    doctor = commands.add_parser("doctor", help="preflight: keys, accounts, webhooks, mail")
+    _common(doctor)
+    doctor.add_argument("--json", action="store_true")
+
+    status = commands.add_parser("status", help="last runs, watermarks, pending sessions")
+    _common(status)
+    status.add_argument("--json", action="store_true")
+
+    audit = commands.add_parser("audit", help="check every existing subscription for anomalies")
+    _common(audit)
+    audit.add_argument("--json", action="store_true")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    config = getattr(args, "config", None)
+    env_file = getattr(args, "env_file", None)
+    return load_settings(os.environ, config_path=config, env_file=env_file)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _stop_on_signals(event: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.warning("stopping", signal=signal.Signals(signum).name)
+        event.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.bootstrap import build_services
+    from jobs.ledger import Ledger
+    from jobs.lock import RunLock
+    from jobs.notify import notifier
+    from jobs.service import RunOptions, execute_run
+    from jobs.summary import render_run_summary
+
+    if args.until and not args.since:
+        raise ConfigError("--until needs --since")
+    if args.validate and not args.dry_run:
+        raise ConfigError("--validate goes with --dry-run")
+    if args.max_creates is not None and args.max_creates < 0:
+        raise ConfigError("--max-creates must be 0 or more")
+    settings.require("stripe", "sanity")
+    now = datetime.now(UTC)
+    window = None
+    if args.window or args.since:
+        window = parse_window(now=now, window=args.window, since=args.since, until=args.until,
+                              grace=settings.run.grace)
+    services = build_services(settings)
+    cancel = threading.Event()
+    _stop_on_signals(cancel)
+    with Ledger.open(settings.run.state_dir) as ledger:
+        outcome = execute_run(
+            settings, services.stripe, services.sanity, ledger, RunLock(settings.run.state_dir),
+            RunOptions(kind="run", window=window, accounts=tuple(args.account or ()) or None,
+                       dry_run=args.dry_run, validate=args.validate,
+                       max_creates=args.max_creates),
+            cancel=cancel, notify=notifier(settings))
+    if outcome.report is not None:
+        if args.report_file:
+            _write_json(args.report_file, outcome.report)
+        if args.json:
+            sys.stdout.write(json.dumps(outcome.report, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(render_run_summary(outcome.report))
+    return outcome.exit_code
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.ledger import Ledger
+    from jobs.lock import RunLock
+    from jobs.status import render_status_text, status_view
+
+    with Ledger.open(settings.run.state_dir) as ledger:
+        view = status_view(ledger, RunLock(settings.run.state_dir), datetime.now(UTC))
+    if args.json:
+        sys.stdout.write(json.dumps(view, default=str, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(render_status_text(view))
+    return 0
+
+
+def _lazy(module: str, name: str) -> Handler:
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        import importlib
+
+        fn: Handler = getattr(importlib.import_module(module), name)
+        return fn(args, settings)
+
+    return handler
+
+
+COMMANDS: dict[str, Handler] = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "daemon": _lazy("jobs.daemon", "cmd_daemon"),
+    "report": _lazy("jobs.weekly_cmd", "cmd_report"),
+    "diagnose": _lazy("jobs.diagnose", "cmd_diagnose"),
+    "doctor": _lazy("jobs.doctor", "cmd_doctor"),
+    "audit": _lazy("jobs.audit", "cmd_audit"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    def as_json(fmt: str | None) -> bool | None:
+        return None if fmt in (None, "auto") else fmt == "json"
+
+    try:
+        configure_logging(json=as_json(getattr(args, "log_format", None)),
+                          level=getattr(args, "log_level", "info"))
+        settings = _settings(args)
+        configure_logging(json=as_json(getattr(args, "log_format", None) or settings.log.format),
+                          level=getattr(args, "log_level", None) or settings.log.level,
+                          secrets=settings.secret_values())
+        return COMMANDS[args.command](args, settings)
+    except ReconcilerError as error:
+        # An expected failure: one line naming the cause, no traceback.
+        print(f"reconcile: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("reconcile: interrupted", file=sys.stderr)
+        return 0

@@ -49,6 +49,7 @@ class RunRequest:
     validate: bool = False  # with dry_run: ask Sanity to validate the planned transactions
     max_creates: int = 50
     recheck: tuple[tuple[str, str], ...] = ()  # (account, session id) pending from earlier runs
+    account_since: Mapping[str, int] = field(default_factory=dict)  # per-account window start
     kind: str = "run"
 
 
@@ -131,12 +132,15 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         workers: int = 4,
         on_page: Callable[[list[Decision]], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.stripe = stripe
         self.sanity = sanity
         self.clock = clock
         self.workers = max(1, workers)
         self.on_page = on_page
+        # Set from a signal handler: stop reading, finish the transaction under way, write no more.
+        self.cancel = cancel or threading.Event()
 
     def run(self, req: RunRequest) -> RunReport:
         started = self.clock()
@@ -150,7 +154,7 @@ class Reconciler:
             tenant = catalog.tenant_of_account(account) if account != PLATFORM else None
             report.account(account, tenant.id if tenant else None)
         lock = threading.Lock()
-        stop = threading.Event()  # set when the run cannot go on (credentials rejected)
+        stop = self.cancel  # also set when the run cannot go on (credentials rejected)
         seen: set[str] = set()
         batches: list[_Batch] = []
 
@@ -173,8 +177,9 @@ class Reconciler:
             summary = report.accounts[account]
             bound = log.bind(run_id=req.run_id, account=account)
             try:
-                refunds = refunded_by_intent(self.stripe.refunds(account, req.since))
-                for page in self.stripe.session_pages(account, req.since, req.until):
+                since = req.account_since.get(account, req.since)
+                refunds = refunded_by_intent(self.stripe.refunds(account, since))
+                for page in self.stripe.session_pages(account, since, req.until):
                     if stop.is_set():
                         return
                     decisions = self._plan_page(page.sessions, account, refunds, ctx)
@@ -199,7 +204,12 @@ class Reconciler:
                 future.result()
 
         planned = sum(len(b.decisions) for b in batches)
-        if planned > req.max_creates:
+        if self.cancel.is_set():
+            report.error = "interrupted before writing; nothing written"
+            for batch in batches:
+                for decision in batch.decisions:
+                    report.add_write_failure(decision, "not written: run interrupted")
+        elif planned > req.max_creates:
             report.cap_exceeded = True
             report.error = (f"safety cap: {planned} subscriptions to create, more than "
                             f"max_creates={req.max_creates}; nothing written")
@@ -242,6 +252,8 @@ class Reconciler:
 
     def _write(self, batch: _Batch, req: RunRequest) -> list[tuple[Decision, str | None]]:
         """One transaction per page; if Sanity refuses it, one per purchase to isolate the bad."""
+        if self.cancel.is_set():
+            return [(d, "not written: run interrupted") for d in batch.decisions]
         mutations = transaction_mutations(batch.decisions)
         tx = f"{req.run_id}-{batch.account}-{batch.index}"
         try:

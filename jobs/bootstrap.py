@@ -1,0 +1,37 @@
+"""The composition root: real adapters built from settings. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.ratelimit import TokenBucket
+from jobs.sanity_store import SanityStore
+from jobs.settings import Settings
+from jobs.stripe_source import StripeSource, make_client
+
+
+@dataclass(frozen=True)
+class Services:
+    stripe: StripeSource
+    sanity: SanityStore
+
+
+def build_stripe(settings: Settings, *, timeout: float = 80.0) -> StripeSource:
+    key = settings.require("stripe").stripe.secret_key
+    assert key is not None
+    client = make_client(key.reveal(), settings.stripe.api_base, timeout)
+    # One budget for every account and page: Stripe counts our requests together.
+    rate = min(settings.stripe.requests_per_second, settings.stripe.endpoint_requests_per_second)
+    bucket = TokenBucket(rate=rate, burst=max(1.0, rate / 5))
+    return StripeSource(client, bucket=bucket)
+
+
+def build_sanity(settings: Settings, *, timeout: float = 30.0) -> SanityStore:
+    sanity = settings.require("sanity").sanity
+    assert sanity.token is not None
+    return SanityStore(sanity.base_url, sanity.dataset, sanity.token.reveal(),
+                       sanity.api_version, timeout=timeout)
+
+
+def build_services(settings: Settings) -> Services:
+    return Services(stripe=build_stripe(settings), sanity=build_sanity(settings))

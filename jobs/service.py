@@ -1,0 +1,152 @@
+"""One run as ops see it: the lock, the window, the ledger, the alerts around a reconciliation.
+
+`reconcile run` and every daemon job come through `execute_run`, so a run started by cron
+and one started by the scheduler are recorded, locked and alerted the same way.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from jobs.errors import ReconcilerError
+from jobs.ledger import Ledger
+from jobs.lock import RunLock, process_alive
+from jobs.ports import SanityStore, StripeSource
+from jobs.reconcile import Reconciler, RunRequest
+from jobs.settings import Settings, TimeWindow
+
+log = structlog.get_logger("jobs.service")
+
+Notify = Callable[[Mapping[str, Any] | None, Ledger], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    kind: str = "run"  # run | quick | deep | diagnose
+    window: TimeWindow | None = None  # None: from the watermarks (quick) or the deep window
+    accounts: tuple[str, ...] | None = None
+    dry_run: bool = False
+    validate: bool = False
+    max_creates: int | None = None
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    report: dict[str, Any] | None = None
+    skipped: bool = False
+    status: str = "ok"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and free of personal data: time plus a little randomness."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def plan_window(options: RunOptions, settings: Settings, ledger: Ledger,
+                now: datetime) -> tuple[int, int, dict[str, int], tuple[tuple[str, str], ...]]:
+    """since, until, per-account since and pending sessions to re-check, for this run's kind."""
+    until = now - settings.run.grace
+    if options.window is not None:
+        return options.window.since_unix, options.window.until_unix, {}, ()
+    deep_since = until - settings.schedule.deep_window
+    if options.kind == "deep":
+        pending = tuple((acct, sid) for acct, sid, _ in ledger.pending_sessions())
+        return int(deep_since.timestamp()), int(until.timestamp()), {}, pending
+    # Quick pass / cron: each account from its own watermark minus the overlap, so a downtime
+    # of any length is covered by the next pass; accounts never read start a deep window back.
+    per_account = {
+        w.account: int((w.until - settings.schedule.quick_overlap).timestamp())
+        for w in ledger.watermarks() if w.kind == "quick"
+    }
+    return int(deep_since.timestamp()), int(until.timestamp()), per_account, ()
+
+
+def run_status(report: Mapping[str, Any], interrupted: bool) -> str:
+    if interrupted:
+        return "interrupted"
+    accounts = report.get("accounts") or []
+    if accounts and all(a.get("error") for a in accounts):
+        return "failed"
+    if report.get("failed") or report.get("cap_exceeded") or any(a.get("error") for a in accounts):
+        return "partial"
+    return "ok"
+
+
+def execute_run(
+    settings: Settings,
+    stripe: StripeSource,
+    sanity: SanityStore,
+    ledger: Ledger,
+    lock: RunLock,
+    options: RunOptions,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    cancel: threading.Event | None = None,
+    notify: Notify | None = None,
+    workers: int | None = None,
+) -> RunOutcome:
+    """Lock, run, record. Exit 0 all good, 1 something needs a person; errors propagate (2)."""
+    if not lock.acquire(blocking=False, kind=options.kind):
+        log.info("run_skipped", reason="another run holds the lock", holder=lock.holder())
+        return RunOutcome(exit_code=0, skipped=True, status="skipped")
+    try:
+        ledger.reap_stale_runs(process_alive)
+        now = clock()
+        run_id = new_run_id(now)
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+        since, until, account_since, recheck = plan_window(options, settings, ledger, now)
+        if until <= since:
+            raise ReconcilerError("the window is empty: --until must be after --since")
+        req = RunRequest(
+            run_id=run_id, since=since, until=until, accounts=options.accounts,
+            dry_run=options.dry_run, validate=options.validate,
+            max_creates=options.max_creates if options.max_creates is not None
+            else settings.run.max_creates,
+            recheck=recheck, account_since=account_since, kind=options.kind)
+        cancel = cancel or threading.Event()
+        ledger.start_run(run_id, options.kind, datetime.fromtimestamp(since, UTC),
+                         datetime.fromtimestamp(until, UTC), options.dry_run,
+                         list(options.accounts or ()))
+        log.info("run_started", kind=options.kind, since=req.since, until=req.until,
+                 dry_run=options.dry_run)
+        reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
+                                workers=workers or settings.stripe.concurrency, cancel=cancel)
+        try:
+            report = reconciler.run(req)
+        except BaseException as error:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            ledger.finish_run(run_id, status, None, _one_line(error))
+            raise
+        data = report.to_json()
+        status = run_status(data, cancel.is_set())
+        ledger.record_report(data)
+        ledger.finish_run(run_id, status, data, data.get("error"))  # type: ignore[arg-type]
+        if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
+            ledger.advance_watermarks_from_report(data, "quick")
+        log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
+        if notify is not None and not options.dry_run:
+            notify(data, ledger)
+        code = report.exit_code()
+        if status == "failed":
+            code = 2  # not one account could be read: the service is down or the key is wrong
+        elif status == "interrupted":
+            code = 0
+        return RunOutcome(exit_code=code, report=data, status=status)
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id")
+        lock.release()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
