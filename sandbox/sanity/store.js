@@ -1,0 +1,180 @@
+'use strict'
+/**
+ * The dataset: documents in insertion order plus equality indexes on attribute paths.
+ *
+ * Order matters: GROQ's `*` yields documents in dataset order, so an indexed scan must
+ * return its candidates in that same order for answers to stay identical to a full scan.
+ * Each document gets a sequence number when its id first appears; a replace keeps it.
+ */
+
+const DEFAULT_INDEXED_PATHS = [
+  '_type',
+  'stripeSessionId',
+  'stripePaymentId',
+  'stripePaymentIntentId',
+  'paymentId',
+  'clerkId',
+  'user._ref',
+  'tenant._ref',
+  'passId',
+]
+
+/** Index key of a scalar GROQ value, or null when `==` could never match it by value. */
+function scalarKey(value) {
+  switch (typeof value) {
+    case 'string':
+      return 's' + value
+    case 'number':
+      return 'n' + value
+    case 'boolean':
+      return value ? 'bt' : 'bf'
+    default:
+      return null
+  }
+}
+
+/** Follows a dotted attribute path through plain objects only (as GROQ's `a.b` does). */
+function valueAt(doc, segments) {
+  let current = doc
+  for (const segment of segments) {
+    if (current === null || typeof current !== 'object' || Array.isArray(current)) return undefined
+    current = current[segment]
+  }
+  return current
+}
+
+function isDraftOrVersion(id) {
+  return id.startsWith('drafts.') || id.startsWith('versions.')
+}
+
+class Store {
+  constructor(indexedPaths = DEFAULT_INDEXED_PATHS) {
+    this.docs = new Map() // id -> document (insertion order = dataset order)
+    this.seq = new Map() // id -> sequence number
+    this.nextSeq = 0
+    this.indexes = new Map() // path -> Map(key -> Set(id))
+    this.indexEnabled = true
+    this._arrays = {raw: null, published: null}
+    for (const path of indexedPaths) this._buildIndex(path)
+  }
+
+  get size() {
+    return this.docs.size
+  }
+
+  get(id) {
+    return this.docs.get(id)
+  }
+
+  /** All documents visible in a perspective, in dataset order (cached until the next write). */
+  all(perspective) {
+    const key = perspective === 'published' ? 'published' : 'raw'
+    if (this._arrays[key] === null) {
+      const docs = Array.from(this.docs.values())
+      this._arrays[key] = key === 'raw' ? docs : docs.filter((d) => !isDraftOrVersion(d._id))
+    }
+    return this._arrays[key]
+  }
+
+  /** Replaces the whole dataset (the `load` control and `--data`). */
+  replaceAll(documents) {
+    this.docs = new Map()
+    this.seq = new Map()
+    this.nextSeq = 0
+    for (const doc of documents) this._put(doc)
+    const paths = Array.from(this.indexes.keys())
+    this.indexes = new Map()
+    for (const path of paths) this._buildIndex(path)
+    this._invalidate()
+  }
+
+  /** Applies committed changes: id -> new document, or null to delete. */
+  commit(changes) {
+    for (const [id, next] of changes) {
+      const previous = this.docs.get(id)
+      if (previous !== undefined) this._unindex(previous)
+      if (next === null) {
+        this.docs.delete(id)
+        this.seq.delete(id)
+      } else {
+        this._put(next)
+        this._index(next)
+      }
+    }
+    this._invalidate()
+  }
+
+  /** Ids whose value at `path` equals one of `values` (scalars), building the index on first use. */
+  lookup(path, values) {
+    if (!this.indexes.has(path)) this._buildIndex(path)
+    const index = this.indexes.get(path)
+    const ids = new Set()
+    for (const value of values) {
+      const bucket = index.get(scalarKey(value))
+      if (bucket) for (const id of bucket) ids.add(id)
+    }
+    return ids
+  }
+
+  /** Documents for `ids` in dataset order, restricted to a perspective. */
+  documentsInOrder(ids, perspective) {
+    const out = []
+    for (const id of ids) {
+      const doc = this.docs.get(id)
+      if (doc === undefined) continue
+      if (perspective === 'published' && isDraftOrVersion(id)) continue
+      out.push(doc)
+    }
+    out.sort((a, b) => this.seq.get(a._id) - this.seq.get(b._id))
+    return out
+  }
+
+  indexedPaths() {
+    return Array.from(this.indexes.keys())
+  }
+
+  _put(doc) {
+    if (!this.seq.has(doc._id)) this.seq.set(doc._id, this.nextSeq++)
+    this.docs.set(doc._id, doc)
+  }
+
+  _invalidate() {
+    this._arrays = {raw: null, published: null}
+  }
+
+  _buildIndex(path) {
+    const index = new Map()
+    this.indexes.set(path, index)
+    const segments = path.split('.')
+    for (const doc of this.docs.values()) addToIndex(index, segments, doc)
+  }
+
+  _index(doc) {
+    for (const [path, index] of this.indexes) addToIndex(index, path.split('.'), doc)
+  }
+
+  _unindex(doc) {
+    for (const [path, index] of this.indexes) {
+      const key = scalarKey(valueAt(doc, path.split('.')))
+      if (key === null) continue
+      const bucket = index.get(key)
+      if (bucket) {
+        bucket.delete(doc._id)
+        if (bucket.size === 0) index.delete(key)
+      }
+    }
+  }
+}
+
+function addToIndex(index, segments, doc) {
+  const key = scalarKey(valueAt(doc, segments))
+  if (key === null) return
+  let bucket = index.get(key)
+  if (!bucket) {
+    bucket = new Set()
+    index.set(key, bucket)
+  }
+  bucket.add(doc._id)
+}
+
+module.exports = {Store, scalarKey, isDraftOrVersion, DEFAULT_INDEXED_PATHS}
