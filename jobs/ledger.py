@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from jobs.errors import ConfigError
 from jobs.ledger_schema import (
     FINAL_RUN_STATUSES,
     MIGRATIONS,
@@ -138,8 +139,12 @@ class Ledger:
     @classmethod
     def open(cls, state_dir: Path, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
         """Open (creating if needed) `state_dir/ledger.sqlite`; the directory is made 0700."""
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return cls(state_dir / LEDGER_FILE, clock=clock)
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return cls(state_dir / LEDGER_FILE, clock=clock)
+        except OSError as e:
+            raise ConfigError(
+                f"RECONCILER_STATE_DIR {state_dir} is not usable: {e.strerror or e}") from e
 
     def close(self) -> None:
         with self._guard:

@@ -125,7 +125,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open `path` in autocommit mode with WAL, a busy timeout and foreign keys on."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    except sqlite3.Error as e:
+        raise ConfigError(f"ledger {path} cannot be opened: {e}") from e
     try:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 5000")

@@ -148,6 +148,13 @@ def test_a_file_that_is_not_sqlite_is_a_config_error(tmp_path: Path) -> None:
         Ledger(path)
 
 
+def test_an_unusable_state_dir_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"RECONCILER_STATE_DIR .* is not usable"):
+        Ledger.open(blocker / "state")
+
+
 # ---- runs ----------------------------------------------------------------------------------
 
 
@@ -245,6 +252,18 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
     present = ledger.session("cs_2")
     assert present is not None and present.first_outcome == "already_present"
     assert present.created_at is None and present.paid_at == paid
+
+
+def test_created_reported_again_keeps_the_first_creation(ledger: Ledger, clock: Clock) -> None:
+    # e.g. a rerun whose createIfNotExists found our own document again and reported it created
+    start(ledger, "r1")
+    ledger.record_report(report("r1", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
+    clock.advance(hours=2)
+    start(ledger, "r2")
+    ledger.record_report(report("r2", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
+    row = ledger.session("cs_1")
+    assert row is not None and (row.created_at, row.created_run_id) == (T0, "r1")
+    assert row.repair_seconds == 3600.0 and row.last_run_id == "r2"
 
 
 def test_needs_manual_then_fixed_by_a_person_keeps_first_outcome(ledger: Ledger) -> None:
