@@ -1,0 +1,239 @@
+"""Stripe adapter: reads Checkout Sessions, line items, refunds, events, endpoints and accounts.
+
+Every request goes through `StripeClient.raw_request` and returns the parsed JSON (plain
+dicts): building the SDK's StripeObjects costs about 1.3 ms per session, far more than the
+rate limit needs to deliver it. Pages are driven by hand from the `starting_after` cursor and
+one page fetch is the unit of retry, so a failure never silently truncates a window and a
+retry resumes exactly where it stopped. Stripe's errors become `jobs.errors` classes here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import stripe
+
+from jobs.errors import (
+    AccountError,
+    CredentialsRejected,
+    ReconcilerError,
+    RetriableError,
+    ServiceUnavailable,
+)
+from jobs.ratelimit import TokenBucket
+from jobs.retry import call_with_retry
+
+JSON = dict[str, Any]
+PLATFORM = "platform"
+MAX_PAGE = 100
+MAX_EVENT_TYPES = 20  # Stripe's cap on `types[]`
+
+
+def make_client(api_key: str, api_base: str | None, timeout: float) -> stripe.StripeClient:
+    """The SDK client for `StripeSource`; `api_base` points it at another API (the stand-in)."""
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base.rstrip("/")} if api_base else None,
+        # No SDK retries, on purpose: we retry each request ourselves (call_with_retry) and
+        # honour Retry-After, which the SDK ignores; the SDK also never retries a plain 429
+        # and sleeps with the real clock. Two layers would multiply attempts (6 x N) and hide
+        # waits from our tests and logs.
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=timeout),
+    )
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of raw session dicts; `last_id` is the cursor to resume after it."""
+
+    account: str
+    index: int
+    sessions: list[JSON]
+    last_id: str | None
+    has_more: bool
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: fall back to our own backoff
+        return None
+
+
+def translate(error: stripe.StripeError, *, account: str, what: str) -> ReconcilerError:
+    """One Stripe SDK error -> our error class. Messages never carry the key (Stripe's own
+    message quotes a masked key, so it is left out for 401/403)."""
+    status = error.http_status
+    headers = error.headers or {}
+    should_retry = (headers.get("stripe-should-retry") or headers.get("Stripe-Should-Retry")
+                    or "").lower()
+    kind = error.code or type(error).__name__
+    ref = f"request {error.request_id}" if error.request_id else "no request id"
+    if isinstance(error, stripe.AuthenticationError) or status == 401:
+        return CredentialsRejected(f"Stripe rejected STRIPE_SECRET_KEY ({status or 401} {kind}; "
+                                   f"{ref})")
+    if isinstance(error, stripe.PermissionError) or status == 403:
+        if account != PLATFORM:
+            return AccountError(f"Stripe account {account} cannot be read with STRIPE_SECRET_KEY "
+                                f"(403 {kind}; {ref}) while reading {what}")
+        return CredentialsRejected(f"Stripe rejected STRIPE_SECRET_KEY for the platform account "
+                                   f"(403 {kind}; {ref}) while reading {what}")
+    if should_retry == "true":
+        return RetriableError(f"Stripe asked to retry {what} ({status}; {ref})",
+                              retry_after=_retry_after(headers))
+    if isinstance(error, stripe.APIConnectionError) and not error.should_retry:
+        return ServiceUnavailable(f"Stripe could not be reached for {what} "
+                                  f"({type(error.__cause__).__name__})")
+    if status is not None and 400 <= status < 500 and status not in (409, 429):
+        return ReconcilerError(f"Stripe refused {what} ({status} {kind}: "
+                               f"{error.user_message}; {ref})")
+    if should_retry == "false":
+        return ServiceUnavailable(f"Stripe failed {what} and asked not to retry ({status}; {ref})")
+    if isinstance(error, stripe.APIConnectionError):
+        # The SDK's message embeds the URL (and so query values such as an e-mail): name only
+        # the transport error.
+        return RetriableError(f"Stripe connection failed for {what} "
+                              f"({type(error.__cause__).__name__})")
+    return RetriableError(f"Stripe failed {what} ({status} {kind}; {ref})",
+                          retry_after=_retry_after(headers))
+
+
+class StripeSource:
+    """Reads one platform and its connected accounts; `account` is "platform" or "acct_…"."""
+
+    def __init__(self, client: stripe.StripeClient, *, bucket: TokenBucket | None = None,
+                 sleep: Callable[[float], None] = time.sleep, page_size: int = MAX_PAGE,
+                 attempts: int = 6) -> None:
+        if not 1 <= page_size <= MAX_PAGE:
+            raise ValueError("page_size must be within 1..100")
+        self._client = client
+        self._bucket = bucket
+        self._sleep = sleep
+        self._page_size = page_size
+        self._attempts = attempts
+
+    # ----- requests
+
+    def _get(self, account: str, path: str, params: Mapping[str, Any], *, what: str,
+             missing_ok: bool = False) -> JSON | None:
+        """One GET, retried as a unit; None for a 404 when `missing_ok`."""
+        options = {} if account == PLATFORM else {"stripe_account": account}
+
+        def once() -> JSON | None:
+            if self._bucket is not None:
+                self._bucket.acquire()
+            try:
+                response = self._client.raw_request("get", path, **params, **options)
+            except stripe.StripeError as error:
+                if missing_ok and error.http_status == 404:
+                    return None
+                raise translate(error, account=account, what=what) from error
+            body = response.data
+            if not isinstance(body, dict):
+                raise RetriableError(f"Stripe answered {what} with a body that is not an object")
+            return dict(body)
+
+        return call_with_retry(once, what=what, attempts=self._attempts, sleep=self._sleep)
+
+    def _page(self, account: str, path: str, params: Mapping[str, Any], *,
+              what: str) -> tuple[list[JSON], bool]:
+        body = self._get(account, path, params, what=what)
+        data = body.get("data") if body else None
+        has_more = body.get("has_more") if body else None
+        if not isinstance(data, list) or not isinstance(has_more, bool):
+            # Not retried: the same cursor would get the same answer.
+            raise ReconcilerError(f"Stripe answered {what} with something that is not a list")
+        return data, has_more
+
+    def _pages(self, account: str, path: str, params: Mapping[str, Any], *, what: str,
+               starting_after: str | None = None) -> Iterator[tuple[list[JSON], bool]]:
+        cursor, index = starting_after, 0
+        while True:
+            query = {**params, "limit": self._page_size}
+            if cursor is not None:
+                query["starting_after"] = cursor
+            data, has_more = self._page(account, path, query, what=f"{what} page {index}")
+            yield data, has_more
+            if not has_more or not data:
+                return
+            cursor, index = str(data[-1]["id"]), index + 1
+
+    def _all(self, account: str, path: str, params: Mapping[str, Any], *,
+             what: str) -> list[JSON]:
+        return [item for data, _ in self._pages(account, path, params, what=what)
+                for item in data]
+
+    # ----- what the reconciler reads
+
+    def session_pages(self, account: str, since: int, until: int,
+                      starting_after: str | None = None) -> Iterator[SessionPage]:
+        """Complete sessions created in [since, until), newest first, one page at a time.
+
+        To resume after a failure, call again with `starting_after` = the last page's
+        `last_id`: no session is lost or repeated."""
+        params = {"status": "complete", "created": {"gte": since, "lt": until}}
+        what = f"checkout sessions of {account}"
+        pages = self._pages(account, "/v1/checkout/sessions", params, what=what,
+                            starting_after=starting_after)
+        cursor = starting_after
+        for index, (data, has_more) in enumerate(pages):
+            cursor = str(data[-1]["id"]) if data else cursor
+            yield SessionPage(account, index, data, cursor, has_more)
+
+    def line_items(self, account: str, session_id: str) -> list[JSON]:
+        """A session's line items with `price.product` expanded to the product object."""
+        path = f"/v1/checkout/sessions/{quote(session_id, safe='')}/line_items"
+        return self._all(account, path, {"expand": ["data.price.product"]},
+                         what=f"line items of {session_id} ({account})")
+
+    def refunds(self, account: str, since: int) -> list[JSON]:
+        """Refunds created at or after `since` (all pages)."""
+        return self._all(account, "/v1/refunds", {"created": {"gte": since}},
+                         what=f"refunds of {account}")
+
+    def session(self, account: str, session_id: str) -> JSON | None:
+        """One session, or None when the account has no such session."""
+        path = f"/v1/checkout/sessions/{quote(session_id, safe='')}"
+        return self._get(account, path, {}, what=f"session {session_id} ({account})",
+                         missing_ok=True)
+
+    def sessions_by_email(self, account: str, email: str) -> list[JSON]:
+        """All sessions (any status) whose buyer e-mail is `email`."""
+        # `what` names no e-mail: it ends up in logs and error messages.
+        return self._all(account, "/v1/checkout/sessions", {"customer_details": {"email": email}},
+                         what=f"sessions by e-mail of {account}")
+
+    def events(self, account: str, since: int, types: Sequence[str] | None = None,
+               delivery_success: bool | None = None) -> list[JSON]:
+        """Events created at or after `since` (Stripe keeps 30 days), newest first.
+
+        More than 20 types are asked for in groups of 20 (Stripe's cap) and merged."""
+        base: dict[str, Any] = {"created": {"gte": since}}
+        if delivery_success is not None:
+            base["delivery_success"] = delivery_success
+        wanted = list(dict.fromkeys(types or []))
+        groups: list[dict[str, Any]] = [base] if not wanted else [
+            {**base, "types": wanted[i:i + MAX_EVENT_TYPES]}
+            for i in range(0, len(wanted), MAX_EVENT_TYPES)]
+        merged: dict[str, JSON] = {}
+        for params in groups:
+            for item in self._all(account, "/v1/events", params, what=f"events of {account}"):
+                merged[str(item.get("id"))] = item
+        return sorted(merged.values(), key=lambda e: (e.get("created", 0), str(e.get("id"))),
+                      reverse=True)
+
+    def webhook_endpoints(self) -> list[JSON]:
+        """The platform's webhook endpoints."""
+        return self._all(PLATFORM, "/v1/webhook_endpoints", {}, what="webhook endpoints")
+
+    def own_account(self) -> JSON:
+        """The key owner's account (`GET /v1/account`)."""
+        body = self._get(PLATFORM, "/v1/account", {}, what="own account")
+        assert body is not None  # only missing_ok returns None
+        return body
