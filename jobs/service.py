@@ -17,7 +17,7 @@ import structlog
 
 from jobs.errors import ReconcilerError
 from jobs.ledger import Ledger
-from jobs.lock import RunLock, process_alive
+from jobs.lock import RunLock
 from jobs.ports import SanityStore, StripeSource
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
@@ -99,7 +99,8 @@ def execute_run(
         log.info("run_skipped", reason="another run holds the lock", holder=lock.holder())
         return RunOutcome(exit_code=0, skipped=True, status="skipped")
     try:
-        ledger.reap_stale_runs(process_alive)
+        # We hold the lock, so no other run is alive: any run still marked running died.
+        ledger.reap_stale_runs(lambda pid: False)
         now = clock()
         run_id = new_run_id(now)
         structlog.contextvars.bind_contextvars(run_id=run_id)
@@ -129,6 +130,7 @@ def execute_run(
         data = report.to_json()
         status = run_status(data, cancel.is_set())
         ledger.record_report(data)
+        _settle_rechecked(ledger, data, recheck)
         ledger.finish_run(run_id, status, data, data.get("error"))  # type: ignore[arg-type]
         if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
             ledger.advance_watermarks_from_report(data, "quick")
@@ -144,6 +146,19 @@ def execute_run(
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
         lock.release()
+
+
+def _settle_rechecked(ledger: Ledger, report: Mapping[str, Any],
+                      recheck: tuple[tuple[str, str], ...]) -> None:
+    """A re-checked pending session that is now ignored (failed or expired payment) is settled:
+    the report only counts ignored sessions, so name them here."""
+    if not recheck or report.get("dry_run"):
+        return
+    named = {item["session_id"] for key in ("created", "needs_manual", "pending", "failed",
+                                            "present") for item in report.get(key) or ()}
+    for _account, session_id in recheck:
+        if session_id not in named:
+            ledger.settle_pending(session_id, "ignored")
 
 
 def _one_line(error: BaseException) -> str:
