@@ -16,14 +16,14 @@ PLATFORM_ID = "acct_1PlatformSandbox00"
 
 
 def object_id(prefix: str, n: int, tag: str = "") -> str:
-    """A deterministic Stripe-looking id: `object_id("cs_test", 7, "a")` -> `cs_test_a0000000007`."""
+    """Deterministic Stripe-like id: `object_id("cs_test", 7, "a")` = `cs_test_a0000000007`."""
     return f"{prefix}_{tag}{n:010d}"
 
 
 def line_item(item_id: str, *, description: str, product: str, amount: int = 5000,
               price_id: str | None = None, currency: str = "usd", quantity: int = 1,
               **overrides: Any) -> JSON:
-    """A Checkout line item (`object: item`); `price.product` is a product id, as Stripe sends it."""
+    """A Checkout line item (`object: item`); `price.product` is a product id, as Stripe sends."""
     item: JSON = {
         "adjustable_quantity": None, "amount_discount": 0, "amount_subtotal": amount * quantity,
         "amount_tax": 0, "amount_total": amount * quantity, "currency": currency,
