@@ -978,15 +978,23 @@ class _Handler(BaseHTTPRequestHandler):
         account = (self.headers.get("Stripe-Account") or "").strip() or PLATFORM
         found = find_route(self.command, split.path)
         op = found[0].op if found else None
-        status = self._answer(controls, op, account, split.path, split.query)
+        answer = self._answer(controls, op, account, split.path, split.query)
+        # Recorded before the answer leaves: a client that has its answer finds it logged.
         controls.record({"method": self.command, "path": split.path, "query": split.query,
-                         "account": account, "endpoint": op, "status": status,
+                         "account": account, "endpoint": op,
+                         "status": 0 if answer is None else answer[0],
                          "duration": round(time.perf_counter() - started, 6)})
+        if answer is None:  # a dropped connection: no answer at all
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            self._send(*answer)
 
     def _answer(self, controls: Controls, op: str | None, account: str, path: str,
-                query: str) -> int:
-        """Latency, then an injected fault, then the rate limit, then the API. Returns the
-        status sent (0 for a dropped connection)."""
+                query: str) -> tuple[int, bytes, Mapping[str, str]] | None:
+        """Latency, then an injected fault, then the rate limit, then the API.
+        None means: drop the connection."""
         if controls.latency:
             time.sleep(controls.latency)
         fault = controls.take_fault(op, account) if op else None
@@ -994,10 +1002,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                return 0
+                return None
             if fault.malformed or fault.status is not None:
                 status = fault.status or 200
                 if fault.malformed:
@@ -1008,18 +1013,15 @@ class _Handler(BaseHTTPRequestHandler):
                     body = fault.body.encode()
                 else:
                     body = _dumps(fault.body)
-                self._send(status, body, fault.headers)
-                return status
+                return status, body, fault.headers
         limited = controls.rate_check(op) if op else None
         if limited is not None:
             reason, wait = limited
-            self._send(429, rate_limit_error().body(), {
+            return 429, rate_limit_error().body(), {
                 "Retry-After": str(max(1, math.ceil(wait))),
-                "Stripe-Rate-Limited-Reason": reason})
-            return 429
+                "Stripe-Rate-Limited-Reason": reason}
         status, body = self.server.api.handle(self.command, path, query, self.headers)
-        self._send(status, body)
-        return status
+        return status, body, {}
 
     def _control(self, path: str, payload: bytes) -> None:
         try:
