@@ -1,0 +1,169 @@
+"""A known run ledger for the weekly report and alert tests, built through the ledger's API.
+
+The report week is Monday 6 May 2024 in Europe/Oslo (5 May 22:00 UTC to 12 May 22:00 UTC).
+Every figure the tests expect is worked out by hand in `EXPECTED` below.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobs.ledger import Ledger
+
+TZ = ZoneInfo("Europe/Oslo")
+WEEK = date(2024, 5, 6)
+DASHBOARD = "https://dashboard.stripe.com"
+REPORT_NOW = datetime(2024, 5, 13, 7, 0, tzinfo=UTC)  # Monday 09:00 in Oslo
+
+
+def utc(month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2024, month, day, hour, minute, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def present(sid: str, paid: datetime, amount: int = 12000, currency: str = "nok",
+            account: str = "acct_1") -> dict[str, Any]:
+    return {"session_id": sid, "account": account, "tenant": "tenant-a",
+            "subscription_ids": [f"sub-{sid}"], "amount": amount, "currency": currency,
+            "paid_at": paid.isoformat()}
+
+
+def created(sid: str, paid: datetime, amount: int, currency: str = "nok",
+            account: str = "acct_1", email: str = "kari@example.com") -> dict[str, Any]:
+    return {"session_id": sid, "account": account, "tenant": "tenant-a",
+            "subscription_id": f"subscription-{sid}", "user_id": "user-u1",
+            "pass_id": "pass-10", "pass_name": "10 Single Clip Card", "email": email,
+            "amount": amount, "currency": currency, "paid_at": paid.isoformat()}
+
+
+def manual(sid: str, reason: str, paid: datetime, amount: int, email: str,
+           account: str = "acct_1") -> dict[str, Any]:
+    return {"session_id": sid, "account": account, "reason": reason,
+            "detail": "no passId in metadata or product", "email": email, "amount": amount,
+            "currency": "nok", "tenant": "tenant-a", "pass_id": None,
+            "pass_name": "Drop-in Class", "paid_at": paid.isoformat()}
+
+
+def report(run_id: str, when: datetime, dry_run: bool = False, **lists: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "run_id": run_id, "started_at": when.isoformat(), "finished_at": when.isoformat(),
+        "dry_run": dry_run,
+        "window": {"since": (when - timedelta(hours=2)).isoformat(), "until": when.isoformat()},
+        "accounts": [{"account": "acct_1", "tenant": "tenant-a", "pages": 1, "sessions": 1,
+                      "error": None}],
+        "counts": {}, "created": [], "needs_manual": [], "pending": [], "failed": [],
+        "present": [], "ignored": {}, "anomalies": [], "cap_exceeded": False, "error": None,
+    }
+    base.update(lists)
+    base["counts"] = {"created": len(base["created"]), "needs_manual": len(base["needs_manual"]),
+                      "failed": len(base["failed"]), "already_present": len(base["present"])}
+    return base
+
+
+def record(ledger: Ledger, clock: Clock, run_id: str, when: datetime, status: str = "ok", *,
+           dry_run: bool = False, error: str | None = None, no_report: bool = False,
+           **lists: Any) -> dict[str, Any] | None:
+    """One run: started and recorded at `when`, finished 30 s later."""
+    clock.now = when
+    ledger.start_run(run_id, "quick", when - timedelta(hours=2), when, dry_run, ["acct_1"],
+                     pid=1)
+    rep = None if no_report else report(run_id, when, dry_run, **lists)
+    if rep is not None:
+        ledger.record_report(rep)
+    clock.now = when + timedelta(seconds=30)
+    ledger.finish_run(run_id, status, rep, error)  # type: ignore[arg-type]
+    return rep
+
+
+def build(state_dir: Path) -> Ledger:
+    """The known ledger (open; the caller closes it). Its clock ends at REPORT_NOW."""
+    clock = Clock(utc(4, 3, 10))
+    ledger = Ledger.open(state_dir, clock=clock)
+    # Week of 1 April (W-5): two present, one needing a person that was fixed by hand later.
+    record(ledger, clock, "r-apr", utc(4, 3, 10),
+           present=[present("cs_test_o1", utc(4, 3, 9)), present("cs_test_o2", utc(4, 3, 9))],
+           needs_manual=[manual("cs_test_m1", "pass_not_found", utc(4, 3, 9), 25000,
+                                "m1@example.com")])
+    # Week of 29 April (W-1): four present, one repaired after an hour, one still open.
+    record(ledger, clock, "r-w1", utc(4, 30, 10),
+           present=[present(f"cs_test_e{i}", utc(4, 30, 9)) for i in range(1, 5)],
+           created=[created("cs_test_e5", utc(4, 30, 9), 12000)],
+           needs_manual=[manual("cs_test_n0", "user_unknown", utc(4, 29, 18), 25000,
+                                "n0@example.com")])
+    # The report week.
+    record(ledger, clock, "r1", utc(5, 6, 10),
+           present=[present("cs_test_p01", utc(5, 6, 9, 50)),
+                    present("cs_test_p02", utc(5, 6, 9, 50)),
+                    present("cs_test_m1", utc(4, 3, 9))],  # fixed by a person meanwhile
+           created=[created("cs_test_c1", utc(5, 6, 9, 50), 25000)],
+           needs_manual=[manual("cs_test_n1", "metadata_missing", utc(5, 6, 9, 40), 30000,
+                                "ola@example.com")],
+           anomalies=[{"kind": "duplicate_subscriptions", "session_id": "cs_test_p02",
+                       "subscription_ids": ["sub-a", "sub-b"], "detail": "2 published"}])
+    record(ledger, clock, "r2", utc(5, 7, 10), "failed", error="Sanity unreachable: 503",
+           no_report=True)
+    record(ledger, clock, "r3", utc(5, 8, 12), "partial",
+           present=[present(f"cs_test_p{i:02d}", utc(5, 8, 11, 50)) for i in range(3, 11)],
+           created=[created("cs_test_c2", utc(5, 8, 11, 58), 5000, "eur", account="platform"),
+                    created("cs_test_c3", utc(5, 8, 11, 57), 20000)],
+           failed=[{"session_id": "cs_test_f1", "account": "acct_1",
+                    "error": "write failed: Sanity answered 500"}])
+    record(ledger, clock, "r4", utc(5, 9, 9), dry_run=True,
+           created=[created("cs_test_d1", utc(5, 9, 8, 55), 9000),
+                    created("cs_test_d2", utc(5, 9, 8, 56), 9000)])
+    record(ledger, clock, "r5", utc(5, 9, 10),
+           created=[created("cs_test_d2", utc(5, 9, 8, 56), 9000)],
+           present=[present("cs_test_p11", utc(5, 9, 9, 50))],
+           pending=[{"session_id": "cs_test_q1", "account": "acct_1",
+                     "reason": "async_payment", "paid_at": utc(5, 9, 9).isoformat()}])
+    # Sunday 23:30 in Oslo: still the report week. 00:30 Monday: the next week.
+    record(ledger, clock, "r6", utc(5, 12, 21, 30),
+           present=[present("cs_test_p12", utc(5, 12, 21), 1500, "usd")])
+    record(ledger, clock, "r7", utc(5, 12, 22, 30),
+           present=[present("cs_test_p13", utc(5, 12, 22))])
+    clock.now = REPORT_NOW
+    return ledger
+
+
+# Worked out by hand from `build`.
+EXPECTED: dict[str, Any] = {
+    "purchases": 19,  # 12 automatic + 4 repaired + 2 open + 1 still missing
+    "automatic": 12,  # p01..p12
+    "repaired": 4,  # c1, c2, c3, d2 (d2 first seen by the dry run)
+    "open": 2,  # n1, f1
+    "still_missing": 1,  # d1: only the dry run saw it
+    "needed_person": 2,
+    "pending": 1,  # q1
+    "automatic_rate": 12 / 19,
+    "manual_rate": 2 / 19,
+    # repairs in the week: c1 600 s, c2 120 s, c3 180 s, d2 3840 s
+    "repair_median": 390.0,
+    "repair_p95": 600 + (3840 - 600) * 0.85,
+    "repair_max": 3840.0,
+    "repair_within": 2,
+    # per currency (f1 has no amount: left out of money)
+    "money": {
+        "eur": {"purchases": 1, "purchases_amount": 5000, "repaired": 1,
+                "repaired_amount": 5000, "needs_person": 0, "needs_person_amount": 0},
+        "nok": {"purchases": 16, "purchases_amount": 11 * 12000 + 25000 + 20000 + 9000 + 9000
+                + 30000, "repaired": 3, "repaired_amount": 25000 + 20000 + 9000,
+                "needs_person": 1, "needs_person_amount": 30000},
+        "usd": {"purchases": 1, "purchases_amount": 1500, "repaired": 0, "repaired_amount": 0,
+                "needs_person": 0, "needs_person_amount": 0},
+    },
+    "runs": {"runs": 5, "dry_runs": 1, "ok": 3, "partial": 1, "failed": 1},
+    "needs_you": ["cs_test_n0", "cs_test_n1", "cs_test_f1"],  # oldest payment first; f1 unknown
+    # purchases per week, W-7 .. W
+    "trend_purchases": [0, 0, 3, 0, 0, 0, 6, 19],
+    "trend_automatic": [0, 0, 2, 0, 0, 0, 4, 12],
+}
