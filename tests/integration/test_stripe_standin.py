@@ -566,7 +566,7 @@ def test_stays_fast_at_100000_sessions_in_one_account(stripe_standin: StandInFac
     # 13 sessions a second, id desc inside a second: 77_776 follows 77_777.
     assert [s["id"] for s in page["data"]][:2] == [object_id("cs_test", 77_776),
                                                    object_id("cs_test", 77_775)]
-    assert startup < 2.0 and per_request < 0.05
+    assert startup < 3.0 and per_request < 0.05
 
 
 def test_runs_as_a_process_until_sigterm(tmp_path: Path, world: dict[str, Any]) -> None:
