@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="check every existing subscription for anomalies")
     _common(audit)
     audit.add_argument("--json", action="store_true")
+    audit.add_argument("--since", metavar="WHEN",
+                       help="refunds from this far back: a duration (90d) or ISO 8601 time "
+                            "(default 90d)")
     return parser
 
 

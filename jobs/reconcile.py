@@ -232,6 +232,20 @@ class Reconciler:
         report.finished_at = rules.iso_ms(int(self.clock() * 1000))
         return report
 
+    def plan_sessions(self, raws: list[dict[str, Any]], account: str, ctx: PlanContext,
+                      refunds: Mapping[str, int] | None = None) -> list[Decision]:
+        """Plan the given raw sessions of one account exactly as a run plans one page (line
+        items where needed, one Sanity lookup); nothing is written. `refunds` (refunded minor
+        units per payment intent) default to the account's refunds since the oldest session.
+        For `reconcile diagnose`, which picks its sessions itself."""
+        if not raws:
+            return []
+        if refunds is None:
+            created = [r.get("created") for r in raws if isinstance(r, Mapping)]
+            since = min((c for c in created if isinstance(c, int)), default=0)
+            refunds = refunded_by_intent(self.stripe.refunds(account, since))
+        return self._plan_page(raws, account, refunds, ctx)
+
     def _plan_page(self, raws: list[dict[str, Any]], account: str, refunds: Mapping[str, int],
                    ctx: PlanContext) -> list[Decision]:
         now_s = ctx.now_ms // 1000
