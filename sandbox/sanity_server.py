@@ -45,7 +45,7 @@ class SanityStandIn:
         write_token: str = "sanity-write-sandbox",
         read_token: str = "sanity-read-sandbox",
         port: int = 0,
-        index: bool = True,
+        query_mode: str = "index",
         node: str = "node",
         startup_timeout: float = 60.0,
     ) -> None:
@@ -54,7 +54,7 @@ class SanityStandIn:
         self.dataset = dataset
         self.write_token = write_token
         self.read_token = read_token
-        self.index = index
+        self.query_mode = query_mode
         self._port = port
         self._node = node
         self._startup_timeout = startup_timeout
@@ -79,8 +79,7 @@ class SanityStandIn:
                 "--read-token", self.read_token, "--stdin-lifeline"]
         if self.data is not None:
             args += ["--data", str(self.data)]
-        if not self.index:
-            args.append("--no-index")
+        args += ["--query-mode", self.query_mode]
         started = time.monotonic()
         self._proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -212,12 +211,16 @@ class SanityStandIn:
         return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
     def stats(self) -> dict[str, Any]:
-        """documents, cpuSeconds (process.cpuUsage), rssBytes, index, indexedPaths…"""
+        """documents, cpuSeconds (process.cpuUsage), rssBytes, queryMode, indexedPaths…"""
         return dict(self._control("GET", "stats"))
 
     def set_index(self, enabled: bool) -> None:
-        """Turns candidate pruning on or off (answers must not change, only speed)."""
-        self._control("POST", "index", json_body={"enabled": enabled})
+        """Index mode on, or plain groq-js scans (answers must not change, only speed)."""
+        self.set_query_mode("index" if enabled else "scan")
+
+    def set_query_mode(self, mode: str) -> None:
+        """`index` (fold + prune, the default), `fold` (constant subqueries once), `scan`."""
+        self._control("POST", "index", json_body={"mode": mode})
 
     def _control(self, method: str, name: str, *, json_body: Any = None,
                  data: str | None = None) -> Any:
@@ -240,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="NDJSON export to load")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
     parser.add_argument("--dataset", default="production")
-    parser.add_argument("--no-index", action="store_true", help="scan every query (for timing)")
+    parser.add_argument("--query-mode", choices=["index", "fold", "scan"], default="index",
+                        help="scan: plain groq-js; fold: constant subqueries once; index: + pruning")
     args = parser.parse_args(argv)
     try:
         standin = SanityStandIn(args.data, dataset=args.dataset, port=args.port,
-                                index=not args.no_index).start()
+                                query_mode=args.query_mode).start()
     except StandInError as error:
         print(error, file=sys.stderr)
         return 2

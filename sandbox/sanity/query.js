@@ -68,22 +68,30 @@ function forEachChild(node, fn) {
   }
 }
 
+const MODES = ['index', 'fold', 'scan']
+
 /**
- * Runs a parsed query against the store in a perspective.
- * Returns {result, indexed, scanned}: how many `*[…]` were pruned by an index or scanned whole.
+ * Runs a parsed query against the store in a perspective. Modes:
+ *   scan   plain groq-js (the reference);
+ *   fold   constant subqueries evaluated once instead of once per document;
+ *   index  fold + every `*[filter]` reads only its candidate documents.
+ * Returns {result, indexed, scanned}: how many `*[…]` were pruned or scanned whole.
  */
-async function runQuery(store, tree, params, perspective, {useIndex = true, now = new Date()} = {}) {
+async function runQuery(store, tree, params, perspective, {mode = 'index', now = new Date()} = {}) {
+  if (!MODES.includes(mode)) throw new Error(`unknown query mode ${mode}`)
   const ctx = {
     store,
     perspective,
     params: {...params},
     now,
+    prune: mode === 'index',
+    fold: mode !== 'scan',
     next: 0,
     indexed: 0,
     scanned: 0,
   }
-  const planned = useIndex ? await plan(tree, ctx) : tree
-  if (!useIndex) ctx.scanned = countEverything(tree)
+  const planned = mode === 'scan' ? tree : await plan(tree, ctx, true)
+  if (mode === 'scan') ctx.scanned = countEverything(tree)
   const value = await evaluate(planned, evalOptions(ctx))
   return {result: await value.get(), indexed: ctx.indexed, scanned: ctx.scanned}
 }
@@ -111,25 +119,65 @@ function countEverything(node) {
   return n
 }
 
-/** Returns a copy of `node` whose prunable `*[filter]` read a hidden candidate parameter. */
-async function plan(node, ctx) {
+function hiddenParam(ctx, value) {
+  const name = ` p${ctx.next++}` // a space: no query can name this parameter
+  ctx.params[name] = value
+  return {type: 'Parameter', name}
+}
+
+/**
+ * Returns a copy of `node`, bottom-up: a prunable `*[filter]` reads a hidden parameter of
+ * candidates; then a constant subquery (one containing `*`, independent of any document in
+ * scope) is evaluated once and replaced by a hidden parameter holding its value, so
+ * `x in *[…]._id` inside a filter costs one evaluation, not one per document.
+ */
+async function plan(node, ctx, isRoot = false) {
   if (node === null || typeof node !== 'object') return node
   const copy = Array.isArray(node) ? [] : {}
   for (const [key, value] of Object.entries(node)) {
     copy[key] = value && typeof value === 'object' ? await plan(value, ctx) : value
   }
   if (copy.type === 'Filter' && copy.base && copy.base.type === 'Everything') {
-    const ids = await candidates(copy.expr, ctx)
+    const ids = ctx.prune ? await candidates(copy.expr, ctx) : null
     if (ids === null) {
       ctx.scanned++
     } else {
-      const name = ` candidates${ctx.next++}` // a space: no query can name this parameter
-      ctx.params[name] = ctx.store.documentsInOrder(ids, ctx.perspective)
-      copy.base = {type: 'Parameter', name}
+      copy.base = hiddenParam(ctx, ctx.store.documentsInOrder(ids, ctx.perspective))
       ctx.indexed++
     }
   }
+  if (ctx.fold && !isRoot && isFoldable(copy)) {
+    return hiddenParam(ctx, await evaluateConstant(copy, ctx))
+  }
   return copy
+}
+
+/** A subquery worth evaluating once: constant, reads the dataset, makes no datetime values. */
+function isFoldable(node) {
+  if (!node || typeof node.type !== 'string') return false
+  // A bare `*` stays: `*[filter]` must still see it to be pruned, and folding it gains nothing.
+  if (node.type === 'Parameter' || node.type === 'Everything') return false
+  return isConstant(node) && readsDataset(node) && !makesDateTime(node)
+}
+
+function readsDataset(node) {
+  if (node.type === 'Everything') return true
+  if (node.type === 'Parameter' && node.name.startsWith(' ')) return true
+  let found = false
+  forEachChild(node, (child) => {
+    if (!found && readsDataset(child)) found = true
+  })
+  return found
+}
+
+// A folded value travels as JSON; datetime values would come back as strings.
+function makesDateTime(node) {
+  if (node.type === 'FuncCall' && (node.name === 'dateTime' || node.namespace === 'dateTime')) return true
+  let found = false
+  forEachChild(node, (child) => {
+    if (!found && makesDateTime(child)) found = true
+  })
+  return found
 }
 
 /** A superset (Set of ids) of documents for which `expr` can be true, or null for "any". */
@@ -249,4 +297,4 @@ async function evaluateConstant(node, ctx) {
   return value.get()
 }
 
-module.exports = {parseQuery, runQuery, QueryParseError}
+module.exports = {parseQuery, runQuery, QueryParseError, MODES}

@@ -4,16 +4,17 @@
  * Local stand-in for Sanity's HTTP API (query, mutate, doc) on 127.0.0.1.
  *
  *   node server.js --port 0 [--data export.ndjson] [--project p] [--dataset production]
- *                  [--write-token t] [--read-token t] [--no-index] [--stdin-lifeline]
+ *                  [--write-token t] [--read-token t] [--query-mode index|fold|scan]
+ *                  [--no-index (= scan)] [--stdin-lifeline]
  *
  * Prints `LISTENING <port>` on stdout once it accepts connections. Test controls live
- * under /_sandbox/ (no auth): latency, faults, log, load, dump, stats, index.
+ * under /_sandbox/ (no auth): latency, faults, log, reset, load, dump, stats, index.
  */
 
 const fs = require('fs')
 const http = require('http')
 const {Store} = require('./store')
-const {parseQuery, runQuery, QueryParseError} = require('./query')
+const {parseQuery, runQuery, QueryParseError, MODES} = require('./query')
 const {applyTransaction, permissionFor, randomId} = require('./mutations')
 const {Controls, faultBody} = require('./controls')
 const errors = require('./errors')
@@ -31,7 +32,7 @@ function parseArgs(argv) {
     dataset: 'production',
     writeToken: 'sanity-write-sandbox',
     readToken: 'sanity-read-sandbox',
-    index: true,
+    queryMode: 'index',
   }
   const names = {
     '--port': 'port',
@@ -43,7 +44,8 @@ function parseArgs(argv) {
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
-    if (arg === '--no-index') options.index = false
+    if (arg === '--no-index') options.queryMode = 'scan'
+    else if (arg === '--query-mode' && MODES.includes(argv[i + 1])) options.queryMode = argv[++i]
     else if (arg === '--stdin-lifeline') options.stdinLifeline = true
     else if (names[arg] && i + 1 < argv.length) options[names[arg]] = argv[++i]
     else throw new Error(`unknown or incomplete argument: ${arg}`)
@@ -126,7 +128,7 @@ class SanityStandIn {
   constructor(options) {
     this.options = options
     this.store = new Store()
-    this.store.indexEnabled = options.index
+    this.queryMode = options.queryMode
     this.controls = new Controls()
   }
 
@@ -239,7 +241,7 @@ class SanityStandIn {
       if (err instanceof QueryParseError) throw new errors.HttpError(400, err.toBody())
       throw err
     }
-    const outcome = await runQuery(this.store, tree, params, perspective, {useIndex: this.store.indexEnabled})
+    const outcome = await runQuery(this.store, tree, params, perspective, {mode: this.queryMode})
     const ms = Math.round(Number(process.hrtime.bigint() - started) / 1e6)
     entry.perspective = perspective
     entry.index = `${outcome.indexed}/${outcome.indexed + outcome.scanned}`
@@ -333,15 +335,20 @@ class SanityStandIn {
             cpuSystemSeconds: cpu.system / 1e6,
             rssBytes: process.memoryUsage().rss,
             uptimeSeconds: process.uptime(),
-            index: this.store.indexEnabled,
+            queryMode: this.queryMode,
             indexedPaths: this.store.indexedPaths(),
             project: this.options.project,
             dataset: this.options.dataset,
           })
         }
-        case 'POST index':
-          this.store.indexEnabled = Boolean((await json()).enabled)
-          return send(res, 200, {index: this.store.indexEnabled})
+        case 'POST index': {
+          // {"mode": "index"|"fold"|"scan"} or {"enabled": bool} (index / scan)
+          const body = await json()
+          const mode = body.mode ?? (body.enabled ? 'index' : 'scan')
+          if (!MODES.includes(mode)) throw new Error(`mode must be one of ${MODES.join(', ')}`)
+          this.queryMode = mode
+          return send(res, 200, {queryMode: mode})
+        }
         default:
           return send(res, 404, {error: `unknown control ${req.method} /_sandbox/${name}`})
       }

@@ -53,7 +53,6 @@ class Store {
     this.seq = new Map() // id -> sequence number
     this.nextSeq = 0
     this.indexes = new Map() // path -> Map(key -> Set(id))
-    this.indexEnabled = true
     this._arrays = {raw: null, published: null}
     for (const path of indexedPaths) this._buildIndex(path)
   }
