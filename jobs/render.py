@@ -10,6 +10,7 @@ and with images off. The text part carries the same facts for plain-text readers
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -133,8 +134,12 @@ def bar_segments(week: TrendWeek, scale: int) -> list[Segment]:
 # ---- rendering ---------------------------------------------------------------------------
 
 
+@functools.cache
 def environment() -> Environment:
-    """A Jinja2 environment over jobs/templates: HTML templates autoescaped, text ones not."""
+    """A Jinja2 environment over jobs/templates: HTML templates autoescaped, text ones not.
+
+    Built once per process: the templates are package files, and compiling them is the slow part.
+    """
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=lambda name: bool(name and name.endswith(".html.j2")),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -50,10 +50,13 @@ def monday_of(day: date) -> date:
 
 
 def week_bounds(week_start: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """[Monday 00:00, next Monday 00:00) in `tz`, as aware datetimes (a DST week is 167/169 h)."""
+    """[Monday 00:00, next Monday 00:00) in `tz`, in UTC (a DST week is 167 or 169 hours).
+
+    UTC because Python compares and subtracts two datetimes of the same zone by wall clock.
+    """
     start = datetime.combine(monday_of(week_start), time(0), tzinfo=tz)
     end = datetime.combine(monday_of(week_start) + timedelta(days=7), time(0), tzinfo=tz)
-    return start, end
+    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 def last_complete_week(now: datetime, tz: ZoneInfo) -> date:

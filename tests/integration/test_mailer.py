@@ -305,3 +305,15 @@ def test_an_unsent_alert_is_recorded_unsent_and_tried_again(ledger: Ledger) -> N
         again = deliver([alert], Mailer(settings(server.port)), ledger)
     assert again.sent == (alert,) and ledger.alert_sent("cap_hit:r9")
     assert len(server.messages) == 1
+
+
+def test_without_mail_settings_the_report_files_are_kept(report: WeeklyReport,
+                                                          ledger: Ledger) -> None:
+    result = send_weekly(report, SmtpSettings(host="127.0.0.1", report_from="a@example.com"),
+                         ledger, sender=lambda m: pytest.fail("nothing can be sent"))
+    assert (result.sent, result.error_kind, result.exit_code) == (False, "config", 2)
+    assert result.kept is not None
+    assert sorted(p.name for p in result.kept.iterdir()) == [
+        "report.html", "report.json", "report.txt"]
+    [kept] = ledger.unsent_reports()
+    assert (kept.path, kept.error) == (result.kept, "REPORT_TO is not set")
