@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
     parser.add_argument("--dataset", default="production")
     parser.add_argument("--query-mode", choices=["index", "fold", "scan"], default="index",
-                        help="scan: plain groq-js; fold: constant subqueries once; index: + pruning")
+                        help="scan: plain groq-js; fold: subqueries once; index: + pruning")
     args = parser.parse_args(argv)
     try:
         standin = SanityStandIn(args.data, dataset=args.dataset, port=args.port,
