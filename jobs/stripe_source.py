@@ -104,6 +104,15 @@ def translate(error: stripe.StripeError, *, account: str, what: str) -> Reconcil
                           retry_after=_retry_after(headers))
 
 
+def _cursor(data: list[JSON], what: str) -> str:
+    """The `starting_after` for the page after `data`: its last object's id."""
+    last = data[-1]
+    cursor = last.get("id") if isinstance(last, dict) else None
+    if not isinstance(cursor, str) or not cursor:
+        raise ReconcilerError(f"Stripe answered {what} with a last object without an id")
+    return cursor
+
+
 class StripeSource:
     """Reads one platform and its connected accounts; `account` is "platform" or "acct_…"."""
 
@@ -162,7 +171,7 @@ class StripeSource:
             yield data, has_more
             if not has_more or not data:
                 return
-            cursor, index = str(data[-1]["id"]), index + 1
+            cursor, index = _cursor(data, what), index + 1
 
     def _all(self, account: str, path: str, params: Mapping[str, Any], *,
              what: str) -> list[JSON]:
@@ -183,7 +192,7 @@ class StripeSource:
                             starting_after=starting_after)
         cursor = starting_after
         for index, (data, has_more) in enumerate(pages):
-            cursor = str(data[-1]["id"]) if data else cursor
+            cursor = _cursor(data, what) if data else cursor
             yield SessionPage(account, index, data, cursor, has_more)
 
     def line_items(self, account: str, session_id: str) -> list[JSON]:

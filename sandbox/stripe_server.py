@@ -495,7 +495,8 @@ ROUTES = (
     _route("GET", "/v1/events", "events_read", "list_events"),
     _route("GET", "/v1/webhook_endpoints", "webhook_endpoints_read", "list_webhook_endpoints"),
     _route("GET", "/v1/accounts", "connected_accounts_read", "list_accounts"),
-    _route("GET", "/v1/account", "account_read", "get_account"),
+    # Any valid key may read its own account: restricted keys need no named permission here.
+    _route("GET", "/v1/account", "", "get_account"),
     _route("GET", "/v1/refunds", "refunds_read", "list_refunds"),
 )
 LIST_PARAMS = ("limit", "starting_after", "ending_before", "expand")
@@ -554,7 +555,7 @@ class StripeApi:
                                "Application access may have been revoked.",
                                type_="permission_error", code="account_invalid")
         permissions = grant.get("permissions", "*")
-        if permissions != "*" and permission not in permissions:
+        if permission and permissions != "*" and permission not in permissions:
             on = self.data.platform.get("id") if account == PLATFORM else account
             raise ApiError(403, f"The provided key '{mask_key(key)}' does not have the required "
                            f"permissions for this endpoint on account '{on}'. Having the "

@@ -352,3 +352,17 @@ def test_every_request_takes_a_token_first(standin: StripeStandIn, clock: Clock)
 def test_page_size_is_checked() -> None:
     with pytest.raises(ValueError):
         StripeSource(object(), page_size=101)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"object": "list", "data": [{"object": "checkout.session"}], "has_more": True},
+     "without an id"),
+    ({"object": "list", "data": "nothing", "has_more": False}, "not a list"),
+])
+def test_a_page_that_cannot_be_followed_stops_the_account(standin: StripeStandIn, waits: Waits,
+                                                           body: dict[str, Any],
+                                                           message: str) -> None:
+    standin.controls.inject_fault(SESSIONS, status=200, body=body)
+    with pytest.raises(ReconcilerError, match=message) as error:
+        list(source(standin, waits).session_pages("acct_B", 0, NOW))
+    assert not isinstance(error.value, RetriableError) and waits == []

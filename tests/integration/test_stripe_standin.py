@@ -415,6 +415,7 @@ def test_key_without_access_to_an_account_is_403(standin: StripeStandIn) -> None
 def test_restricted_key_names_the_missing_permission(standin: StripeStandIn) -> None:
     client = stripe_test_client(standin, key=EVENTS_KEY)
     assert listing(client, "/v1/events")["object"] == "list"
+    assert listing(client, "/v1/account")["object"] == "account"  # needs no permission
     for path, permission in [("/v1/checkout/sessions", "checkout_sessions_read"),
                              ("/v1/refunds", "refunds_read"),
                              ("/v1/webhook_endpoints", "webhook_endpoints_read"),
