@@ -127,10 +127,11 @@ def needs_line_items(session: Session) -> bool:
 
 
 def _tenant_for_names(session: Session, catalog: Catalog) -> str | None:
-    if session.account != PLATFORM:
-        tenant = catalog.tenant_of_account(session.account)
-        return tenant.id if tenant else None
-    return text(session.metadata.get("tenantId"))
+    """Only a connected account says whose catalogue a bare description names."""
+    if session.account == PLATFORM:
+        return None
+    tenant = catalog.tenant_of_account(session.account)
+    return tenant.id if tenant else None
 
 
 def purchase_keys(
