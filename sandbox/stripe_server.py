@@ -532,6 +532,9 @@ class StripeApi:
             return 200, handler(self.data.account(account), account, parse_query(query), *args)
         except ApiError as error:
             return error.status, error.body()
+        except Exception as error:  # a stand-in bug: answer like Stripe's 500, and say what broke
+            return 500, ApiError(500, f"Stand-in failure: {type(error).__name__}: {error}",
+                                 type_="api_error").body()
 
     def authorize(self, headers: Headers, permission: str) -> str:
         """The account the request acts on ("platform" or "acct_…"), or Stripe's 401/403."""
