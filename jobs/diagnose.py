@@ -184,6 +184,7 @@ class Diagnosis:
     users: list[JSON]
     subs: list[JSON]
     purchases: list[tuple[Session | None, JSON, Decision]]  # parsed, raw, decision
+    clerk_ids: dict[str, str] = field(default_factory=dict)  # session id -> the userId it names
     fix: JSON | None = None
 
     def decisions(self) -> list[Decision]:
@@ -202,6 +203,7 @@ def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
     ctx = PlanContext(now_ms=now_s * 1000, run_id=run_id, catalog=catalog)
     purchases: list[tuple[Session | None, JSON, Decision]] = []
     uids: set[str] = {query.user} if query.user else set()
+    clerk_ids: dict[str, str] = {}
     for account, raws in found.sessions.items():
         decisions = reconciler.plan_sessions(raws, account, ctx)
         for raw, decision in zip(raws, decisions, strict=True):
@@ -211,6 +213,7 @@ def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
             uid = user_of(raw, items)
             if uid:
                 uids.add(uid)
+                clerk_ids[decision.session_id] = uid
             purchases.append((session, raw, decision))
     purchases.sort(key=lambda p: -(p[0].created if p[0] else 0))
     sids = [d.session_id for _, _, d in purchases if d.session_id]
@@ -221,7 +224,7 @@ def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
         "detIds": [f"{p}subscription-{s}" for s in sids for p in ("", "drafts.")]})
     users = [u for u in (result or {}).get("users") or [] if isinstance(u, dict)]
     subs = [s for s in (result or {}).get("subs") or [] if isinstance(s, dict)]
-    return Diagnosis(query, accounts, found, catalog, users, subs, purchases)
+    return Diagnosis(query, accounts, found, catalog, users, subs, purchases, clerk_ids)
 
 
 def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dry_run: bool,
@@ -320,7 +323,7 @@ def purchase_view(d: Diagnosis, session: Session | None, raw: Mapping[str, Any],
         d.catalog.tenants.get(decision.tenant or ""))
     metadata = raw.get("metadata") if isinstance(raw.get("metadata"), Mapping) else {}
     pass_ = d.catalog.passes.get(decision.pass_id or "")
-    uid = text(metadata.get("userId")) or decision.user_id
+    uid = d.clerk_ids.get(decision.session_id)
     existing = matching_subscriptions(session, d.subs) if session else []
     head, meaning, fix = verdict(decision, d.fix)
     return {

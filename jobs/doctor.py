@@ -160,7 +160,7 @@ def check_endpoints(endpoints: Sequence[Mapping[str, Any]],
     for url, group in by_url.items():
         if len(group) > 1:
             live = sum(1 for e in group if e.get("status") == "enabled")
-            ids = ", ".join(str(e.get("id")) for e in group)
+            ids = ", ".join(sorted(str(e.get("id")) for e in group))
             out.append(Check("webhook duplicate endpoints", "fail" if live > 1 else "warn",
                              f"{len(group)} endpoints for {url} ({ids}), {live} enabled: two "
                              "deliveries of one event race and can create duplicate passes"))
