@@ -109,24 +109,25 @@ def build_scheduler(
             PASSES_EXECUTOR: ThreadPoolExecutor(max_workers=1),
             "default": ThreadPoolExecutor(max_workers=1),  # the weekly report
         },
-        job_defaults={"coalesce": True, "max_instances": 1},
     )
+    # Given per job (not as job_defaults) so they are on the jobs before the scheduler starts.
+    once = {"coalesce": True, "max_instances": 1}
     scheduler.add_job(
         run_pass, IntervalTrigger(seconds=_interval(sched.quick_interval), start_date=now,
                                   timezone=sched.timezone),
         args=[QUICK], id=QUICK, name="quick pass", executor=PASSES_EXECUTOR,
-        next_run_time=now, misfire_grace_time=_grace(sched.quick_interval))
+        next_run_time=now, misfire_grace_time=_grace(sched.quick_interval), **once)
     deep_start = first_deep or now + sched.deep_interval
     scheduler.add_job(
         run_pass, IntervalTrigger(seconds=_interval(sched.deep_interval), start_date=deep_start,
                                   timezone=sched.timezone),
         args=[DEEP], id=DEEP, name="deep pass", executor=PASSES_EXECUTOR,
-        misfire_grace_time=_grace(sched.deep_interval))
+        misfire_grace_time=_grace(sched.deep_interval), **once)
     at = sched.weekly_at
     scheduler.add_job(
         weekly, CronTrigger(day_of_week=at.day, hour=at.hour, minute=at.minute,
                             timezone=sched.timezone),
-        id=WEEKLY, name="weekly report", misfire_grace_time=_grace(WEEKLY_GRACE))
+        id=WEEKLY, name="weekly report", misfire_grace_time=_grace(WEEKLY_GRACE), **once)
     return scheduler
 
 
