@@ -185,6 +185,7 @@ class Diagnosis:
     subs: list[JSON]
     purchases: list[tuple[Session | None, JSON, Decision]]  # parsed, raw, decision
     clerk_ids: dict[str, str] = field(default_factory=dict)  # session id -> the userId it names
+    line_items: dict[str, list[str]] = field(default_factory=dict)  # session id -> descriptions
     fix: JSON | None = None
 
     def decisions(self) -> list[Decision]:
@@ -204,12 +205,16 @@ def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
     purchases: list[tuple[Session | None, JSON, Decision]] = []
     uids: set[str] = {query.user} if query.user else set()
     clerk_ids: dict[str, str] = {}
+    descriptions: dict[str, list[str]] = {}
     for account, raws in found.sessions.items():
         decisions = reconciler.plan_sessions(raws, account, ctx)
         for raw, decision in zip(raws, decisions, strict=True):
             parsed = parse_session(raw, account, now_s)
             session = None if isinstance(parsed, str) else parsed
             items = remembering.known_items(account, decision.session_id)
+            if items:
+                descriptions[decision.session_id] = [
+                    item.description or "" for item in parse_line_items(items)]
             uid = user_of(raw, items)
             if uid:
                 uids.add(uid)
@@ -224,7 +229,8 @@ def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
         "detIds": [f"{p}subscription-{s}" for s in sids for p in ("", "drafts.")]})
     users = [u for u in (result or {}).get("users") or [] if isinstance(u, dict)]
     subs = [s for s in (result or {}).get("subs") or [] if isinstance(s, dict)]
-    return Diagnosis(query, accounts, found, catalog, users, subs, purchases, clerk_ids)
+    return Diagnosis(query, accounts, found, catalog, users, subs, purchases, clerk_ids,
+                     descriptions)
 
 
 def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dry_run: bool,
@@ -334,6 +340,7 @@ def purchase_view(d: Diagnosis, session: Session | None, raw: Mapping[str, Any],
         "amount": decision.amount, "currency": decision.currency, "email": decision.email,
         "payment_intent": session.payment_intent if session else None,
         "metadata": {k: metadata[k] for k in SHOWN_METADATA if k in metadata},
+        "line_items": d.line_items.get(decision.session_id),
         "outcome": decision.outcome, "reason": decision.reason, "detail": decision.detail,
         "verdict": head, "meaning": meaning, "fix": fix,
         "pass": None if pass_ is None else {
@@ -341,7 +348,9 @@ def purchase_view(d: Diagnosis, session: Session | None, raw: Mapping[str, Any],
             "subscription_type": rules.mapped_type(pass_.type),
             "classes_limit": pass_.classes_limit, "validity_type": pass_.validity_type,
             "validity_days": pass_.validity_days, "expiry_date": pass_.expiry_date,
-            "is_active": pass_.is_active, "tenant": pass_.tenant_id},
+            "is_active": pass_.is_active, "tenant": pass_.tenant_id,
+            "school": school.name if (school := d.catalog.tenants.get(pass_.tenant_id or ""))
+            else None},
         "student": {"user_id": uid, "documents": [
             u for u in d.users if uid and uid in (u.get("clerkId"), u.get("_id"))]},
         "existing": [_sub_view(s) for s in existing],
@@ -422,12 +431,16 @@ def _purchase_lines(p: JSON) -> list[str]:
            f"{(p['currency'] or '').upper()}, status {p['status']}/{p['payment_status']}, "
            f"mode {p['mode']}, buyer {p['email']}, payment {p['payment_intent']}",
            f"  Metadata:   {json.dumps(p['metadata'], ensure_ascii=False)}"]
+    if p["line_items"] is not None:
+        out.append(f"  Line items: {json.dumps(p['line_items'], ensure_ascii=False)} "
+                   "(read because the metadata lacks a key)")
     pass_ = p["pass"]
     if pass_:
         out.append(f"  Pass:       {pass_['name']} ({pass_['id']}), type {pass_['type']} -> "
                    f"{pass_['subscription_type']}, classes {pass_['classes_limit']}, validity "
                    f"{pass_['validity_type'] or 'days'} {pass_['validity_days'] or ''}"
-                   f"{pass_['expiry_date'] or ''}, school {pass_['tenant']}")
+                   f"{pass_['expiry_date'] or ''}, school {pass_['school'] or '?'} "
+                   f"({pass_['tenant']})")
     else:
         out.append("  Pass:       none identified")
     docs = ", ".join(str(u.get("_id")) for u in p["student"]["documents"]) or "no user document"

@@ -304,7 +304,8 @@ def test_diagnose_session_shows_the_whole_chain(cli: Cli, stripe_standin: Any,
     text = cli.run("diagnose", "--session", sid)
     assert text.code == 1
     for line in (f"Purchase {sid}", f"Stripe:     {ow.ACCT_A} (Dance City)",
-                 "Pass:       10 Single Clip Card (pClip), type multi -> clipcard, classes 10",
+                 "Pass:       10 Single Clip Card (pClip), type multi -> clipcard, classes 10, "
+                 "validity days 90, school Dance City (tA)",
                  "Student:    user_alice -> uAlice", "Existing:   none",
                  f"Verdict:    MISSING: no subscription records this purchase; the job would "
                  f"create subscription-{sid}"):
@@ -408,6 +409,8 @@ def test_diagnose_user_reads_ninety_days_and_says_so(cli: Cli, stripe_standin: A
     product = purchases(result)[facts["alice_product"]]
     assert product["student"]["user_id"] == "user_alice"
     assert product["would_create"] == f"subscription-{facts['alice_product']}"
+    assert product["line_items"] == ["Monthly Unlimited"]
+    assert product["pass"]["school"] == "Salsa Nord"
     assert [u["_id"] for u in result.json()["users"]] == ["uAlice"]
 
 
