@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# ISO 4217 currencies Stripe treats as zero-decimal / three-decimal (amounts are minor units).
+# Currencies with no / three decimal places (ISO 4217, as Stripe lists them).
 ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf",
                           "ugx", "vnd", "vuv", "xaf", "xof", "xpf"})
 THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
@@ -45,14 +45,13 @@ LEGEND = (("automatic", "present when first seen"), ("repaired", "repaired by th
 # ---- formatting (Jinja filters) ----------------------------------------------------------
 
 
-def money(amount: int | None, currency: str | None) -> str:
-    """`1,200.00 NOK` from Stripe's minor units; `—` when unknown."""
+def money(amount: float | None, currency: str | None) -> str:
+    """`1,200.00 NOK` from an amount in major units; `—` when unknown."""
     if amount is None:
         return "—"
     code = (currency or "").lower()
     digits = 0 if code in ZERO_DECIMAL else 3 if code in THREE_DECIMAL else 2
-    value = amount / 10**digits
-    return f"{value:,.{digits}f} {code.upper() or '?'}".strip()
+    return f"{float(amount):,.{digits}f} {code.upper() or '?'}"
 
 
 def duration(seconds: float | None) -> str:

@@ -111,9 +111,9 @@ def stripe_payment_url(dashboard_base: str, account: str | None, session_id: str
     return "/".join(parts)
 
 
-def minor_units(amount: float | None) -> int | None:
-    """An amount in minor units as an int (the ledger may hand it back as a float)."""
-    return None if amount is None else round(amount)
+def major_units(amount: float | None) -> float | None:
+    """An amount in major units (kroner, euros), as the run report and the ledger hold it."""
+    return None if amount is None else round(float(amount), 2)
 
 
 def _is_malformed(row: SessionOutcome) -> bool:
@@ -188,15 +188,15 @@ class RepairTimes:
 
 @dataclass(frozen=True)
 class MoneyLine:
-    """Amounts in the currency's minor unit (as Stripe gives them)."""
+    """Amounts in major units (250.0 NOK), as the run report gives them."""
 
     currency: str
     purchases: int
-    purchases_amount: int
+    purchases_amount: float
     repaired: int
-    repaired_amount: int
+    repaired_amount: float
     needs_person: int
-    needs_person_amount: int
+    needs_person_amount: float
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class NeedsYouRow:
     school: str | None
     email: str | None
     pass_name: str | None
-    amount: int | None
+    amount: float | None
     currency: str | None
     paid_at: datetime | None
     first_seen_at: datetime
@@ -241,7 +241,7 @@ class CreatedRow:
     school: str | None
     email: str | None
     pass_name: str | None
-    amount: int | None
+    amount: float | None
     currency: str | None
     paid_at: datetime | None
     created_at: datetime | None
@@ -308,7 +308,7 @@ class WeeklyReport:
         return ZoneInfo(self.timezone)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready data: times as ISO 8601, amounts in minor units, rates as 0..1."""
+        """JSON-ready data: times as ISO 8601, amounts in major units, rates as 0..1."""
         out = _plain(self)
         out["label"] = self.label
         return out
@@ -376,24 +376,29 @@ def money_by_currency(rows: Iterable[SessionOutcome]) -> tuple[MoneyLine, ...]:
 
     A purchase whose amount is unknown (a failed write carries none) is left out.
     """
-    lines: dict[str, dict[str, int]] = {}
+    # Summed in hundredths so that 0.1 + 0.2 stays 0.3.
+    counts: dict[str, dict[str, int]] = {}
+    hundredths: dict[str, dict[str, int]] = {}
     for row in rows:
         category = purchase_category(row)
         if category is None or row.amount is None:
             continue
         currency = (row.currency or "unknown").lower()
-        line = lines.setdefault(currency, dict.fromkeys(
-            ("purchases", "purchases_amount", "repaired", "repaired_amount", "needs_person",
-             "needs_person_amount"), 0))
-        amount = round(row.amount)
-        line["purchases"] += 1
-        line["purchases_amount"] += amount
+        count = counts.setdefault(currency, dict.fromkeys(
+            ("purchases", "repaired", "needs_person"), 0))
+        total = hundredths.setdefault(currency, dict.fromkeys(
+            ("purchases_amount", "repaired_amount", "needs_person_amount"), 0))
+        cents = round(float(row.amount) * 100)
+        count["purchases"] += 1
+        total["purchases_amount"] += cents
         if category == "repaired":
-            line["repaired"] += 1
-            line["repaired_amount"] += amount
+            count["repaired"] += 1
+            total["repaired_amount"] += cents
         if category == "open":
-            line["needs_person"] += 1
-            line["needs_person_amount"] += amount
+            count["needs_person"] += 1
+            total["needs_person_amount"] += cents
+    lines = {c: {**counts[c], **{k: v / 100 for k, v in hundredths[c].items()}}
+             for c in counts}
     return tuple(MoneyLine(currency=c, **v) for c, v in sorted(lines.items()))
 
 
@@ -464,7 +469,7 @@ def needs_you_rows(rows: Iterable[SessionOutcome], start: datetime, end: datetim
         seen[row.session_id] = NeedsYouRow(
             session_id=row.session_id, account=row.account, school=_school(row.tenant, names),
             email=row.email, pass_name=row.pass_name or row.pass_id,
-            amount=minor_units(row.amount),
+            amount=major_units(row.amount),
             currency=row.currency, paid_at=row.paid_at, first_seen_at=row.first_seen_at,
             new_this_week=_in(row.first_seen_at, start, end), outcome=row.outcome,
             reason=row.reason if row.outcome == "needs_manual" and row.reason else words.code,
@@ -480,7 +485,7 @@ def created_rows(rows: Iterable[SessionOutcome], links: Links,
     return tuple(
         CreatedRow(
             session_id=r.session_id, account=r.account, school=_school(r.tenant, names),
-            email=r.email, pass_name=r.pass_name or r.pass_id, amount=minor_units(r.amount),
+            email=r.email, pass_name=r.pass_name or r.pass_id, amount=major_units(r.amount),
             currency=r.currency, paid_at=r.paid_at, created_at=r.created_at,
             repair_seconds=r.repair_seconds, subscription_id=r.subscription_id,
             dashboard_url=links.payment(r.account, r.session_id),

@@ -98,7 +98,7 @@ def check_report(message: EmailMessage, report: WeeklyReport) -> None:
     assert [w["purchases"] for w in data["trend"]] == expected["trend_purchases"]
     # The same figures in both parts, as a reader sees them.
     for body in (got["text"], got["html"]):
-        assert "63.2 %" in body and "2,250.00 NOK" in body and "ola@example.com" in body
+        assert "63.2 %" in body and "2,250.30 NOK" in body and "ola@example.com" in body
         assert "https://dashboard.stripe.com/acct_1/test/checkout/sessions/cs_test_n1" in body
         assert "The payment does not say which pass was bought" in body
     assert "<table" in got["html"] and "<svg" not in got["html"]

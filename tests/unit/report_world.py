@@ -1,6 +1,7 @@
 """A known run ledger for the weekly report and alert tests, built through the ledger's API.
 
 The report week is Monday 6 May 2024 in Europe/Oslo (5 May 22:00 UTC to 12 May 22:00 UTC).
+Amounts are in major units (kroner), as the run report carries them.
 Every figure the tests expect is worked out by hand in `EXPECTED` below.
 """
 
@@ -31,14 +32,14 @@ class Clock:
         return self.now
 
 
-def present(sid: str, paid: datetime, amount: int = 12000, currency: str = "nok",
+def present(sid: str, paid: datetime, amount: float = 120.0, currency: str = "nok",
             account: str = "acct_1") -> dict[str, Any]:
     return {"session_id": sid, "account": account, "tenant": "tenant-a",
             "subscription_ids": [f"sub-{sid}"], "amount": amount, "currency": currency,
             "paid_at": paid.isoformat()}
 
 
-def created(sid: str, paid: datetime, amount: int, currency: str = "nok",
+def created(sid: str, paid: datetime, amount: float, currency: str = "nok",
             account: str = "acct_1", email: str = "kari@example.com") -> dict[str, Any]:
     return {"session_id": sid, "account": account, "tenant": "tenant-a",
             "subscription_id": f"subscription-{sid}", "user_id": "user-u1",
@@ -46,7 +47,7 @@ def created(sid: str, paid: datetime, amount: int, currency: str = "nok",
             "amount": amount, "currency": currency, "paid_at": paid.isoformat()}
 
 
-def manual(sid: str, reason: str, paid: datetime, amount: int, email: str,
+def manual(sid: str, reason: str, paid: datetime, amount: float, email: str,
            account: str = "acct_1") -> dict[str, Any]:
     return {"session_id": sid, "account": account, "reason": reason,
             "detail": "no passId in metadata or product", "email": email, "amount": amount,
@@ -92,21 +93,21 @@ def build(state_dir: Path) -> Ledger:
     # Week of 1 April (W-5): two present, one needing a person that was fixed by hand later.
     record(ledger, clock, "r-apr", utc(4, 3, 10),
            present=[present("cs_test_o1", utc(4, 3, 9)), present("cs_test_o2", utc(4, 3, 9))],
-           needs_manual=[manual("cs_test_m1", "pass_not_found", utc(4, 3, 9), 25000,
+           needs_manual=[manual("cs_test_m1", "pass_not_found", utc(4, 3, 9), 250.0,
                                 "m1@example.com")])
     # Week of 29 April (W-1): four present, one repaired after an hour, one still open.
     record(ledger, clock, "r-w1", utc(4, 30, 10),
            present=[present(f"cs_test_e{i}", utc(4, 30, 9)) for i in range(1, 5)],
-           created=[created("cs_test_e5", utc(4, 30, 9), 12000)],
-           needs_manual=[manual("cs_test_n0", "user_unknown", utc(4, 29, 18), 25000,
+           created=[created("cs_test_e5", utc(4, 30, 9), 120.0)],
+           needs_manual=[manual("cs_test_n0", "user_unknown", utc(4, 29, 18), 250.0,
                                 "n0@example.com")])
     # The report week.
     record(ledger, clock, "r1", utc(5, 6, 10),
            present=[present("cs_test_p01", utc(5, 6, 9, 50)),
                     present("cs_test_p02", utc(5, 6, 9, 50)),
                     present("cs_test_m1", utc(4, 3, 9))],  # fixed by a person meanwhile
-           created=[created("cs_test_c1", utc(5, 6, 9, 50), 25000)],
-           needs_manual=[manual("cs_test_n1", "metadata_missing", utc(5, 6, 9, 40), 30000,
+           created=[created("cs_test_c1", utc(5, 6, 9, 50), 250.0)],
+           needs_manual=[manual("cs_test_n1", "metadata_missing", utc(5, 6, 9, 40), 300.0,
                                 "ola@example.com")],
            anomalies=[{"kind": "duplicate_subscriptions", "session_id": "cs_test_p02",
                        "subscription_ids": ["sub-a", "sub-b"], "detail": "2 published"}])
@@ -114,21 +115,21 @@ def build(state_dir: Path) -> Ledger:
            no_report=True)
     record(ledger, clock, "r3", utc(5, 8, 12), "partial",
            present=[present(f"cs_test_p{i:02d}", utc(5, 8, 11, 50)) for i in range(3, 11)],
-           created=[created("cs_test_c2", utc(5, 8, 11, 58), 5000, "eur", account="platform"),
-                    created("cs_test_c3", utc(5, 8, 11, 57), 20000)],
+           created=[created("cs_test_c2", utc(5, 8, 11, 58), 49.9, "eur", account="platform"),
+                    created("cs_test_c3", utc(5, 8, 11, 57), 200.0)],
            failed=[{"session_id": "cs_test_f1", "account": "acct_1",
                     "error": "write failed: Sanity answered 500"}])
     record(ledger, clock, "r4", utc(5, 9, 9), dry_run=True,
-           created=[created("cs_test_d1", utc(5, 9, 8, 55), 9000),
-                    created("cs_test_d2", utc(5, 9, 8, 56), 9000)])
+           created=[created("cs_test_d1", utc(5, 9, 8, 55), 90.1),
+                    created("cs_test_d2", utc(5, 9, 8, 56), 90.2)])
     record(ledger, clock, "r5", utc(5, 9, 10),
-           created=[created("cs_test_d2", utc(5, 9, 8, 56), 9000)],
+           created=[created("cs_test_d2", utc(5, 9, 8, 56), 90.2)],
            present=[present("cs_test_p11", utc(5, 9, 9, 50))],
            pending=[{"session_id": "cs_test_q1", "account": "acct_1",
                      "reason": "async_payment", "paid_at": utc(5, 9, 9).isoformat()}])
     # Sunday 23:30 in Oslo: still the report week. 00:30 Monday: the next week.
     record(ledger, clock, "r6", utc(5, 12, 21, 30),
-           present=[present("cs_test_p12", utc(5, 12, 21), 1500, "usd")])
+           present=[present("cs_test_p12", utc(5, 12, 21), 15.0, "usd")])
     record(ledger, clock, "r7", utc(5, 12, 22, 30),
            present=[present("cs_test_p13", utc(5, 12, 22))])
     clock.now = REPORT_NOW
@@ -151,15 +152,14 @@ EXPECTED: dict[str, Any] = {
     "repair_p95": 600 + (3840 - 600) * 0.85,
     "repair_max": 3840.0,
     "repair_within": 2,
-    # per currency (f1 has no amount: left out of money)
+    # per currency, major units (f1 has no amount: left out of money)
     "money": {
-        "eur": {"purchases": 1, "purchases_amount": 5000, "repaired": 1,
-                "repaired_amount": 5000, "needs_person": 0, "needs_person_amount": 0},
-        "nok": {"purchases": 16, "purchases_amount": 11 * 12000 + 25000 + 20000 + 9000 + 9000
-                + 30000, "repaired": 3, "repaired_amount": 25000 + 20000 + 9000,
-                "needs_person": 1, "needs_person_amount": 30000},
-        "usd": {"purchases": 1, "purchases_amount": 1500, "repaired": 0, "repaired_amount": 0,
-                "needs_person": 0, "needs_person_amount": 0},
+        "eur": {"purchases": 1, "purchases_amount": 49.9, "repaired": 1,
+                "repaired_amount": 49.9, "needs_person": 0, "needs_person_amount": 0.0},
+        "nok": {"purchases": 16, "purchases_amount": 2250.3, "repaired": 3,
+                "repaired_amount": 540.2, "needs_person": 1, "needs_person_amount": 300.0},
+        "usd": {"purchases": 1, "purchases_amount": 15.0, "repaired": 0, "repaired_amount": 0.0,
+                "needs_person": 0, "needs_person_amount": 0.0},
     },
     "runs": {"runs": 5, "dry_runs": 1, "ok": 3, "partial": 1, "failed": 1},
     "needs_you": ["cs_test_n0", "cs_test_n1", "cs_test_f1"],  # oldest payment first; f1 unknown

@@ -56,7 +56,7 @@ def report(**over: Any) -> dict[str, Any]:
 
 def manual_item(sid: str, reason: str = "metadata_missing") -> dict[str, Any]:
     return {"session_id": sid, "account": "acct_9", "reason": reason, "detail": "no passId",
-            "email": "kari@example.com", "amount": 25000, "currency": "nok",
+            "email": "kari@example.com", "amount": 250.0, "currency": "nok",
             "tenant": "tenant-a", "pass_id": None, "pass_name": None,
             "paid_at": "2024-05-07T09:30:00.000Z"}
 

@@ -33,7 +33,7 @@ EVIL = "<script>alert(1)</script>@example.com"
 
 
 def row(sid: str, outcome: str, *, email: str | None = None, reason: str | None = None,
-        created_after: float | None = None, amount: float = 25000) -> SessionOutcome:
+        created_after: float | None = None, amount: float = 250.0) -> SessionOutcome:
     paid = T - timedelta(minutes=30)
     return SessionOutcome(
         session_id=sid, account="acct_1", tenant="tenant-a", outcome=outcome, reason=reason,
@@ -63,10 +63,10 @@ def weekly(rows: list[SessionOutcome], webhook: dict[str, object] | None = None,
 # ---- formats -------------------------------------------------------------------------------
 
 
-def test_money_uses_the_currencys_minor_unit() -> None:
-    assert money(225000, "nok") == "2,250.00 NOK"
+def test_money_shows_major_units_with_the_currencys_decimals() -> None:
+    assert money(2250.3, "nok") == "2,250.30 NOK"
     assert money(1500, "JPY") == "1,500 JPY"  # zero-decimal
-    assert money(1234, "kwd") == "1.234 KWD"  # three-decimal
+    assert money(1.234, "kwd") == "1.234 KWD"  # three-decimal
     assert money(None, "nok") == "—"
 
 

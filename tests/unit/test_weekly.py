@@ -37,7 +37,7 @@ T = datetime(2024, 5, 7, 10, 0, tzinfo=UTC)  # inside the week of MON
 LINKS = Links("https://dashboard.stripe.com", "live")
 
 
-def row(sid: str, outcome: str, *, first: str | None = None, amount: float | None = 10000,
+def row(sid: str, outcome: str, *, first: str | None = None, amount: float | None = 100.0,
         currency: str | None = "nok", seen: datetime = T, paid: datetime | None = None,
         created_after: float | None = None, reason: str | None = None,
         detail: str | None = None, account: str = "acct_1") -> SessionOutcome:
@@ -132,21 +132,20 @@ def test_headline_success_rate_and_people_against_targets() -> None:
     assert (empty.purchases, empty.automatic_rate, empty.automatic_target_met) == (0, None, None)
 
 
-def test_money_per_currency_in_minor_units() -> None:
-    rows = [row("a", "already_present", amount=12000.0),
-            row("b", "created", amount=25000, created_after=60),
-            row("c", "needs_manual", amount=30000),
-            row("d", "created", amount=5000, currency="EUR", created_after=60),
+def test_money_per_currency_in_major_units_without_float_drift() -> None:
+    rows = [row("a", "already_present", amount=120.1),
+            row("b", "created", amount=250.1, created_after=60),
+            row("c", "needs_manual", amount=300.1),
+            row("d", "created", amount=49.9, currency="EUR", created_after=60),
             row("e", "failed", amount=None, currency=None, detail="write failed"),
-            row("f", "pending", amount=99999)]
+            row("f", "pending", amount=999.0)]
     lines = {m.currency: m for m in money_by_currency(rows)}
     assert set(lines) == {"eur", "nok"}  # sorted, lower-cased; no-amount and pending left out
     nok = lines["nok"]
-    assert (nok.purchases, nok.purchases_amount) == (3, 67000)
+    assert (nok.purchases, nok.purchases_amount) == (3, 670.3)  # not 670.3000000000001
     assert (nok.repaired, nok.repaired_amount, nok.needs_person, nok.needs_person_amount) == (
-        1, 25000, 1, 30000)
-    assert isinstance(nok.purchases_amount, int)
-    assert (lines["eur"].purchases_amount, lines["eur"].repaired_amount) == (5000, 5000)
+        1, 250.1, 1, 300.1)
+    assert (lines["eur"].purchases_amount, lines["eur"].repaired_amount) == (49.9, 49.9)
 
 
 def test_run_health_counts_real_runs_and_names_the_last_failure() -> None:
