@@ -3,6 +3,7 @@ refunds, the Sanity documents around it, and the truth entry a correct reconcile
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Iterable
@@ -32,6 +33,14 @@ from sandbox.world_stripe import (
 Doc = dict[str, Any]
 AUTO = "auto"  # default for `payment_intent`: mint a fresh `pi_…`
 PLATFORM = "platform"
+
+
+@functools.lru_cache(maxsize=256)
+def _urls(slug: str, kind: str) -> tuple[str, str]:
+    """Checkout's success and cancel URLs for a school's page (§2.1)."""
+    path = f"/{slug}/subscriptions" if kind in ("pass", "upgrade") else f"/{slug}/classes"
+    return (f"{APP_URL}{path}?success=true&session_id={{CHECKOUT_SESSION_ID}}&type={kind}",
+            f"{APP_URL}{path}?canceled=true")
 
 
 def empty_account_data() -> dict[str, list[Doc]]:
@@ -143,14 +152,12 @@ class Builder:
         if details == AUTO:
             details = customer_details(student.name, student.email) if student else None
             details = details if status != "open" else None
-        path = f"/{slug}/subscriptions" if kind in ("pass", "upgrade") else f"/{slug}/classes"
+        success_url, cancel_url = _urls(slug, kind)
         session = session_object(
             session_id=self.ids.session(), created=created, status=status,
             payment_status=payment_status, mode=mode, amount=amount, metadata=metadata,
-            details=details, payment_intent=payment_intent,
-            success_url=f"{APP_URL}{path}?success=true&session_id={{CHECKOUT_SESSION_ID}}"
-                        f"&type={kind}",
-            cancel_url=f"{APP_URL}{path}?canceled=true", extra=session_extra or None)
+            details=details, payment_intent=payment_intent, success_url=success_url,
+            cancel_url=cancel_url, extra=session_extra or None)
         if status == "expired":
             session["expires_at"] = created + 1800
         data = self.stripe[account]

@@ -59,23 +59,28 @@ def expected_subscription(
     tenant_id: str,
     user_ref: str,
     upgrade_from: str | None = None,
+    head: Doc | None = None,
+    base_ms: int | None = None,
 ) -> Doc:
     """The document a correct reconciler creates for a paid session (without the run markers
-    `createdViaRecovery`, `recoveredAt`, `reconcileRunId`)."""
+    `createdViaRecovery`, `recoveredAt`, `reconcileRunId`).
+
+    `head` replaces `_id`/`_type` (other system fields); `base_ms` is the webhook's processing
+    time, the base of its end date (and, for upgrades, its start date)."""
     created_ms = session["created"] * 1000
-    end = end_ms(pass_doc, created_ms)
+    end = end_ms(pass_doc, created_ms if base_ms is None else base_ms)
     assert end is not None, "only passes with an expiry configuration get a subscription"
+    start_ms = base_ms if base_ms is not None and upgrade_from is not None else created_ms
     metadata = session["metadata"]
     amount = session["amount_total"]
-    doc: Doc = {
-        "_id": f"subscription-{session['id']}",
-        "_type": "subscription",
+    doc: Doc = head or {"_id": f"subscription-{session['id']}", "_type": "subscription"}
+    doc.update({
         "user": ref(user_ref),
         "tenant": ref(tenant_id),
         "type": SUB_TYPE[pass_doc["type"]],
-        "startDate": iso_ms(created_ms),
+        "startDate": iso_ms(start_ms),
         "endDate": iso_ms(end),
-    }
+    })
     remaining = clips(pass_doc)
     if remaining is not None:
         doc["remainingClips"] = remaining
@@ -133,16 +138,10 @@ def webhook_subscription(
 ) -> Doc:
     """What the HEAD webhook wrote (§1.3): end date from processing time, webhook markers;
     upgrades also start at processing time."""
-    shape = expected_subscription(session, pass_doc, tenant_id=tenant_id, user_ref=user_ref,
-                                  upgrade_from=upgrade_from)
-    end = end_ms(pass_doc, processed_s * 1000)
-    assert end is not None
-    shape["endDate"] = iso_ms(end)
-    if upgrade_from is not None:
-        shape["startDate"] = iso_ms(processed_s * 1000)
-    del shape["_id"], shape["_type"]
-    doc = system_fields(ids, doc_id or ids.sanity(), processed_s)
-    doc.update(shape)
+    doc = expected_subscription(
+        session, pass_doc, tenant_id=tenant_id, user_ref=user_ref, upgrade_from=upgrade_from,
+        head=system_fields(ids, doc_id or ids.sanity(), processed_s),
+        base_ms=processed_s * 1000)
     doc["webhookEventId"] = event_id
     doc["createdViaWebhook"] = True
     return doc
