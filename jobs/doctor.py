@@ -33,6 +33,8 @@ WEBHOOK_LOG_DAYS = 7
 COMPLETED = "checkout.session.completed"
 SIGNATURE_FAILED = "signature_verification_failed"
 
+LOGGED_SAMPLE = 500
+LOGGED_QUERY = '*[_type == "webhookLog" && details.sessionId in $sids].details.sessionId'
 WEBHOOK_LOG_QUERY = """*[_type == "webhookLog" && timestamp >= $since
   && (status == "error" || eventType == $signature)] | order(timestamp desc) {
   eventType, eventId, status, timestamp, "error": details.error, "sessionId": details.sessionId
@@ -145,9 +147,8 @@ def _host_key(url: str) -> str:
     return url.replace("://www.", "://", 1)
 
 
-def check_endpoints(endpoints: Sequence[Mapping[str, Any]],
-                    connected_accounts: Sequence[str]) -> list[Check]:
-    """Webhook endpoint health (§4 #1-#5): one check per problem, or one `ok`."""
+def check_endpoints(endpoints: Sequence[Mapping[str, Any]]) -> list[Check]:
+    """Webhook endpoint health (§4 #1, #3-#5): one check per problem, or one `ok`."""
     if not endpoints:
         return [Check("webhook endpoints", "fail",
                       "no webhook endpoint is registered: the app hears of no purchase "
@@ -188,16 +189,49 @@ def check_endpoints(endpoints: Sequence[Mapping[str, Any]],
     if not receivers:
         out.append(Check("webhook endpoints", "fail",
                          f"no enabled endpoint listens for {COMPLETED}"))
-    elif connected_accounts and not any(is_connect(e) for e in receivers):
-        out.append(Check("webhook connect endpoint", "fail",
-                         f"no enabled Connect endpoint (connect=true) listens for {COMPLETED}, "
-                         f"while {len(connected_accounts)} school(s) sell on connected accounts: "
-                         "their purchases never reach the webhook"))
     if not out:
         out.append(Check("webhook endpoints", "ok",
                          f"{len(endpoints)} endpoint(s), {len(receivers)} listening for "
-                         f"{COMPLETED}" + (", Connect included" if connected_accounts else "")))
+                         f"{COMPLETED}"))
     return out
+
+
+def receives_connect(endpoints: Sequence[Mapping[str, Any]]) -> bool:
+    return any(is_connect(e) and e.get("status") == "enabled" and listens_for_completed(e)
+               for e in endpoints)
+
+
+def check_connect(endpoints: Sequence[Mapping[str, Any]] | None, connected: Sequence[str],
+                  purchases: Mapping[str, Sequence[str]], logged: set[str] | None,
+                  days: int = DELIVERY_DAYS) -> Check | None:
+    """Do the connected accounts' purchases reach the app's webhook (§4 #2)?
+
+    Stripe's endpoint list does not say which endpoint is a Connect endpoint (`connect` is a
+    create parameter only; `application` marks a Connect application's), so the evidence is the
+    app's own webhookLog: whether the recent `checkout.session.completed` sessions of connected
+    accounts (`purchases`: account -> session ids) appear in it (`logged`). None: no school
+    sells on a connected account."""
+    if not connected:
+        return None
+    name = "webhook connect endpoint"
+    marked = endpoints is not None and receives_connect(endpoints)
+    sessions = {sid for ids in purchases.values() for sid in ids}
+    if logged is None or not sessions:
+        if marked:
+            return Check(name, "ok", f"an enabled Connect endpoint listens for {COMPLETED}")
+        why = ("the app's webhookLog could not be read" if logged is None else
+               f"no school sold anything on its connected account in the last {days} days")
+        return Check(name, "warn", "cannot tell whether purchases on connected accounts reach "
+                     "the webhook: Stripe does not show which endpoint is a Connect endpoint, "
+                     f"and {why}")
+    reached = sessions & logged
+    if reached:
+        return Check(name, "ok", f"{len(reached)} of {len(sessions)} purchase(s) on connected "
+                     f"accounts in the last {days} days reached the app's webhook (webhookLog)")
+    return Check(name, "fail", f"none of {len(sessions)} purchase(s) on {len(purchases)} "
+                 f"connected account(s) in the last {days} days reached the app's webhook (no "
+                 f"webhookLog entry): no Connect endpoint (connect=true) listens for {COMPLETED}, "
+                 "or it delivers nowhere")
 
 
 def check_deliveries(account: str, probe: Probe, days: int = DELIVERY_DAYS) -> Check:
@@ -343,28 +377,56 @@ class WebhookFacts:
     endpoints: Probe
     deliveries: dict[str, Probe] = field(default_factory=dict)
     log: Probe | None = None
+    purchases: dict[str, list[str]] = field(default_factory=dict)  # connected account -> sids
+    logged: Probe | None = None  # the purchases' session ids that appear in webhookLog
 
 
 def gather_webhooks(stripe: Any, sanity: Any, accounts: Sequence[str],
                     now: datetime) -> WebhookFacts:
+    """`accounts`: the connected accounts that can be read."""
     since = int((now - timedelta(days=DELIVERY_DAYS)).timestamp())
     facts = WebhookFacts(endpoints=attempt(stripe.webhook_endpoints))
     for account in [PLATFORM, *accounts]:
         facts.deliveries[account] = attempt(
             lambda a=account: stripe.events(a, since, delivery_success=False))
+    for account in accounts:
+        completed = attempt(lambda a=account: stripe.events(a, since, types=[COMPLETED]))
+        if completed.ok:
+            facts.purchases[account] = [sid for e in completed.value or []
+                                        if isinstance(sid := _event_object_id(e), str)]
     if sanity is not None:
         log_since = (now - timedelta(days=WEBHOOK_LOG_DAYS)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         facts.log = attempt(lambda: sanity.query(
             WEBHOOK_LOG_QUERY, {"since": log_since, "signature": SIGNATURE_FAILED}))
+        # A few hundred (newest first per account) are evidence enough and keep the query small.
+        sids = list(dict.fromkeys(s for ids in facts.purchases.values() for s in ids))
+        sids = sids[:LOGGED_SAMPLE]
+        facts.logged = attempt(lambda: sanity.query(LOGGED_QUERY, {"sids": sids})) if sids \
+            else Probe([])
     return facts
+
+
+def _event_object_id(event: Mapping[str, Any]) -> Any:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    return obj.get("id") if isinstance(obj, Mapping) else None
+
+
+def logged_ids(facts: WebhookFacts) -> set[str] | None:
+    if facts.logged is None or not facts.logged.ok:
+        return None
+    return {s for s in facts.logged.value or [] if isinstance(s, str)}
 
 
 def webhook_checks(facts: WebhookFacts, connected: Sequence[str],
                    scrub: Callable[[str], str]) -> list[Check]:
-    if facts.endpoints.ok:
-        out = check_endpoints(facts.endpoints.value or [], connected)
+    endpoints = facts.endpoints.value or [] if facts.endpoints.ok else None
+    if endpoints is not None:
+        out = check_endpoints(endpoints)
     else:
         out = [Check("webhook endpoints", "fail", f"cannot list: {facts.endpoints.error}")]
+    connect = check_connect(endpoints, connected, facts.purchases, logged_ids(facts))
+    out += [connect] if connect is not None else []
     out += [check_deliveries(a, p) for a, p in facts.deliveries.items()]
     if facts.log is not None:
         out += check_webhook_log(facts.log, scrub)
@@ -380,10 +442,12 @@ def webhook_health(stripe: Any, sanity: Any, now: datetime) -> JSON:
     facts = gather_webhooks(stripe, sanity, accounts, now)
     errors = [] if catalog.ok else [f"cannot read the schools: {catalog.error}"]
     problems: list[str] = []
-    if facts.endpoints.ok:
-        problems = [f"{c.name}: {c.detail}" for c in
-                    check_endpoints(facts.endpoints.value or [], accounts) if c.status != "ok"]
-    else:
+    endpoints = facts.endpoints.value or [] if facts.endpoints.ok else None
+    connect = check_connect(endpoints, accounts, facts.purchases, logged_ids(facts))
+    checks = [*(check_endpoints(endpoints) if endpoints is not None else []),
+              *([connect] if connect is not None else [])]
+    problems = [f"{c.name}: {c.detail}" for c in checks if c.status != "ok"]
+    if endpoints is None:
         errors.append(f"cannot list webhook endpoints: {facts.endpoints.error}")
     undelivered = {a: len(p.value or []) for a, p in facts.deliveries.items() if p.ok}
     errors += [f"cannot list events of {a}: {p.error}" for a, p in facts.deliveries.items()

@@ -136,21 +136,23 @@ def purchases_world(now: int) -> World:
 
 
 def healthy_endpoint() -> JSON:
-    return webhook_endpoint("we_connect", url=HOOK, connect=True,
-                            enabled_events=["checkout.session.completed"])
+    # Stripe's list does not show `connect`: the doctor judges Connect delivery by webhookLog.
+    return webhook_endpoint("we_connect", url=HOOK, enabled_events=["checkout.session.completed"])
 
 
 def webhook_log(n: int, *, when: float, status: str,
-                event_type: str = "checkout.session.completed") -> JSON:
+                event_type: str = "checkout.session.completed",
+                session_id: str | None = None) -> JSON:
     return {"_id": f"log{n}", "_type": "webhookLog", "eventType": event_type,
             "eventId": f"evt_log{n}", "status": status, "timestamp": iso(when),
-            "details": {"sessionId": f"cs_test_log{n}", "error": "Pass not found"
+            "details": {"sessionId": session_id or f"cs_test_log{n}", "error": "Pass not found"
                         if status == "error" else None}}
 
 
 def doctor_world(now: int, *, broken: bool) -> World:
     """Healthy: one Connect endpoint, every event delivered, only successes in webhookLog.
-    Broken: the problems of domain §4 #2, #3, #5, #6, #7, #17 planted, each once."""
+    Broken: the problems of domain §4 #2, #3, #5, #6, #7, #17 planted, each once (#2: the
+    connected account's sale never reached the app's webhookLog)."""
     docs = catalog_docs()
     sale = purchase("cs_test_doctorsale00", created=now - DAY, pass_id="pClip", user="user_bob",
                     tenant="tA", email="bob@example.com", amount=200000)
@@ -162,6 +164,8 @@ def doctor_world(now: int, *, broken: bool) -> World:
     events = [completed(1, now - DAY, True), completed(2, now - 2 * DAY, True)]
     docs += [webhook_log(1, when=now - DAY, status="success"),
              webhook_log(2, when=now - DAY, status="processing")]
+    if not broken:  # the app heard of the connected account's sale: Connect delivery works
+        docs.append(webhook_log(6, when=now - DAY, status="success", session_id=sale["id"]))
     endpoints = [healthy_endpoint()]
     if broken:
         events += [completed(3, now - DAY, False), completed(4, now - 2 * DAY, False),

@@ -152,7 +152,7 @@ def test_doctor_on_a_healthy_world_is_all_ok(cli: Cli, stripe_standin: Any, sani
     names = [c["name"] for c in result.json()["checks"]]
     assert names == ["sanity read", "sanity write", "stripe mode", "stripe account platform",
                      f"stripe account {ow.ACCT_A}", f"stripe account {ow.ACCT_B}",
-                     "webhook endpoints", "webhook deliveries platform",
+                     "webhook endpoints", "webhook connect endpoint", "webhook deliveries platform",
                      f"webhook deliveries {ow.ACCT_A}", f"webhook deliveries {ow.ACCT_B}",
                      "webhook log errors", "webhook signature failures", "smtp"]
     assert recorder.messages == []

@@ -15,6 +15,7 @@ from jobs.doctor import (
     SmtpProbe,
     attempt,
     check_account,
+    check_connect,
     check_deliveries,
     check_endpoints,
     check_key_mode,
@@ -124,61 +125,79 @@ def test_attempt_turns_expected_errors_into_data() -> None:
 
 
 def test_healthy_endpoints_give_one_ok() -> None:
-    checks = check_endpoints([endpoint(1, connect=True)], ["acct_1"])
+    checks = check_endpoints([endpoint(1)])
     assert statuses(checks) == [("webhook endpoints", "ok")]
-    assert "Connect included" in checks[0].detail
+    assert "1 listening for checkout.session.completed" in checks[0].detail
 
 
 def test_no_endpoint_at_all_fails() -> None:
-    assert statuses(check_endpoints([], [])) == [("webhook endpoints", "fail")]
+    assert statuses(check_endpoints([])) == [("webhook endpoints", "fail")]
 
 
 def test_two_enabled_endpoints_for_one_url_fail() -> None:
-    checks = check_endpoints([endpoint(1, connect=True), endpoint(2, connect=True)], ["a"])
+    checks = check_endpoints([endpoint(1), endpoint(2)])
     assert statuses(checks) == [("webhook duplicate endpoints", "fail")]
     assert "we_1, we_2" in checks[0].detail and "2 enabled" in checks[0].detail
 
 
 def test_duplicate_with_one_disabled_warns_twice() -> None:
-    checks = check_endpoints([endpoint(1, connect=True),
-                              endpoint(2, status="disabled", connect=True)], ["a"])
+    checks = check_endpoints([endpoint(1), endpoint(2, status="disabled")])
     assert statuses(checks) == [("webhook duplicate endpoints", "warn"),
                                 ("webhook endpoint we_2", "warn")]
 
 
 def test_disabled_only_endpoint_fails_and_nothing_receives() -> None:
-    checks = check_endpoints([endpoint(1, status="disabled")], [])
+    checks = check_endpoints([endpoint(1, status="disabled")])
     assert statuses(checks) == [("webhook endpoint we_1", "fail"), ("webhook endpoints", "fail")]
     assert "disabled" in checks[0].detail
 
 
 def test_endpoint_without_completed_warns_and_star_counts() -> None:
     checks = check_endpoints([endpoint(1, events=("charge.succeeded",)),
-                              endpoint(2, url=HOOK + "/all", events=("*",))], [])
+                              endpoint(2, url=HOOK + "/all", events=("*",))])
     assert statuses(checks) == [("webhook endpoint we_1", "warn")]
 
 
 def test_no_receiver_when_no_endpoint_listens_for_completed() -> None:
-    checks = check_endpoints([endpoint(1, events=("charge.succeeded",))], [])
+    checks = check_endpoints([endpoint(1, events=("charge.succeeded",))])
     assert ("webhook endpoints", "fail") in statuses(checks)
 
 
-def test_missing_connect_endpoint_fails_only_when_schools_sell_on_connect() -> None:
-    checks = check_endpoints([endpoint(1)], ["acct_1", "acct_2"])
-    assert statuses(checks) == [("webhook connect endpoint", "fail")]
-    assert "2 school(s)" in checks[0].detail
-    assert statuses(check_endpoints([endpoint(1)], [])) == [("webhook endpoints", "ok")]
+def test_connect_not_judged_without_connected_schools() -> None:
+    assert check_connect([endpoint(1)], [], {}, set()) is None
 
 
-def test_application_endpoint_counts_as_connect() -> None:
-    checks = check_endpoints([endpoint(1, application="ca_123")], ["acct_1"])
-    assert statuses(checks) == [("webhook endpoints", "ok")]
+def test_connect_purchases_reaching_the_log_are_the_evidence() -> None:
+    check = check_connect([endpoint(1)], ["acct_1", "acct_2"],
+                          {"acct_1": ["cs_1", "cs_2"], "acct_2": ["cs_3"]}, {"cs_2", "cs_9"})
+    assert check is not None and check.status == "ok"
+    assert "1 of 3 purchase(s)" in check.detail
+
+
+def test_connect_purchases_that_never_reach_the_log_fail_even_with_a_marked_endpoint() -> None:
+    for endpoints in ([endpoint(1)], [endpoint(1, connect=True)]):
+        check = check_connect(endpoints, ["acct_1"], {"acct_1": ["cs_1", "cs_2"]}, {"cs_other"})
+        assert check is not None and check.status == "fail"
+        assert "none of 2 purchase(s) on 1 connected account(s)" in check.detail
+
+
+def test_connect_without_evidence() -> None:
+    marked = check_connect([endpoint(1, application="ca_1")], ["acct_1"], {}, set())
+    assert marked is not None and marked.status == "ok"
+    quiet = check_connect([endpoint(1)], ["acct_1"], {"acct_1": []}, set())
+    assert quiet is not None and quiet.status == "warn"
+    assert "no school sold anything" in quiet.detail
+    unread = check_connect([endpoint(1)], ["acct_1"], {"acct_1": ["cs_1"]}, None)
+    assert unread is not None and unread.status == "warn"
+    assert "webhookLog could not be read" in unread.detail
+    disabled = check_connect([endpoint(1, connect=True, status="disabled")], ["acct_1"], {},
+                             set())
+    assert disabled is not None and disabled.status == "warn"
 
 
 def test_www_variant_of_an_address_warns() -> None:
     www = HOOK.replace("https://", "https://www.")
-    checks = check_endpoints([endpoint(1, connect=True), endpoint(2, url=www, connect=True)],
-                             ["a"])
+    checks = check_endpoints([endpoint(1), endpoint(2, url=www)])
     assert statuses(checks) == [("webhook www address", "warn")]
     assert www in checks[0].detail
 
@@ -338,9 +357,10 @@ def test_probe_smtp_connection_refused_and_implicit_tls() -> None:
 
 class FakeSanity:
     def __init__(self, tenants: list[dict[str, Any]], *, log_rows: list[Any] | None = None,
-                 read_error: Exception | None = None) -> None:
+                 logged: list[str] | None = None, read_error: Exception | None = None) -> None:
         self.tenants = tenants
         self.log_rows = log_rows or []
+        self.logged = logged or []
         self.read_error = read_error
         self.queries: list[dict[str, Any]] = []
 
@@ -354,18 +374,23 @@ class FakeSanity:
 
     def query(self, groq: str, params: dict[str, Any]) -> Any:
         self.queries.append(params)
+        if "$sids" in groq:
+            return [s for s in self.logged if s in params["sids"]]
         return self.log_rows
 
 
 class FakeStripe:
     def __init__(self, *, sessions: dict[str, list[str]], refused: dict[str, Exception],
                  events: dict[str, list[dict[str, Any]]] | None = None,
+                 completed: dict[str, list[str]] | None = None,
                  endpoints: list[dict[str, Any]] | None = None) -> None:
         self.sessions = sessions
         self.refused = refused
         self.event_data = events or {}
+        self.completed = completed or {}
         self.endpoint_data = endpoints or []
         self.event_calls: list[tuple[str, int, bool | None]] = []
+        self.completed_calls: list[str] = []
 
     def session_pages(self, account: str, since: int, until: int) -> Any:
         if account in self.refused:
@@ -376,6 +401,11 @@ class FakeStripe:
 
     def events(self, account: str, since: int, types: Any = None,
                delivery_success: bool | None = None) -> list[dict[str, Any]]:
+        if types is not None:
+            assert list(types) == ["checkout.session.completed"] and delivery_success is None
+            self.completed_calls.append(account)
+            return [{"id": f"evt_{sid}", "data": {"object": {"id": sid}}}
+                    for sid in self.completed.get(account, [])]
         self.event_calls.append((account, since, delivery_success))
         return self.event_data.get(account, [])
 
@@ -402,6 +432,7 @@ def test_run_checks_names_a_refused_account_once_and_reads_events_of_the_rest() 
     assert problems == [("sanity settings", "fail"), ("stripe account acct_2", "fail"),
                         ("smtp", "warn")]
     assert [a for a, _, _ in stripe.event_calls] == ["platform", "acct_1"]
+    assert stripe.completed_calls == ["acct_1"]
     since = int(NOW.timestamp()) - 3 * 86400
     assert all(s == since and d is False for _, s, d in stripe.event_calls)
     mode = next(c for c in checks if c.name == "stripe mode")
@@ -429,14 +460,19 @@ def test_run_checks_never_prints_a_secret() -> None:
 def test_webhook_health_figures() -> None:
     events = {"acct_1": [{"id": "evt_1", "type": "checkout.session.completed"}] * 3}
     stripe = FakeStripe(sessions={}, refused={}, events=events,
+                        completed={"acct_1": ["cs_1", "cs_2"]},
                         endpoints=[endpoint(1), endpoint(2)])
     rows = [{"eventType": "signature_verification_failed"}, {"eventType": "x", "status": "error"},
             {"eventType": "y", "status": "error"}]
-    health = webhook_health(stripe, FakeSanity(TENANTS, log_rows=rows), NOW)
+    health = webhook_health(stripe, FakeSanity(TENANTS, log_rows=rows, logged=["cs_other"]),
+                            NOW)
     assert health["undelivered_events"] == 3
     assert health["undelivered_by_account"] == {"platform": 0, "acct_1": 3, "acct_2": 0}
     assert health["webhook_log_errors"] == 2 and health["signature_failures"] == 1
-    assert len(health["endpoint_problems"]) == 2  # duplicates + no Connect endpoint
+    problems = health["endpoint_problems"]
+    assert [p.split(":")[0] for p in problems] == ["webhook duplicate endpoints",
+                                                   "webhook connect endpoint"]
+    assert "none of 2 purchase(s)" in problems[1]
     assert health["errors"] == []
 
 
