@@ -1,0 +1,117 @@
+"""`reconcile run` on a generated world: Sanity ends exactly as the ground truth says."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.sanity_server import SanityStandIn
+from tests.e2e.harness import Sandbox, report_problems, start_sandbox, state_problems
+
+SESSION_LIST = "GET /v1/checkout/sessions"
+
+
+@pytest.fixture
+def world(tmp_path: Path, sanity: SanityStandIn) -> Iterator[Sandbox]:
+    box = start_sandbox(tmp_path, sanity, seed=11, sessions=1200)
+    yield box
+    box.stripe.stop()
+
+
+def test_one_run_repairs_exactly_what_the_truth_says(world: Sandbox) -> None:
+    before = world.docs()
+    code, report, stderr = world.run_report()
+    after = world.docs()
+    assert code == 1, stderr  # the world plants purchases that need a person
+    assert state_problems(world.truth, before, after) == []
+    assert report_problems(world.truth, report) == []
+    assert report["counts"]["created"] > 50
+    # Requests grow with pages, not sessions: one lookup per page, one transaction per page.
+    log = world.sanity.log()
+    pages = sum(a["pages"] for a in report["accounts"])
+    assert sum(1 for r in log if r["kind"] == "query") <= pages + 1
+    assert sum(1 for r in log if r["kind"] == "mutate") <= pages
+
+
+def test_a_second_run_creates_nothing(world: Sandbox) -> None:
+    world.run_report()
+    before = world.docs()
+    code, report, _ = world.run_report()
+    assert report["counts"]["created"] == 0
+    assert report["counts"]["already_present"] >= 50
+    assert world.docs() == before
+    assert code == 1  # the needs-manual purchases are still there
+
+
+def test_a_dry_run_writes_nothing_and_lists_what_it_would_create(world: Sandbox) -> None:
+    before = world.docs()
+    code, report, _ = world.run_report("--dry-run")
+    assert world.docs() == before
+    assert report["dry_run"] is True
+    assert report_problems(world.truth, report) == []
+    assert not [r for r in world.sanity.log() if r["kind"] == "mutate"]
+    assert code == 1
+
+
+def test_the_safety_cap_writes_nothing(world: Sandbox) -> None:
+    before = world.docs()
+    code, report, _ = world.run_report("--max-creates", "3")
+    assert code == 1 and report["cap_exceeded"] is True
+    assert world.docs() == before
+
+
+def test_faults_on_both_services_change_nothing_in_the_end(world: Sandbox) -> None:
+    stripe = world.stripe.controls
+    rng = random.Random(5)
+    for _ in range(4):
+        stripe.inject_fault(SESSION_LIST, status=429, headers={"Retry-After": "0"})
+    stripe.inject_fault(SESSION_LIST, status=500)
+    stripe.inject_fault(SESSION_LIST, drop=True)
+    stripe.inject_fault("GET /v1/refunds", status=503)
+    for kind in rng.sample(["query", "mutate"] * 3, 6):
+        world.sanity.inject_fault(kind, status=rng.choice([429, 500, 503]),
+                                  headers={"Retry-After": "0"})
+    world.sanity.inject_fault("mutate", drop=True)
+    world.sanity.inject_fault("query", malformed=True)
+    before = world.docs()
+    code, report, stderr = world.run_report()
+    assert code == 1, stderr
+    assert state_problems(world.truth, before, world.docs()) == []
+    assert report_problems(world.truth, report) == []
+    assert stripe.pending_faults() == [] or not any(stripe.pending_faults())
+    assert '"retrying"' in stderr
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_point_then_rerun_reaches_the_same_state(
+    world: Sandbox, seed: int
+) -> None:
+    before = world.docs()
+    # Slow both services down so that the kill can land while reading or while writing.
+    world.stripe.controls.set_latency(0.05)
+    world.sanity.set_latency(20)
+    proc = subprocess.Popen(world.command("run", *world.window_args), cwd=world.root,
+                            env=world.env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not world.stripe.controls.log() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the run has started once Stripe hears from it
+    time.sleep(random.Random(seed).uniform(0.0, 2.0))
+    assert proc.poll() is None, "the run ended before the kill"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    world.stripe.controls.set_latency(0)
+    world.sanity.set_latency(0)
+    code, report, stderr = world.run_report()
+    assert code == 1, stderr
+    assert state_problems(world.truth, before, world.docs()) == []
+    assert report["counts"]["created"] + report["counts"]["already_present"] > 0
+    runs = json.loads(world.run("status", "--json").stdout)["runs"]
+    assert [r["status"] for r in runs][:2] in (["partial", "interrupted"], ["ok", "interrupted"])
