@@ -319,7 +319,10 @@ class _ToStructlog(logging.Handler):
     """APScheduler logs through stdlib logging; send its errors to our (scrubbed) log lines."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        structlog.get_logger("apscheduler").error(record.getMessage(), level_name=record.levelname)
+        error = record.exc_info[1] if record.exc_info else None
+        structlog.get_logger("apscheduler").error(
+            record.getMessage(), level_name=record.levelname,
+            error=f"{type(error).__name__}: {error}" if error is not None else None)
 
 
 def route_scheduler_logs() -> None:

@@ -41,6 +41,7 @@ from jobs.daemon import (
     make_weekly,
     mark_own_runs_interrupted,
     next_deep_at,
+    route_scheduler_logs,
 )
 from jobs.heartbeat import Heartbeat, fail_url
 from jobs.ledger import Ledger
@@ -571,6 +572,29 @@ def test_first_deep_pass_follows_the_last_one_in_the_ledger(tmp_path: Path):
         ledger.start_run("d1", "deep", T0, T0, False, [])
         ledger.finish_run("d1", "ok", None, None)
         assert next_deep_at(ledger, settings, T0) == T0 + timedelta(minutes=40)
+
+
+def test_scheduler_errors_become_our_log_lines_and_its_chatter_is_dropped(logs: io.StringIO):
+    aps = logging.getLogger("apscheduler")
+    saved = (aps.level, aps.propagate, list(aps.handlers))
+    try:
+        route_scheduler_logs()
+        route_scheduler_logs()  # idempotent: one handler
+        child = logging.getLogger("apscheduler.scheduler")
+        child.info("Running job %s", "quick")
+        child.warning("Run time of job %s was missed", "quick")
+        try:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        except RuntimeError:
+            child.exception("Error submitting job %s", "quick")
+    finally:
+        aps.setLevel(saved[0])
+        aps.propagate = saved[1]
+        aps.handlers[:] = saved[2]
+    lines = events(logs)
+    assert [(e["logger"], e["event"], e["level"]) for e in lines] == [
+        ("apscheduler", "Error submitting job quick", "error")]
+    assert lines[0]["error"] == "RuntimeError: cannot schedule new futures after shutdown"
 
 
 # ---- the weekly job ----------------------------------------------------------------------------
