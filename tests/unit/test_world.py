@@ -165,6 +165,18 @@ def test_every_outcome_reason_and_anomaly_appears(world: World) -> None:
                if e["outcome"] in ("created", "already_present"))
 
 
+def test_every_planted_variant_appears(world: World) -> None:
+    scenarios = Counter(e["scenario"] for e in world.truth["sessions"].values())
+    for prefix, variants in (("manual_duplicate/", 6), ("tenant_mismatch/", 3),
+                             ("upgrade_source_missing/", 3), ("pass_not_found/", 2),
+                             ("metadata_missing", 2)):
+        assert len([s for s in scenarios if s.startswith(prefix)]) == variants, prefix
+    for scenario in ("null_payment_intent", "null_payment_intent_present", "draft_only",
+                     "pass_by_description", "all_keys_from_product", "nameless_buyer",
+                     "unconnected_school", "same_email", "deterministic_id_only"):
+        assert scenarios[scenario] >= 1, scenario
+
+
 def test_created_purchases_have_no_published_subscription_and_present_ones_have(
         world: World) -> None:
     by_session: Counter[str] = Counter()
