@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -234,23 +234,22 @@ def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
 
 
 def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dry_run: bool,
-              max_creates: int, now: datetime) -> JSON:
+              max_creates: int, now: datetime,
+              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> JSON:
     """Write the planned creations of exactly these purchases in ONE transaction (or none),
     and record it as a `diagnose` run. Credentials refused propagate (exit 2)."""
     decisions = diagnosis.decisions()
     creations = [d for d in decisions if d.creation is not None]
+    times = [s.created for s, _, _ in diagnosis.purchases if s is not None]
+    first, last = min(times, default=int(now.timestamp())), max(times, default=0) + 1
     report = RunReport(run_id=run_id, started_at=rules.iso_ms(int(now.timestamp() * 1000)),
-                       since="", until="", dry_run=dry_run)
-    times = [s.created for s, _, _ in diagnosis.purchases if s is not None] or [
-        int(now.timestamp())]
-    since, until = datetime.fromtimestamp(min(times), UTC), datetime.fromtimestamp(
-        max(times) + 1, UTC)
-    report.since, report.until = rules.iso_ms(min(times) * 1000), rules.iso_ms(
-        (max(times) + 1) * 1000)
-    for account in dict.fromkeys(d.account for d in decisions):
+                       since=rules.iso_ms(first * 1000), until=rules.iso_ms(
+                           max(first + 1, last) * 1000), dry_run=dry_run)
+    accounts = list(dict.fromkeys(d.account for d in decisions))
+    for account in accounts:
         report.account(account)
-    ledger.start_run(run_id, "diagnose", since, until, dry_run, sorted(
-        {d.account for d in decisions}))
+    ledger.start_run(run_id, "diagnose", datetime.fromtimestamp(first, UTC),
+                     datetime.fromtimestamp(max(first + 1, last), UTC), dry_run, accounts)
     error: str | None = None
     if len(creations) > max_creates:
         error = (f"safety cap: {len(creations)} subscriptions to create, more than "
@@ -271,7 +270,7 @@ def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dr
             report.add(decision)
     report.error = error
     report.cap_exceeded = error is not None and error.startswith("safety cap")
-    report.finished_at = rules.iso_ms(int(datetime.now(UTC).timestamp() * 1000))
+    report.finished_at = rules.iso_ms(int(clock().timestamp() * 1000))
     data = report.to_json()
     ledger.record_report(data)
     ledger.finish_run(run_id, "partial" if error else "ok", data, error)
