@@ -180,7 +180,10 @@ function makesDateTime(node) {
   return found
 }
 
-/** A superset (Set of ids) of documents for which `expr` can be true, or null for "any". */
+/**
+ * A superset (Set of ids) of documents for which `expr` can be true, or null for "any".
+ * Sets may belong to the store's indexes: read them, never modify them.
+ */
 async function candidates(expr, ctx) {
   switch (expr.type) {
     case 'Group':
@@ -200,8 +203,9 @@ async function candidates(expr, ctx) {
       if (left === null) return null
       const right = await candidates(expr.right, ctx)
       if (right === null) return null
-      for (const id of right) left.add(id)
-      return left
+      const out = new Set(left)
+      for (const id of right) out.add(id)
+      return out
     }
     case 'OpCall':
       if (expr.op === '==') return equalityCandidates(expr, ctx)

@@ -58,6 +58,9 @@ function parseArgs(argv) {
 function parseNdjson(text, now = new Date()) {
   const docs = []
   const stamp = now.toISOString().replace(/\.\d{3}Z$/, 'Z')
+  // Documents without a revision get one: a random prefix per load plus a counter (cheap).
+  const revPrefix = randomId(12)
+  let revs = 0
   text.split('\n').forEach((line, n) => {
     if (line.trim() === '') return
     let doc
@@ -69,7 +72,7 @@ function parseNdjson(text, now = new Date()) {
     if (!doc || typeof doc !== 'object' || typeof doc._id !== 'string') {
       throw new Error(`line ${n + 1}: a document needs a string _id`)
     }
-    doc._rev ??= randomId()
+    doc._rev ??= revPrefix + (revs++).toString(36)
     doc._createdAt ??= stamp
     doc._updatedAt ??= doc._createdAt
     docs.push(doc)

@@ -19,17 +19,38 @@ const DEFAULT_INDEXED_PATHS = [
   'passId',
 ]
 
-/** Index key of a scalar GROQ value, or null when `==` could never match it by value. */
-function scalarKey(value) {
-  switch (typeof value) {
-    case 'string':
-      return 's' + value
-    case 'number':
-      return 'n' + value
-    case 'boolean':
-      return value ? 'bt' : 'bf'
-    default:
-      return null
+/**
+ * An equality index on one path: a Map per scalar type, keyed by the value itself, so
+ * `1`, `"1"` and `true` stay apart exactly as GROQ's `==` keeps them apart.
+ */
+class PathIndex {
+  constructor(path) {
+    this.segments = path.split('.')
+    this.byType = {string: new Map(), number: new Map(), boolean: new Map()}
+  }
+
+  bucket(value, create) {
+    const map = this.byType[typeof value]
+    if (map === undefined) return undefined // null, objects, arrays: `==` never matches by value
+    let ids = map.get(value)
+    if (ids === undefined && create) {
+      ids = new Set()
+      map.set(value, ids)
+    }
+    return ids
+  }
+
+  add(doc) {
+    const ids = this.bucket(valueAt(doc, this.segments), true)
+    if (ids !== undefined) ids.add(doc._id)
+  }
+
+  remove(doc) {
+    const value = valueAt(doc, this.segments)
+    const ids = this.bucket(value, false)
+    if (ids === undefined) return
+    ids.delete(doc._id)
+    if (ids.size === 0) this.byType[typeof value].delete(value)
   }
 }
 
@@ -43,6 +64,8 @@ function valueAt(doc, segments) {
   return current
 }
 
+const EMPTY = new Set()
+
 function isDraftOrVersion(id) {
   return id.startsWith('drafts.') || id.startsWith('versions.')
 }
@@ -52,7 +75,7 @@ class Store {
     this.docs = new Map() // id -> document (insertion order = dataset order)
     this.seq = new Map() // id -> sequence number
     this.nextSeq = 0
-    this.indexes = new Map() // path -> Map(key -> Set(id))
+    this.indexes = new Map() // path -> PathIndex
     this._arrays = {raw: null, published: null}
     for (const path of indexedPaths) this._buildIndex(path)
   }
@@ -103,15 +126,18 @@ class Store {
     this._invalidate()
   }
 
-  /** Ids whose value at `path` equals one of `values` (scalars), building the index on first use. */
+  /**
+   * Ids whose value at `path` equals one of `values` (scalars), building the index on first
+   * use. The answer may be the index's own set: callers must not modify it.
+   */
   lookup(path, values) {
     if (!this.indexes.has(path)) this._buildIndex(path)
     const index = this.indexes.get(path)
+    const buckets = values.map((value) => index.bucket(value, false)).filter((ids) => ids !== undefined)
+    if (buckets.length === 0) return EMPTY
+    if (buckets.length === 1) return buckets[0]
     const ids = new Set()
-    for (const value of values) {
-      const bucket = index.get(scalarKey(value))
-      if (bucket) for (const id of bucket) ids.add(id)
-    }
+    for (const bucket of buckets) for (const id of bucket) ids.add(id)
     return ids
   }
 
@@ -142,38 +168,18 @@ class Store {
   }
 
   _buildIndex(path) {
-    const index = new Map()
+    const index = new PathIndex(path)
     this.indexes.set(path, index)
-    const segments = path.split('.')
-    for (const doc of this.docs.values()) addToIndex(index, segments, doc)
+    for (const doc of this.docs.values()) index.add(doc)
   }
 
   _index(doc) {
-    for (const [path, index] of this.indexes) addToIndex(index, path.split('.'), doc)
+    for (const index of this.indexes.values()) index.add(doc)
   }
 
   _unindex(doc) {
-    for (const [path, index] of this.indexes) {
-      const key = scalarKey(valueAt(doc, path.split('.')))
-      if (key === null) continue
-      const bucket = index.get(key)
-      if (bucket) {
-        bucket.delete(doc._id)
-        if (bucket.size === 0) index.delete(key)
-      }
-    }
+    for (const index of this.indexes.values()) index.remove(doc)
   }
 }
 
-function addToIndex(index, segments, doc) {
-  const key = scalarKey(valueAt(doc, segments))
-  if (key === null) return
-  let bucket = index.get(key)
-  if (!bucket) {
-    bucket = new Set()
-    index.set(key, bucket)
-  }
-  bucket.add(doc._id)
-}
-
-module.exports = {Store, scalarKey, isDraftOrVersion, DEFAULT_INDEXED_PATHS}
+module.exports = {Store, isDraftOrVersion, DEFAULT_INDEXED_PATHS}
