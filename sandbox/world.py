@@ -47,7 +47,12 @@ _CHUNK = 2000
 
 @dataclass(frozen=True)
 class World:
-    """A generated world; treat its dicts as read-only (nested parts are shared)."""
+    """A generated world; treat its dicts as read-only (constant nested parts are shared).
+
+    `now`, `since`, `until` are unix seconds (window `[since, until)`); `stripe` is stripe.json,
+    `sanity` the documents of sanity.ndjson, `truth` truth.json. Each truth entry also names its
+    `scenario` (which plant or ordinary case made the session), to read failures by.
+    """
 
     seed: int
     now: int
@@ -101,7 +106,7 @@ def generate(
                          missing_share=missing_share, grace_s=grace_s, oddities=oddities)
 
 
-def _generate(
+def _generate(  # the body of `generate`, with the collector paused
     seed: int,
     *,
     sessions: int,
