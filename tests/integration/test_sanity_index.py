@@ -17,8 +17,6 @@ import requests
 from jobs.sanity_store import CATALOG_QUERY, LOOKUP_QUERY
 from sandbox.sanity_server import SanityStandIn
 
-pytest_plugins = ["tests.integration.conftest_sanity"]
-
 WRITE = {"Authorization": "Bearer sanity-write-sandbox"}
 MISSING = object()
 

@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox.sanity_server import SanityStandIn
-
-pytest_plugins = ["tests.integration.conftest_sanity"]
+from sandbox.sanity_server import SanityStandIn, StandInError
 
 NEW = "v2025-02-19"  # defaults to the published perspective
 OLD = "v2021-10-21"  # defaults to raw
@@ -363,3 +361,10 @@ def test_data_file_tokens_and_dataset_options(sanity_factory: Any, tmp_path: Any
                             headers={"Authorization": "Bearer r-1"}, timeout=10)
     assert response.json()["result"] == len(DOCS)
     assert query_get(server, "count(*)").status_code == 401  # the default token is not valid here
+
+
+def test_missing_node_modules_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Any) -> None:
+    monkeypatch.setattr("sandbox.sanity_server.SERVER_DIR", tmp_path)
+    with pytest.raises(StandInError, match="run: npm ci --prefix sandbox/sanity"):
+        SanityStandIn().start()

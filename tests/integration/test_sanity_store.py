@@ -17,8 +17,6 @@ from jobs.errors import (
 from jobs.sanity_store import MutationRefused, SanityStore
 from sandbox.sanity_server import SanityStandIn
 
-pytest_plugins = ["tests.integration.conftest_sanity"]
-
 VERSION = "2025-02-19"
 
 
