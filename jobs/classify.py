@@ -127,9 +127,10 @@ def needs_line_items(session: Session) -> bool:
 
 
 def _tenant_for_names(session: Session, catalog: Catalog) -> str | None:
-    """Only a connected account says whose catalogue a bare description names."""
+    """Whose catalogue a line-item description is looked up in: the connected account's
+    school, or on the platform the school its metadata names."""
     if session.account == PLATFORM:
-        return None
+        return text(session.metadata.get("tenantId"))
     tenant = catalog.tenant_of_account(session.account)
     return tenant.id if tenant else None
 
@@ -157,7 +158,11 @@ def purchase_keys(
                 found["passId"], pass_via = named[0].id, "description"
     md_type = text(md.get("type"))
     upgrade = md_type == "pass_upgrade" or text(product.get("isUpgrade")) == "true"
-    if md_type not in PASS_KINDS and pass_via is None:
+    # A bare description is evidence of a pass only on a school's own account: on the
+    # platform, only the metadata or the product says a session was a pass purchase.
+    evidence = pass_via in ("metadata", "product_metadata") or (
+        pass_via == "description" and session.account != PLATFORM)
+    if md_type not in PASS_KINDS and not evidence:
         return None
     return PurchaseKeys(
         kind="pass_upgrade" if upgrade else "pass_purchase",

@@ -116,7 +116,10 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=lambda *args: _NamedPrintLogger(out, str(args[0]) if args else None),
+        # Without an explicit stream, sys.stderr is looked up per line: it may be replaced
+        # after configuration (pytest's capture, a daemon redirecting its output).
+        logger_factory=lambda *args: _NamedPrintLogger(
+            stream if stream is not None else sys.stderr, str(args[0]) if args else None),
         # Not cached: a reconfiguration (another stream, new secrets) must reach every logger.
         cache_logger_on_first_use=False,
     )

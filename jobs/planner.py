@@ -50,6 +50,15 @@ def ref(doc: Doc, field: str) -> str | None:
     return target if isinstance(target, str) and target else None
 
 
+def is_active(doc: Doc, now_ms: int) -> bool:
+    """§1.2: active means isActive and an end date still ahead (the broken shape's own names
+    count too: `status`/`expiryDate`)."""
+    if doc.get("isActive") is False or doc.get("status") not in (None, "active"):
+        return False
+    end = rules.parse_instant_ms(doc.get("endDate") or doc.get("expiryDate"))
+    return end is None or end > now_ms
+
+
 def lookup_keys(page: Sequence[Classified]) -> LookupKeys:
     """The ids one page needs looked up; empty payment intents are never asked for."""
     sids: list[str] = []
@@ -131,7 +140,7 @@ def decide(item: Classified, facts: PageFacts, ctx: PlanContext) -> Decision:
         decision = replace(base, outcome=item.outcome, reason=item.kind)  # type: ignore[arg-type]
         if item.kind == "refunded":
             active = [d for d in matching_subscriptions(session, facts.subs)
-                      if not is_draft(d) and d.get("isActive") is not False]
+                      if not is_draft(d) and is_active(d, ctx.now_ms)]
             if active:
                 ids = tuple(str(d.get("_id")) for d in active)
                 decision = replace(decision, anomalies=(Anomaly(

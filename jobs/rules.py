@@ -10,12 +10,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs.model import Pass, Session
 
 DAY_MS = 86_400_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SUBSCRIPTION_TYPES = ("single", "multi-pass", "clipcard", "monthly")
 _PASS_TO_SUBSCRIPTION = {
@@ -103,7 +104,8 @@ def parse_instant_ms(value: Any) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    # Integer arithmetic: a float timestamp * 1000 can lose the last millisecond.
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def iso_ms(epoch_ms: int) -> str:

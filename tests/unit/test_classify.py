@@ -198,9 +198,6 @@ def test_description_counts_inactive_passes():
     assert c.keys.pass_id == P_CLIP
 
 
-@pytest.mark.xfail(strict=True, reason="step 5: a description is pass evidence only on a "
-                   "connected account; classify also matches names for platform sessions via "
-                   "metadata.tenantId")
 def test_description_is_no_evidence_on_the_platform():
     raw = raw_session(md={"tenantId": T1, "userId": USER})
     c = classified(raw, account=PLATFORM, line_items=items("10 Single Clip Card"))
