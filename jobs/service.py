@@ -134,6 +134,7 @@ def execute_run(
         ledger.finish_run(run_id, status, data, data.get("error"))  # type: ignore[arg-type]
         if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
             ledger.advance_watermarks_from_report(data, "quick")
+        _log_outcomes(data)
         log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
         if notify is not None and not options.dry_run:
             notify(data, ledger)
@@ -159,6 +160,23 @@ def _settle_rechecked(ledger: Ledger, report: Mapping[str, Any],
     for _account, session_id in recheck:
         if session_id not in named:
             ledger.settle_pending(session_id, "ignored")
+
+
+def _log_outcomes(report: Mapping[str, Any]) -> None:
+    """One line per purchase that changed or needs a person (e-mails are masked by the logger)."""
+    verb = "would_create" if report.get("dry_run") else "created"
+    for item in report.get("created") or ():
+        log.info(verb, account=item["account"], session_id=item["session_id"],
+                 subscription_id=item["subscription_id"], pass_name=item.get("pass_name"))
+    for item in report.get("needs_manual") or ():
+        log.warning("needs_manual", account=item["account"], session_id=item["session_id"],
+                    reason=item["reason"], detail=item.get("detail"), email=item.get("email"))
+    for item in report.get("failed") or ():
+        log.error("failed", account=item["account"], session_id=item["session_id"],
+                  error=item["error"])
+    for account in report.get("accounts") or ():
+        if account.get("error"):
+            log.error("account_failed", account=account["account"], error=account["error"])
 
 
 def _one_line(error: BaseException) -> str:
