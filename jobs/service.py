@@ -174,9 +174,6 @@ def _log_outcomes(report: Mapping[str, Any]) -> None:
     for item in report.get("failed") or ():
         log.error("failed", account=item["account"], session_id=item["session_id"],
                   error=item["error"])
-    for account in report.get("accounts") or ():
-        if account.get("error"):
-            log.error("account_failed", account=account["account"], error=account["error"])
 
 
 def _one_line(error: BaseException) -> str:
