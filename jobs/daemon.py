@@ -268,8 +268,9 @@ class Daemon:
         return 0
 
     def _on_started(self, _event: SchedulerEvent) -> None:
+        tz = self.scheduler.timezone
         jobs = {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
-        log.info("daemon_started", **{f"next_{k}": v.isoformat() if v else None
+        log.info("daemon_started", **{f"next_{k}": v.astimezone(tz).isoformat() if v else None
                                       for k, v in jobs.items()})
         threading.Thread(target=self._stop_when_asked, name="daemon-stopper", daemon=True).start()
 

@@ -632,6 +632,16 @@ def test_weekly_job_logs_a_missing_or_failing_sender_and_returns(
                       ("weekly_report_failed", "OSError")]
 
 
+def test_weekly_job_reaches_the_real_sender(tmp_path: Path, logs: io.StringIO):
+    # No SMTP settings here: the real `jobs.weekly_cmd` refuses, and the job only logs it.
+    with Ledger.open(tmp_path) as ledger:
+        make_weekly(settings_for(tmp_path), ledger)()
+    errors = [e for e in events(logs) if e["level"] == "error"]
+    assert [(e["event"], e["error_type"]) for e in errors] == [
+        ("weekly_report_failed", "ConfigError")]
+    assert "SMTP_HOST" in errors[0]["error"]
+
+
 # ---- the heartbeat against a local HTTP server -------------------------------------------------
 
 
