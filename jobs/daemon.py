@@ -234,10 +234,6 @@ class Daemon:
         scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         scheduler.add_listener(self._on_dropped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
 
-    @property
-    def stopped(self) -> bool:
-        return self._stopped.is_set()
-
     def request_stop(self, reason: str = "requested") -> None:
         """Ask for a clean stop. Safe in a signal handler: it only sets events (the main thread
         may be inside the scheduler or a log write when the signal lands). A second request
