@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     span = run.add_mutually_exclusive_group()
     span.add_argument("--window", help="how far back, e.g. 2h or 3d (until now - grace)")
     span.add_argument("--since", help="ISO 8601 start of the window")
+    span.add_argument("--deep", action="store_true",
+                      help="the deep pass: the deep window (default 3d) plus pending payments")
     run.add_argument("--until", help="ISO 8601 end of the window (with --since)")
     run.add_argument("--account", action="append", metavar="ACCT",
                      help="only this account (repeatable; 'platform' is the platform account)")
@@ -119,8 +121,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _stop_on_signals(event: threading.Event) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        log.warning("stopping", signal=signal.Signals(signum).name)
+    # Only set the event: writing a log line from a signal handler can collide with a write
+    # already under way on the same stream.
+    def handler(_signum: int, _frame: Any) -> None:
         event.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,8 +156,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     with Ledger.open(settings.run.state_dir) as ledger:
         outcome = execute_run(
             settings, services.stripe, services.sanity, ledger, RunLock(settings.run.state_dir),
-            RunOptions(kind="run", window=window, accounts=tuple(args.account or ()) or None,
-                       dry_run=args.dry_run, validate=args.validate,
+            RunOptions(kind="deep" if args.deep else "run", window=window,
+                       accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
+                       validate=args.validate,
                        max_creates=args.max_creates),
             cancel=cancel, notify=notifier(settings))
     if outcome.report is not None:

@@ -117,7 +117,8 @@ def execute_run(
         ledger.start_run(run_id, options.kind, datetime.fromtimestamp(since, UTC),
                          datetime.fromtimestamp(until, UTC), options.dry_run,
                          list(options.accounts or ()))
-        log.info("run_started", kind=options.kind, since=req.since, until=req.until,
+        earliest = min([since, *account_since.values()])
+        log.info("run_started", kind=options.kind, since=earliest, until=req.until,
                  dry_run=options.dry_run)
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 workers=workers or settings.stripe.concurrency, cancel=cancel)
@@ -129,6 +130,9 @@ def execute_run(
             raise
         data = report.to_json()
         status = run_status(data, cancel.is_set())
+        if cancel.is_set():
+            log.warning("run_interrupted", detail="stopped by a signal; the transaction under "
+                        "way was finished, the rest is left for the next run")
         ledger.record_report(data)
         _settle_rechecked(ledger, data, recheck)
         ledger.finish_run(run_id, status, data, data.get("error"))  # type: ignore[arg-type]
