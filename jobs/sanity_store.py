@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from jobs.errors import (
     ConfigError,
@@ -90,7 +91,7 @@ class SanityStore:
         self._root = f"{base_url.rstrip('/')}/v{version}/data"
         self._dataset = quote(dataset, safe="")
         self._token = token
-        self._http = http or requests.Session()
+        self._http = http or _pooled_session()
         self._timeout = timeout
         self._attempts = attempts
         self._sleep = sleep
@@ -281,6 +282,15 @@ class SanityStore:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - self._clock())
+
+
+def _pooled_session() -> requests.Session:
+    """A session whose pool fits the orchestrator's threads (lookups and writes at once)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def _documents(result: Any, key: str) -> list[dict[str, Any]]:
