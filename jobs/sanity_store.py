@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -27,6 +27,8 @@ from jobs.errors import (
     WriteRejected,
 )
 from jobs.retry import call_with_retry
+
+T = TypeVar("T")
 
 PUBLISHED = '!(_id in path("drafts.**")) && !(_id in path("versions.**"))'
 
@@ -200,7 +202,7 @@ class SanityStore:
             results = body.get("results") if isinstance(body, dict) else None
             if not isinstance(results, list):
                 raise RetriableError("Sanity answered a transaction without results")
-            return results
+            return [r for r in results if isinstance(r, dict)]
 
         return self._retrying(once, what=f"sanity transaction {transaction_id}")
 
@@ -222,7 +224,7 @@ class SanityStore:
             what=what,
         )
 
-    def _retrying(self, fn: Callable[[], Any], *, what: str) -> Any:
+    def _retrying(self, fn: Callable[[], T], *, what: str) -> T:
         try:
             return call_with_retry(fn, what=what, attempts=self._attempts, sleep=self._sleep)
         except RetriableError as error:
