@@ -127,10 +127,10 @@ def needs_line_items(session: Session) -> bool:
 
 
 def _tenant_for_names(session: Session, catalog: Catalog) -> str | None:
-    """Whose catalogue a line-item description is looked up in: the connected account's
-    school, or on the platform the school its metadata names."""
+    """Whose catalogue a line-item description is looked up in: only a connected account
+    says which school sold it (§4#9); the platform account has no catalogue of its own."""
     if session.account == PLATFORM:
-        return text(session.metadata.get("tenantId"))
+        return None
     tenant = catalog.tenant_of_account(session.account)
     return tenant.id if tenant else None
 
@@ -158,11 +158,7 @@ def purchase_keys(
                 found["passId"], pass_via = named[0].id, "description"
     md_type = text(md.get("type"))
     upgrade = md_type == "pass_upgrade" or text(product.get("isUpgrade")) == "true"
-    # A bare description is evidence of a pass only on a school's own account: on the
-    # platform, only the metadata or the product says a session was a pass purchase.
-    evidence = pass_via in ("metadata", "product_metadata") or (
-        pass_via == "description" and session.account != PLATFORM)
-    if md_type not in PASS_KINDS and not evidence:
+    if md_type not in PASS_KINDS and pass_via is None:
         return None
     return PurchaseKeys(
         kind="pass_upgrade" if upgrade else "pass_purchase",

@@ -204,11 +204,13 @@ def test_description_is_no_evidence_on_the_platform():
     assert outcome(c) == ("ignored", "not_a_pass")
 
 
-def test_platform_pass_purchase_resolves_the_pass_by_name_within_metadata_tenant():
+def test_platform_pass_purchase_is_not_resolved_by_name():
+    # §4#9: the description is matched within the account's school; the platform has none,
+    # and a metadata tenantId is a claim to check, not a catalogue to search.
     raw = raw_session(md={"type": "pass_purchase", "tenantId": T1, "userId": USER})
     c = classified(raw, account=PLATFORM, line_items=items("10 Single Clip Card"))
     assert c.outcome == "candidate"
-    assert (c.keys.pass_id, c.keys.pass_via) == (P_CLIP, "description")
+    assert (c.keys.pass_id, c.keys.pass_via) == (None, None)
 
 
 # keys: metadata first, product metadata second; wrong types count as missing ---------------
