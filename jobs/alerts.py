@@ -5,7 +5,9 @@ thresholds and the time in; a list of `Alert`s out, each with a stable de-duplic
 `deliver` sends, in one e-mail, the alerts the ledger has not recorded as sent, and records
 every attempt (an unsent alert is tried again next time; a sent key is never sent twice).
 
-Keys: `needs_manual:<session>`, `write_failed:<session>`, `missing_spike:<run>`, `cap_hit:<run>`,
+Keys: `needs_manual:<session>`, `write_failed:<session>`, `missing_spike:<hour>`, `cap_hit:<day>`
+(UTC, of the run's window end: a webhook outage or a backlog over the cap persists across the
+5-minute passes, and one alert an hour / a day says it without flooding the inbox),
 `failed_runs:<first failed run of the streak>` (`failed_runs:long:<last success>` once a streak
 outlasts the runs read, as one reminder), `no_success:<last successful run | never>`.
 """
@@ -95,6 +97,11 @@ def _missing_count(report: Mapping[str, Any]) -> int:
     return len(report.get("created") or ()) + unwritten
 
 
+def _window_end(report: Mapping[str, Any], fallback: str) -> str:
+    until = (report.get("window") or {}).get("until")
+    return str(until) if until else fallback
+
+
 def report_alerts(report: Mapping[str, Any], thresholds: AlertSettings, tz: ZoneInfo,
                   links: Links | None) -> list[Alert]:
     """Alerts one real run report calls for (a dry run's reader sees its output already)."""
@@ -105,7 +112,7 @@ def report_alerts(report: Mapping[str, Any], thresholds: AlertSettings, tz: Zone
     missing = _missing_count(report)
     if missing >= thresholds.missing_spike:
         out.append(Alert(
-            key=f"missing_spike:{run_id}", kind="missing_spike",
+            key=f"missing_spike:{_window_end(report, run_id)[:13]}", kind="missing_spike",
             title=f"The webhook looks broken now: {missing} paid passes had no subscription",
             meaning=(f"One run found {missing} paid pass purchases without their subscription "
                      f"(the alert threshold is {thresholds.missing_spike}). The app's webhook "
@@ -116,7 +123,8 @@ def report_alerts(report: Mapping[str, Any], thresholds: AlertSettings, tz: Zone
         ))
     if report.get("cap_exceeded"):
         out.append(Alert(
-            key=f"cap_hit:{run_id}", kind="cap_hit", title="The safety cap stopped a run",
+            key=f"cap_hit:{_window_end(report, run_id)[:10]}", kind="cap_hit",
+            title="The safety cap stopped a run",
             meaning=CAP_HIT.meaning + (f" Reported: {report['error']}." if report.get("error")
                                        else ""),
             fix=CAP_HIT.fix, facts=(("Run", run_id),),

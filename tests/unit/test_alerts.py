@@ -108,8 +108,20 @@ def test_a_spike_of_missing_subscriptions_says_the_webhook_looks_broken() -> Non
     four = evaluate(report(created=[created_item(n) for n in range(4)]), HEALTHY, LIMITS, NOW)
     assert four == []
     five = evaluate(report(created=[created_item(n) for n in range(5)]), HEALTHY, LIMITS, NOW)
-    assert [a.key for a in five] == ["missing_spike:run-1"]
+    assert [a.key for a in five] == ["missing_spike:2024-05-07T11"]
     assert five[0].title.startswith("The webhook looks broken now: 5 paid passes")
+
+
+def test_spike_and_cap_alerts_repeat_at_most_hourly_and_daily() -> None:
+    spike = [created_item(n) for n in range(5)]
+    first = report(run_id="run-1", created=spike, cap_exceeded=True)
+    later = report(run_id="run-2", created=spike, cap_exceeded=True,
+                   window={"since": "2024-05-07T11:00:00Z", "until": "2024-05-07T11:55:00Z"})
+    next_day = report(run_id="run-3", created=spike, cap_exceeded=True,
+                      window={"since": "2024-05-08T08:00:00Z", "until": "2024-05-08T08:55:00Z"})
+    keys = [[a.key for a in evaluate(r, HEALTHY, LIMITS, NOW)] for r in (first, later, next_day)]
+    assert keys[0] == keys[1] == ["missing_spike:2024-05-07T11", "cap_hit:2024-05-07"]
+    assert keys[2] == ["missing_spike:2024-05-08T08", "cap_hit:2024-05-08"]
 
 
 def test_the_safety_cap_alerts_once_with_the_spike() -> None:
