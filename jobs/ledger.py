@@ -431,7 +431,11 @@ class Ledger:
         if report.get("dry_run"):
             return []
         until = to_datetime(float(to_epoch(report["window"]["until"]) or 0.0))
-        failed = {item.get("account") for item in report.get("failed") or ()}
+        # A write that failed is retried from the watermark; a malformed session is not (no
+        # retry mends it: it stays in the ledger as needing a person), so it must not pin the
+        # account's watermark and make every later quick pass re-read a growing window.
+        failed = {item.get("account") for item in report.get("failed") or ()
+                  if not str(item.get("error") or "").startswith("malformed session")}
         clean = [
             a["account"] for a in report.get("accounts") or ()
             if not a.get("error") and a["account"] not in failed

@@ -453,6 +453,16 @@ def test_watermarks_from_report_skip_accounts_with_errors_and_dry_runs(ledger: L
     assert ledger.watermark("acct_1") is None and ledger.watermark("acct_2") is None
 
 
+def test_a_malformed_session_does_not_pin_its_account_watermark(ledger: Ledger) -> None:
+    rep = report("r1", accounts=[{"account": "acct_1", "error": None},
+                                 {"account": "acct_2", "error": None}],
+                 failed=[{"session_id": "", "account": "acct_1",
+                          "error": "malformed session: created is not a timestamp"},
+                         {"session_id": "cs_y", "account": "acct_2",
+                          "error": "write failed: Sanity answered 500"}])
+    assert ledger.advance_watermarks_from_report(rep, "quick") == ["acct_1"]
+
+
 # ---- alerts and kept reports ---------------------------------------------------------------
 
 
