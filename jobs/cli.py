@@ -132,6 +132,7 @@ def _stop_on_signals(event: threading.Event) -> None:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.bootstrap import build_services
+    from jobs.heartbeat import Heartbeat
     from jobs.ledger import Ledger
     from jobs.lock import RunLock
     from jobs.notify import notifier
@@ -153,14 +154,21 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     services = build_services(settings)
     cancel = threading.Event()
     _stop_on_signals(cancel)
+    heartbeat = Heartbeat(settings.alerts.heartbeat_url)
     with Ledger.open(settings.run.state_dir) as ledger:
-        outcome = execute_run(
-            settings, services.stripe, services.sanity, ledger, RunLock(settings.run.state_dir),
-            RunOptions(kind="deep" if args.deep else "run", window=window,
-                       accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
-                       validate=args.validate,
-                       max_creates=args.max_creates),
-            cancel=cancel, notify=notifier(settings))
+        try:
+            outcome = execute_run(
+                settings, services.stripe, services.sanity, ledger,
+                RunLock(settings.run.state_dir),
+                RunOptions(kind="deep" if args.deep else "run", window=window,
+                           accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
+                           validate=args.validate, max_creates=args.max_creates),
+                cancel=cancel, notify=notifier(settings))
+        except ReconcilerError:
+            heartbeat.fail()  # cron has no daemon to notice: the monitor hears it now
+            raise
+    if not outcome.skipped and not args.dry_run:
+        (heartbeat.success if outcome.status == "ok" else heartbeat.fail)()
     if outcome.report is not None:
         if args.report_file:
             _write_json(args.report_file, outcome.report)

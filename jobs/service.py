@@ -127,6 +127,8 @@ def execute_run(
         except BaseException as error:
             status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             ledger.finish_run(run_id, status, None, _one_line(error))
+            if notify is not None and status == "failed":
+                _notify_quietly(notify, ledger)  # the failed-runs streak may call for an alert
             raise
         data = report.to_json()
         status = run_status(data, cancel.is_set())
@@ -178,6 +180,15 @@ def _log_outcomes(report: Mapping[str, Any]) -> None:
     for item in report.get("failed") or ():
         log.error("failed", account=item["account"], session_id=item["session_id"],
                   error=item["error"])
+
+
+def _notify_quietly(notify: Notify, ledger: Ledger) -> None:
+    """Alerts after a run that could not finish: never hide the run's own error behind a mail
+    problem."""
+    try:
+        notify(None, ledger)
+    except Exception as error:  # logged; the run's error is what the caller reports
+        log.error("alerting_failed", error=_one_line(error))
 
 
 def _one_line(error: BaseException) -> str:
