@@ -176,7 +176,7 @@ def classify(
     catalog: Catalog,
     refunded_minor: int = 0,
 ) -> Classified:
-    def done(outcome: str, kind: str, keys: PurchaseKeys | None = None) -> Classified:
+    def done(outcome: str, kind: str | None, keys: PurchaseKeys | None = None) -> Classified:
         return Classified(session.id, session.account, outcome, kind, session, keys)
 
     if session.status != "complete":

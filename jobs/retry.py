@@ -30,7 +30,7 @@ def backoff_wait(base: float, cap: float, rng: random.Random) -> Callable[[Retry
         error = outcome.exception() if outcome is not None else None
         if isinstance(error, RetriableError) and error.retry_after is not None:
             return min(max(error.retry_after, 0.0), cap)
-        exponential = base * 2 ** (state.attempt_number - 1)
+        exponential: float = base * 2 ** (state.attempt_number - 1)
         return min(cap, exponential * rng.uniform(0.5, 1.0))
 
     return wait

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from jobs.errors import ReconcilerError
-from jobs.ledger import Ledger
+from jobs.ledger import Ledger, RunStatus
 from jobs.lock import RunLock
 from jobs.ports import SanityStore, StripeSource
 from jobs.reconcile import Reconciler, RunRequest
@@ -70,7 +70,7 @@ def plan_window(options: RunOptions, settings: Settings, ledger: Ledger,
     return int(deep_since.timestamp()), int(until.timestamp()), per_account, ()
 
 
-def run_status(report: Mapping[str, Any], interrupted: bool) -> str:
+def run_status(report: Mapping[str, Any], interrupted: bool) -> RunStatus:
     if interrupted:
         return "interrupted"
     accounts = report.get("accounts") or []
@@ -125,9 +125,10 @@ def execute_run(
         try:
             report = reconciler.run(req)
         except BaseException as error:
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            ledger.finish_run(run_id, status, None, _one_line(error))
-            if notify is not None and status == "failed":
+            ended: RunStatus = ("interrupted" if isinstance(error, KeyboardInterrupt)
+                                else "failed")
+            ledger.finish_run(run_id, ended, None, _one_line(error))
+            if notify is not None and ended == "failed":
                 _notify_quietly(notify, ledger)  # the failed-runs streak may call for an alert
             raise
         data = report.to_json()
@@ -137,7 +138,7 @@ def execute_run(
                         "way was finished, the rest is left for the next run")
         ledger.record_report(data)
         _settle_rechecked(ledger, data, recheck)
-        ledger.finish_run(run_id, status, data, data.get("error"))  # type: ignore[arg-type]
+        ledger.finish_run(run_id, status, data, data.get("error"))
         if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
             ledger.advance_watermarks_from_report(data, "quick")
         _log_outcomes(data)
