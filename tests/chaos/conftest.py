@@ -1,0 +1,59 @@
+"""Chaos suite options and fixtures.
+
+`--soak` turns on the long runs (tests marked `soak` are skipped without it) and
+`--soak-minutes N` bounds them (default 5). The default suite stays small: a few
+hypothesis examples per property, small generated worlds, no real sleeps in process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.chaos.tally import Tally
+
+TALLY = pytest.StashKey[Tally]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chaos")
+    group.addoption("--soak", action="store_true", default=False,
+                    help="run the long chaos soak tests (tests marked soak)")
+    group.addoption("--soak-minutes", type=float, default=5.0,
+                    help="how long each soak test keeps going (default 5 minutes)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[TALLY] = Tally()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak", default=False):
+        return
+    skip = pytest.mark.skip(reason="soak test: give --soak to run it")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    tally = terminalreporter.config.stash.get(TALLY, None)
+    if tally is not None and tally.scenarios:
+        terminalreporter.write_line(tally.summary())
+
+
+@pytest.fixture
+def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
+    """The session's chaos figures (scenarios, runs, invariant checks, violations)."""
+    yield request.config.stash[TALLY]
+
+
+@pytest.fixture
+def soak_minutes(request: pytest.FixtureRequest) -> float:
+    return float(request.config.getoption("--soak-minutes", default=5.0))
+
+
+@pytest.fixture
+def soaking(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--soak", default=False))
