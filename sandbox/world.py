@@ -40,6 +40,7 @@ from sandbox.world_stripe import (
     api_keys,
     webhook_endpoints,
 )
+from sandbox.world_webhook_log import SUCCESS_SHARE, webhook_log
 
 Doc = dict[str, Any]
 _CHUNK = 2000
@@ -94,16 +95,20 @@ def generate(
     missing_share: float = 0.1,
     grace_s: int = 600,
     oddities: bool = True,
+    log_share: float = SUCCESS_SHARE,
 ) -> World:
     """Build a world of `sessions` checkout sessions over [now - days, now - grace_s).
 
     `schools` connected schools (plus one without a connected account); `missing_share` of the
     ordinary pass purchases lost their webhook; `oddities` plants every incident of domain.md §4
-    (at least one each from 500 sessions up).
+    (at least one each from 500 sessions up). The app's webhookLog holds `log_share` of the
+    successful deliveries (and each account's newest), the failed ones and a few signature
+    failures (sandbox.world_webhook_log).
     """
     with _collector_paused():
         return _generate(seed, sessions=sessions, schools=schools, now=now, days=days,
-                         missing_share=missing_share, grace_s=grace_s, oddities=oddities)
+                         missing_share=missing_share, grace_s=grace_s, oddities=oddities,
+                         log_share=log_share)
 
 
 def _generate(  # the body of `generate`, with the collector paused
@@ -116,9 +121,11 @@ def _generate(  # the body of `generate`, with the collector paused
     missing_share: float,
     grace_s: int,
     oddities: bool,
+    log_share: float,
 ) -> World:
-    if sessions < 0 or schools < 1 or not 0 <= missing_share <= 1:
-        raise ValueError("need sessions >= 0, schools >= 1 and 0 <= missing_share <= 1")
+    if sessions < 0 or schools < 1 or not 0 <= missing_share <= 1 or not 0 <= log_share <= 1:
+        raise ValueError("need sessions >= 0, schools >= 1, 0 <= missing_share <= 1 and "
+                         "0 <= log_share <= 1")
     now_s = _unix(now)
     since, until = now_s - int(days * DAY_S), now_s - grace_s
     if until - since < 2 * 3600:
@@ -155,6 +162,9 @@ def _generate(  # the body of `generate`, with the collector paused
             for s in connected},
         "data": data,
     }
+    # Last, from what was built: no other document, object or truth entry depends on the log.
+    docs.extend(webhook_log(ids, rng, data, docs, builder.truth, since=since, until=until,
+                            success_share=log_share))
     truth = {"seed": seed, "now": iso_ms(now_s * 1000), "now_unix": now_s,
              "window": {"since": since, "until": until},
              "summary": summarize(builder.truth.values()), "sessions": builder.truth}
@@ -255,13 +265,16 @@ def main(argv: Sequence[str] | None = None, *, clock: Callable[[], float] = time
     parser.add_argument("--missing-share", type=float, default=0.1)
     parser.add_argument("--grace", type=int, default=600, help="seconds before now (default 600)")
     parser.add_argument("--no-oddities", action="store_true", help="only ordinary sessions")
+    parser.add_argument("--log-share", type=float, default=SUCCESS_SHARE,
+                        help="share of successful webhook deliveries in webhookLog "
+                             f"(default {SUCCESS_SHARE})")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
         world = generate(args.seed, sessions=args.sessions, schools=args.schools,
                          now=_parse_now(args.now, clock), days=args.days,
                          missing_share=args.missing_share, grace_s=args.grace,
-                         oddities=not args.no_oddities)
+                         oddities=not args.no_oddities, log_share=args.log_share)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

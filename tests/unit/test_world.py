@@ -12,6 +12,17 @@ from typing import Any
 
 import pytest
 
+from jobs.doctor import (
+    DELIVERY_DAYS,
+    LOGGED_SAMPLE,
+    SIGNATURE_FAILED,
+    WEBHOOK_LOG_DAYS,
+    Check,
+    Probe,
+    WebhookFacts,
+    check_connect,
+    webhook_checks,
+)
 from sandbox.world import World, generate, main, write_world
 from tests.unit.world_reference import Reference
 
@@ -382,6 +393,132 @@ def test_catalogue_has_every_pass_kind(world: World) -> None:
     assert len({p["_id"] for p in passes}) == len(passes)
 
 
+# --- the app's webhookLog ----------------------------------------------------------------------
+
+def webhook_logs(world: World) -> list[Doc]:
+    return [d for d in world.sanity if d["_type"] == "webhookLog"]
+
+
+def completed_events(world: World) -> dict[str, tuple[str, Doc]]:
+    """event id -> (account, event) of every `checkout.session.completed`."""
+    return {e["id"]: (account, e) for account, data in world.stripe["data"].items()
+            for e in data["events"] if e["type"] == "checkout.session.completed"}
+
+
+def test_webhook_log_follows_the_deliveries(world: World) -> None:
+    logs = webhook_logs(world)
+    events = completed_events(world)
+    assert {(d["eventType"] == SIGNATURE_FAILED, d["status"]) for d in logs} == {
+        (False, "processing"), (False, "success"), (False, "error"), (True, "error")}
+    assert all(d["eventId"] == "unknown" for d in logs if d["eventType"] == SIGNATURE_FAILED)
+    by_event: dict[str, list[Doc]] = {}
+    for doc in logs:
+        assert ISO_MS.match(doc["timestamp"])
+        if doc["eventType"] != SIGNATURE_FAILED:
+            by_event.setdefault(doc["eventId"], []).append(doc)
+    lost_without_log = 0
+    for event_id, (_, event) in events.items():
+        session = event["data"]["object"]
+        entry = world.truth["sessions"][session["id"]]
+        docs = sorted(by_event.get(event_id, []), key=lambda d: d["timestamp"])
+        if not docs:
+            lost_without_log += not event["_delivery_success"]
+            continue
+        first, *rest = docs
+        assert first["status"] == "processing" and len(rest) <= 1
+        assert first["details"] == {"sessionId": session["id"], "metadata": session["metadata"]}
+        assert 0 <= world_ms(first["timestamp"]) - event["created"] * 1000 < 60_000
+        if not rest:  # it never finished: only lost deliveries
+            assert not event["_delivery_success"]
+            continue
+        last = rest[0]
+        assert last["details"]["sessionId"] == session["id"]
+        assert world_ms(last["timestamp"]) - world_ms(first["timestamp"]) == last["details"][
+            "processingTimeMs"]
+        if last["status"] == "success":
+            assert event["_delivery_success"] and entry["outcome"] == "already_present"
+        else:
+            assert last["status"] == "error" and last["details"]["error"]
+            assert not event["_delivery_success"] or entry["outcome"] == "needs_manual"
+    assert lost_without_log > 0  # some endpoints were never called
+    texts = {d["details"]["error"].split(":")[0] for d in logs if d["status"] == "error"}
+    assert {"Pass not found", "Insufficient permissions; permission \"create\" required",
+            "Invalid pass type"} <= texts
+    logged = len(logs) - sum(d["eventType"] == SIGNATURE_FAILED for d in logs)
+    assert logged <= 2 * len(events)
+
+
+def doctor_facts(world: World) -> tuple[WebhookFacts, list[str]]:
+    """What `gather_webhooks` would fetch from this world's Stripe and Sanity stand-ins."""
+    since = world.now - DELIVERY_DAYS * 86_400
+    connected = sorted(world.stripe["accounts"])
+    purchases = {a: [e["data"]["object"]["id"] for e in world.stripe["data"][a]["events"]
+                     if e["type"] == "checkout.session.completed" and e["created"] >= since]
+                 for a in connected}
+    sids = list(dict.fromkeys(s for ids in purchases.values() for s in ids))[:LOGGED_SAMPLE]
+    logs = webhook_logs(world)
+    logged = [d["details"]["sessionId"] for d in logs if d["details"].get("sessionId") in sids]
+    log_since = world.now - WEBHOOK_LOG_DAYS * 86_400
+    rows = [{"eventType": d["eventType"], "eventId": d["eventId"], "status": d["status"],
+             "timestamp": d["timestamp"], "error": d["details"].get("error"),
+             "sessionId": d["details"].get("sessionId")}
+            for d in sorted(logs, key=lambda d: d["timestamp"], reverse=True)
+            if world_ms(d["timestamp"]) >= log_since * 1000
+            and (d["status"] == "error" or d["eventType"] == SIGNATURE_FAILED)]
+    endpoints = [{k: v for k, v in e.items() if not k.startswith("_")}
+                 for e in world.stripe["data"]["platform"]["webhook_endpoints"]]
+    facts = WebhookFacts(endpoints=Probe(endpoints), log=Probe(rows), purchases=purchases,
+                         logged=Probe(logged))
+    return facts, connected
+
+
+def connect_check(checks: list[Check]) -> Check:
+    return next(c for c in checks if c.name == "webhook connect endpoint")
+
+
+@pytest.mark.parametrize("arguments", [{}, {"schools": 7, "sessions": 700, "seed": 5}])
+def test_doctor_sees_the_connected_schools_purchases_reach_the_webhook(
+        world: World, arguments: Doc) -> None:
+    shaped = generate(arguments.pop("seed"), now=NOW, **arguments) if arguments else world
+    facts, connected = doctor_facts(shaped)
+    logged = {d["details"].get("sessionId") for d in webhook_logs(shaped)}
+    for account in connected:  # every school's own deliveries succeeded, so none fails
+        check = check_connect(None, [account], {account: facts.purchases[account]}, logged)
+        assert check is not None and check.status == "ok", (account, check)
+    checks = webhook_checks(facts, connected, lambda text: text)
+    assert connect_check(checks).status == "ok"
+    by_name = {c.name: c for c in checks}
+    assert by_name["webhook log errors"].status == "fail"
+    assert by_name["webhook signature failures"].status == "fail"
+    # The control: without the log the same check fails, as it did before the log existed.
+    facts.logged = Probe([])
+    assert connect_check(webhook_checks(facts, connected, lambda text: text)).status == "fail"
+
+
+def test_webhook_log_changes_nothing_else() -> None:
+    def without_log(world: World) -> list[Doc]:
+        return [d for d in world.sanity if d["_type"] != "webhookLog"]
+
+    sparse = generate(6, sessions=600, now=NOW, log_share=0.0)
+    full = generate(6, sessions=600, now=NOW, log_share=1.0)
+    assert sparse.stripe == full.stripe and sparse.truth == full.truth
+    assert without_log(sparse) == without_log(full)
+    made = {d["webhookEventId"] for d in full.sanity if d["_type"] == "subscription"
+            and "webhookEventId" in d and not d["_id"].startswith("drafts.")}
+    handled = {event_id: account for event_id, (account, event) in completed_events(full).items()
+               if event["_delivery_success"] and event_id in made and full.truth["sessions"][
+                   event["data"]["object"]["id"]]["outcome"] == "already_present"}
+
+    def successes(world: World) -> set[str]:
+        return {d["eventId"] for d in webhook_logs(world) if d["status"] == "success"}
+
+    assert successes(full) == set(handled)
+    # The sample keeps each account's newest successful delivery (the doctor reads newest first).
+    assert successes(sparse) <= set(handled)
+    assert {handled[e] for e in successes(sparse)} == set(handled.values())
+    assert len(webhook_logs(sparse)) < len(webhook_logs(full))
+
+
 # --- arguments and CLI -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sessions", [0, 1, 10, 120, 499, 500])
@@ -400,6 +537,8 @@ def test_bad_arguments_are_refused() -> None:
         generate(1, sessions=-1, now=NOW)
     with pytest.raises(ValueError):
         generate(1, sessions=10, now=NOW, days=0.01)
+    with pytest.raises(ValueError):
+        generate(1, sessions=10, now=NOW, log_share=1.5)
 
 
 def test_cli_writes_the_files_and_takes_now_from_the_clock_rounded_to_the_minute(
