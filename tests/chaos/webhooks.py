@@ -1,0 +1,71 @@
+"""The app's webhook, simulated, writing to Sanity while the job runs.
+
+- The future webhook (what the README asks the app to adopt): `createIfNotExists` with the
+  deterministic id `subscription-<session id>`, so it and the job can never make two.
+- The legacy webhook (the app today, domain §2.3/§2.7): check-then-`create` with an automatic
+  id and `stripeSessionId`; nothing stops it and the job from both creating in the window
+  between the job's lookup and its write.
+
+`RacingStore` wraps the job's Sanity adapter and calls a hook right after the job's lookup of
+a page (or its catalog load), which is where the race window opens.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from jobs.sanity_store import SanityStore
+
+WEBHOOK_MARKERS = {"createdViaWebhook": True}
+
+
+def webhook_document(expected: Mapping[str, Any], *, deterministic: bool) -> dict[str, Any]:
+    """The subscription the webhook writes for a purchase (shape of domain §1.3)."""
+    doc = {k: v for k, v in expected.items()
+           if k not in ("createdViaRecovery", "recoveredAt", "reconcileRunId")}
+    doc.update(WEBHOOK_MARKERS, webhookEventId=f"evt_{secrets.token_hex(12)}")
+    if not deterministic:
+        doc.pop("_id", None)
+    return doc
+
+
+def future_webhook(store: SanityStore, expected: Mapping[str, Any]) -> None:
+    store.commit([{"createIfNotExists": webhook_document(expected, deterministic=True)}],
+                 f"webhook-{secrets.token_hex(6)}")
+
+
+def legacy_webhook(store: SanityStore, expected: Mapping[str, Any]) -> str:
+    """`create` with an automatic id, as the app's webhook does; returns the new id."""
+    results = store.commit([{"create": webhook_document(expected, deterministic=False)}],
+                           f"webhook-{secrets.token_hex(6)}")
+    return str(results[0]["id"])
+
+
+class RacingStore:
+    """The job's SanityStore, with `after_lookup(session_ids)` called after each page lookup
+    and `after_catalog()` after the catalog load. Everything else passes through."""
+
+    def __init__(self, inner: SanityStore, *,
+                 after_lookup: Callable[[Sequence[str]], None] | None = None,
+                 after_catalog: Callable[[], None] | None = None) -> None:
+        self._inner = inner
+        self._after_lookup = after_lookup
+        self._after_catalog = after_catalog
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def load_catalog(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        result = self._inner.load_catalog()
+        if self._after_catalog is not None:
+            self._after_catalog()
+        return result
+
+    def lookup_page(self, session_ids: list[str], payment_intents: list[str],
+                    user_ids: list[str], upgrade_ids: list[str]) -> dict[str, Any]:
+        result = self._inner.lookup_page(session_ids, payment_intents, user_ids, upgrade_ids)
+        if self._after_lookup is not None:
+            self._after_lookup(session_ids)
+        return result
