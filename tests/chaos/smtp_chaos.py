@@ -60,15 +60,17 @@ class ScriptedRecorder(Recorder):
 
 
 @contextmanager
-def scripted_server(script: Sequence[str], *, tls: Tls,
+def scripted_server(script: Sequence[str], *, tls: Tls | None,
                     users: dict[str, str]) -> Iterator[tuple[int, ScriptedRecorder, Users]]:
-    """Implicit-TLS SMTP with AUTH, playing `script`; yields (port, recorder, users)."""
+    """SMTP with AUTH playing `script`: implicit TLS with `tls`, else plain text (loopback
+    only, offering no STARTTLS); yields (port, recorder, users)."""
     recorder = ScriptedRecorder(script=deque(script))
     checker = Users(users)
     port = free_port()
     controller = Controller(recorder, hostname=HOST, port=port, ready_timeout=5.0,
-                            ssl_context=tls.server_context(), auth_require_tls=False,
-                            auth_required=True, authenticator=checker)
+                            ssl_context=tls.server_context() if tls else None,
+                            auth_require_tls=False, auth_required=True,
+                            authenticator=checker)
     controller.start()
     try:
         yield port, recorder, checker

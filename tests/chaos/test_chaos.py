@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -550,7 +551,7 @@ def test_smtp_fault_scripts_never_lose_or_double_the_report(
                         break
                     results += resend_kept(ledger, sender())
             finally:
-                configure_logging()
+                structlog.reset_defaults()  # leave logging as other tests expect it
             problems: list[str] = []
             if result.complete != (result.kept is None):
                 problems.append(f"complete={result.complete} but kept={result.kept}")
