@@ -189,6 +189,9 @@ def send_once(smtp: SmtpSettings, message: EmailMessage, *,
     except ssl.SSLCertVerificationError as e:
         # The same certificate next time: not retried.
         raise MailError(f"{where}: TLS certificate not trusted ({e.verify_message})") from e
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
+        # The connection was cut during or after the handshake: a dropped line, tried again.
+        raise RetriableError(f"{where} closed the connection during TLS: {e}") from e
     except ssl.SSLError as e:
         raise MailError(f"{where}: TLS failed ({e.reason or e})") from e
     except smtplib.SMTPException as e:
