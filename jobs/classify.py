@@ -70,6 +70,8 @@ def parse_session(raw: Any, account: str, now_s: int) -> Session | str:
     amount = raw.get("amount_total")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
         return "malformed session: amount_total is not an integer"
+    if amount is not None and amount < 0:
+        return "malformed session: amount_total is negative"
     details = raw.get("customer_details")
     details = details if isinstance(details, Mapping) else {}
     pi = raw.get("payment_intent")
@@ -91,6 +93,28 @@ def parse_session(raw: Any, account: str, now_s: int) -> Session | str:
         name=text(details.get("name")),
         livemode=livemode if isinstance(livemode, bool) else None,
     )
+
+
+def mode_conflict(raw: Any, key_mode: str | None) -> str | None:
+    """Why a session cannot have come from an account of the key's mode (§4#18), or None.
+
+    A live key seeing test data (or the reverse) means the configuration points at the wrong
+    place: nothing of that run may be written."""
+    if key_mode not in ("live", "test") or not isinstance(raw, Mapping):
+        return None
+    raw_id = raw.get("id")
+    sid = raw_id if isinstance(raw_id, str) else ""
+    livemode = raw.get("livemode")
+    if sid.startswith("cs_live_") or livemode is True:
+        seen = "live"
+    elif sid.startswith("cs_test_") or livemode is False:
+        seen = "test"
+    else:
+        return None
+    if seen == key_mode:
+        return None
+    return (f"STRIPE_SECRET_KEY is a {key_mode}-mode key but Stripe returned {seen}-mode "
+            f"session {sid or '?'}: refusing to write")
 
 
 def _str(value: Any) -> str | None:

@@ -18,6 +18,10 @@ class ConfigError(ReconcilerError):
     """A setting is missing or malformed; the message names the setting."""
 
 
+class ModeMismatch(ConfigError):
+    """The key's mode (live/test) and the data's disagree: the run must write nothing."""
+
+
 class CredentialsRejected(ReconcilerError):
     """A service rejected our key or token (401/403 on the whole service)."""
 

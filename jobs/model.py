@@ -67,6 +67,7 @@ class Tenant:
     id: str
     name: str | None
     account_id: str | None
+    currency: str | None = None  # stripeConnect.currency as stored
 
 
 @dataclass(frozen=True)

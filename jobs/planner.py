@@ -185,6 +185,11 @@ def _decide_purchase(
     ):
         detail = _tenant_detail(session, keys, pass_, tenant_id, ctx)
         return _manual(base, "tenant_mismatch", detail)
+    expected_currency = rules.checkout_currency(catalog.tenants[tenant_id].currency)
+    if session.currency and session.currency.lower() != expected_currency:
+        return _manual(base, "tenant_mismatch",
+                       f"paid in {session.currency.upper()}, but school {tenant_id} sells in "
+                       f"{expected_currency.upper()}")
     grant = rules.entitlement(pass_)
     if isinstance(grant, rules.Rejection):
         return _manual(base, grant.reason, grant.detail)
@@ -203,14 +208,18 @@ def _decide_purchase(
             return _manual(base, "upgrade_source_missing", detail)
 
     person = _person(keys.user_id, facts.users)
-    if old is not None and ref(old, "user"):
-        user_ref, new_user = ref(old, "user"), None
-    elif isinstance(person, str):
+    if isinstance(person, str):
         return _manual(base, *_person_problem(person, keys.user_id))
-    else:
-        user_ref, new_user = person.user_ref, person.new_user(session, ctx)
-    refs = set(person.refs) if not isinstance(person, str) else set()
-    refs.add(user_ref or "")
+    user_ref, new_user = person.user_ref, person.new_user(session, ctx)
+    if old is not None:
+        # The webhook copies the old subscription's student; we also check it is this buyer's,
+        # so a wrong id never deactivates (and re-grants) another student's pass.
+        owner = ref(old, "user")
+        if owner not in person.refs:
+            return _manual(base, "upgrade_source_missing",
+                           f"subscription {keys.upgrade_from} belongs to another student")
+        user_ref, new_user = owner, None
+    refs = set(person.refs)
 
     suspects = _manual_suspects(session, pass_, refs, facts.manual, ctx)
     if suspects:

@@ -126,6 +126,16 @@ def end_date_ms(pass_: Pass, base_ms: int) -> int | Rejection:
     return Rejection("pass_type_unknown", "pass has no valid expiry configuration")
 
 
+CHECKOUT_CURRENCIES = ("usd", "nok", "eur", "sek", "dkk", "gbp")
+
+
+def checkout_currency(school_currency: Any) -> str:
+    """§2.1: the app charges in the school's stripeConnect.currency when it is one it supports,
+    else in NOK."""
+    code = school_currency.lower() if isinstance(school_currency, str) else ""
+    return code if code in CHECKOUT_CURRENCIES else "nok"
+
+
 def major_units(amount_minor: int | None) -> float | int | None:
     if amount_minor is None:
         return None

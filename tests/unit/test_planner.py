@@ -535,7 +535,7 @@ def test_unusable_pass_needs_manual(p, reason):
 # #24 upgrades --------------------------------------------------------------------------------
 
 OLD = "subOld0000000000000001"
-OLD_OWNER = "uOldOwner0000000000001"
+OLD_OWNER = USER  # a legacy reference (the Clerk id): the buyer's, yet not their user doc's id
 
 
 def upgrade_session(**md):
@@ -576,6 +576,14 @@ def test_upgrade_of_a_student_without_user_doc_creates_no_user():
     assert d.outcome == "created"
     assert d.creation.user is None
     assert d.creation.subscription["user"]["_ref"] == OLD_OWNER
+
+
+@pytest.mark.parametrize("owner", ["uSomeoneElse0000000001", None], ids=["other", "no-owner"])
+def test_upgrade_of_another_students_subscription_is_refused(owner):
+    old = old_sub(user=ref(owner) if owner else None)
+    d = one(upgrade_session(), f=facts(users=[user_doc()], upgrades=[old]))
+    assert_manual(d, "upgrade_source_missing")
+    assert d.creation is None
 
 
 @pytest.mark.parametrize("upgrades", [[], [old_sub(_id="drafts." + OLD)],
