@@ -8,6 +8,7 @@ hypothesis examples per property, small generated worlds, no real sleeps in proc
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,12 +30,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--soak", default=False):
+    here = Path(__file__).parent
+    mine = [item for item in items if here in item.path.parents]
+    if not config.getoption("--soak", default=False):
+        skip = pytest.mark.skip(reason="soak test: give --soak to run it")
+        for item in mine:
+            if "soak" in item.keywords:
+                item.add_marker(skip)
         return
-    skip = pytest.mark.skip(reason="soak test: give --soak to run it")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
+    # Soaking: tests run for minutes (or many more examples) by design; the suite-wide
+    # per-test timeout would cut them short, so each gets the soak time and a margin.
+    if config.pluginmanager.hasplugin("timeout"):
+        minutes = float(config.getoption("--soak-minutes", default=5.0))
+        for item in mine:
+            item.add_marker(pytest.mark.timeout(int(minutes * 60 * 3 + 900)))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

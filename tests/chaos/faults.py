@@ -7,6 +7,7 @@ what goes wrong and how many times in a row. `apply` queues the schedule in the 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,3 +127,21 @@ def sanity_faults() -> st.SearchStrategy[Fault]:
 def schedules(accounts: Sequence[str], max_size: int = 8) -> st.SearchStrategy[list[Fault]]:
     """A fault schedule touching Stripe, Sanity or both."""
     return st.lists(stripe_faults(accounts) | sanity_faults(), min_size=1, max_size=max_size)
+
+
+def random_schedule(rng: random.Random, accounts: Sequence[str], max_size: int = 8
+                    ) -> list[Fault]:
+    """The same distribution as `schedules`, from a seeded `random.Random` (for soak loops,
+    which run for a time rather than a number of examples)."""
+    out = []
+    for _ in range(rng.randint(1, max_size)):
+        if rng.random() < 0.5:
+            kind = rng.choice(STRIPE_KINDS)
+            out.append(Fault("stripe", rng.choice(STRIPE_OPS), kind,
+                             rng.randint(1, 2 if kind in _WAITS else 7),
+                             rng.choice([None, *accounts])))
+        else:
+            kind = rng.choice(SANITY_FAULT_KINDS)
+            out.append(Fault("sanity", rng.choice(SANITY_KINDS), kind,
+                             rng.randint(1, 2 if kind in _WAITS else 7)))
+    return out

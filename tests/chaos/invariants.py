@@ -29,19 +29,41 @@ def session_index(world: World) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def recording(docs: Docs, session_id: str, pi: str | None) -> list[str]:
+class Records:
+    """Published subscriptions indexed by what records a purchase: session id, payment
+    intent (any of the three fields) and the deterministic id."""
+
+    def __init__(self, docs: Docs) -> None:
+        self.by_session: dict[str, set[str]] = {}
+        self.by_pi: dict[str, set[str]] = {}
+        self.ids: set[str] = set()
+        for doc_id, doc in docs.items():
+            if doc.get("_type") != "subscription" or doc_id.startswith("drafts."):
+                continue
+            self.ids.add(doc_id)
+            sid = doc.get("stripeSessionId")
+            if isinstance(sid, str):
+                self.by_session.setdefault(sid, set()).add(doc_id)
+            for key in ("stripePaymentId", "stripePaymentIntentId", "paymentId"):
+                pi = doc.get(key)
+                if isinstance(pi, str) and pi:
+                    self.by_pi.setdefault(pi, set()).add(doc_id)
+
+    def of(self, session_id: str, pi: str | None) -> list[str]:
+        found = set(self.by_session.get(session_id, ()))
+        if pi:
+            found |= self.by_pi.get(pi, set())
+        own = f"subscription-{session_id}"
+        if own in self.ids:
+            found.add(own)
+        return sorted(found)
+
+
+def recording(docs: Docs | Records, session_id: str, pi: str | None) -> list[str]:
     """Published subscriptions that record this purchase (session id, payment intent, or the
     deterministic id), the way the app and the job both look for them."""
-    own = f"subscription-{session_id}"
-    found = []
-    for doc_id, doc in docs.items():
-        if doc.get("_type") != "subscription" or doc_id.startswith("drafts."):
-            continue
-        if doc.get("stripeSessionId") == session_id or doc_id == own or (
-                pi and pi in (doc.get("stripePaymentId"), doc.get("stripePaymentIntentId"),
-                              doc.get("paymentId"))):
-            found.append(doc_id)
-    return sorted(found)
+    records = docs if isinstance(docs, Records) else Records(docs)
+    return records.of(session_id, pi)
 
 
 def write_invariants(world: World, truth: Mapping[str, Any], before: Docs,
@@ -51,9 +73,10 @@ def write_invariants(world: World, truth: Mapping[str, Any], before: Docs,
     index = session_index(world)
     problems: list[str] = []
     creates, _ = expected_changes(truth)
+    records_before, records_after = Records(before), Records(after)
     for sid, entry in truth["sessions"].items():
         _, pi = index.get(sid, ("?", None))
-        was, now = recording(before, sid, pi), recording(after, sid, pi)
+        was, now = records_before.of(sid, pi), records_after.of(sid, pi)
         if entry["outcome"] == "created":
             if len(now) > 1:
                 problems.append(f"{sid}: {len(now)} subscriptions {now} (must be at most one)")
@@ -92,10 +115,11 @@ def settled_invariants(world: World, truth: Mapping[str, Any], before: Docs,
     """Hold once a clean run has followed the faults: exactly the truth's end state."""
     index = session_index(world)
     problems = list(state_problems(truth, before, after))
+    records = Records(after)
     for sid, entry in truth["sessions"].items():
         if entry["outcome"] == "created":
             _, pi = index.get(sid, ("?", None))
-            found = recording(after, sid, pi)
+            found = records.of(sid, pi)
             if len(found) != 1:
                 problems.append(f"{sid}: paid pass has {len(found)} subscriptions {found}")
     return problems
@@ -118,11 +142,12 @@ def report_honesty(world: World, truth: Mapping[str, Any], report: Mapping[str, 
             problems.append(f"report says created {item['subscription_id']}, Sanity lacks it")
     if report.get("dry_run") or report.get("cap_exceeded") or report.get("error"):
         return problems
+    records = Records(after)
     for sid, entry in truth["sessions"].items():
         if entry["outcome"] != "created":
             continue
         account, pi = index.get(sid, ("?", None))
-        if recording(after, sid, pi) or sid in failed or account in broken:
+        if records.of(sid, pi) or sid in failed or account in broken:
             continue
         problems.append(f"{sid} is missing after the run and the report does not say so")
     return problems
