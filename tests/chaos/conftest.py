@@ -1,8 +1,9 @@
 """Chaos suite options and fixtures.
 
 `--soak` turns on the long runs (tests marked `soak` are skipped without it) and
-`--soak-minutes N` bounds them (default 5). The default suite stays small: a few
-hypothesis examples per property, small generated worlds, no real sleeps in process.
+`--soak-minutes N` bounds them (default 5); see `soak_option` for using them from the
+repository root. The default suite stays small: a few hypothesis examples per property,
+small generated worlds, no real sleeps in process.
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.soak_option import pytest_addoption
 from tests.chaos.tally import Tally
 
+__all__ = ["pytest_addoption"]
+
 TALLY = pytest.StashKey[Tally]()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("chaos")
-    group.addoption("--soak", action="store_true", default=False,
-                    help="run the long chaos soak tests (tests marked soak)")
-    group.addoption("--soak-minutes", type=float, default=5.0,
-                    help="how long each soak test keeps going (default 5 minutes)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
