@@ -197,6 +197,9 @@ def cases(now_s: int) -> list[Case]:
         Case("metadata is a list", s("MdList", metadata=[P_CLIP, USER]), MALFORMED),
         Case("amount_total is a string", s("AmtStr", amount_total="2000"), MALFORMED),
         Case("amount_total is a float", s("AmtFloat", amount_total=2000.5), MALFORMED),
+        Case("amount_total is negative", s("AmtNeg", amount_total=-200000), MALFORMED,
+             rule="a paid session cannot have a negative total (found by this corpus: it "
+                  "was written as purchasePrice -2000)"),
         # ---- ignored by the classification rules 2-6
         Case("null everywhere", {"id": "cs_test_chaosNulls", "created": now_s - 3600,
                                  "status": None, "mode": None, "payment_status": None,
@@ -259,6 +262,15 @@ def cases(now_s: int) -> list[Case]:
              ("needs_manual", "tenant_mismatch")),
         Case("pass of another school", s("PassB", **_md(passId=P_B)),
              ("needs_manual", "tenant_mismatch")),
+        Case("currency other than the school's", s("Usd", currency="usd"),
+             ("needs_manual", "tenant_mismatch"),
+             rule="§2.1: the app charges in the school's stripeConnect.currency (found by this "
+                  "corpus: the USD amount was written as the school's purchasePrice)"),
+        Case("upgrade of another student's subscription",
+             s("UpOther", **_md(type="pass_upgrade", upgradeFromSubscriptionId=OTHER_SUB)),
+             ("needs_manual", "upgrade_source_missing"),
+             rule="found by this corpus: the other student's pass was deactivated and the new "
+                  "one given to them"),
         Case("platform session naming an unknown school",
              s("PlatUnknown", account=PLATFORM, **_md(tenantId="tenantNobody")),
              ("needs_manual", "tenant_mismatch"), account=PLATFORM),
@@ -315,25 +327,6 @@ def harmless_cases(now_s: int) -> list[Case]:
              rule="§2.6: purchasePrice = amount_total ? amount_total/100 : pass.price"),
         Case("a pass without a name", s("NoName", **_md(passId=P_NO_NAME)), ("created", None),
              rule="passName is display only"),
-    ]
-
-
-def known_bugs(now_s: int) -> list[Case]:
-    """Bad inputs the job gets wrong today (each an xfail in test_bad_input)."""
-    s = lambda n, **o: session(n, now_s, **o)  # noqa: E731 - a local shorthand
-    return [
-        Case("negative amount_total", s("AmtNeg", amount_total=-200000), ("failed", None),
-             rule="rule 1: amount_total is validated as an integer, a paid session cannot "
-                  "have a negative total; today purchasePrice -2000 is written"),
-        Case("currency other than the school's", s("Usd", currency="usd"),
-             ("needs_manual", None),
-             rule="§2.1: the app charges in the school's stripeConnect.currency; today the USD "
-                  "amount is written as the school's purchasePrice"),
-        Case("upgrade of another student's subscription",
-             s("UpOther", **_md(type="pass_upgrade", upgradeFromSubscriptionId=OTHER_SUB)),
-             ("needs_manual", "upgrade_source_missing"),
-             rule="today the job copies the user of the old subscription (another student), "
-                  "deactivates that student's pass and gives the new pass to them"),
     ]
 
 

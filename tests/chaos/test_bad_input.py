@@ -134,16 +134,6 @@ def test_odd_but_decidable_inputs_are_created_exactly(case: corpus.Case, tally: 
         assert not any(str(v) and str(v) in ident for v in details.values())
 
 
-BUGS = corpus.known_bugs(NOW_S)
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(c, id=c.name, marks=pytest.mark.xfail(strict=True, reason="BUG: " + c.rule))
-    for c in BUGS])
-def test_known_bad_inputs_the_job_gets_wrong(case: corpus.Case) -> None:
-    assert check(plan_case(case), case.expect) == []
-
-
 def test_catalog_documents_of_the_wrong_shape_never_crash() -> None:
     """Tenants and passes as Sanity may hold them after years of scripts: wrong types
     everywhere. The catalog skips what it cannot use; a session naming them needs a person."""
