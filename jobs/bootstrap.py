@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs.ratelimit import TokenBucket
+from jobs.ratelimit import RateBudget
 from jobs.sanity_store import SanityStore
 from jobs.settings import Settings
 from jobs.stripe_source import StripeSource, make_client
+
+RATE_LIMIT_ATTEMPTS = 50
 
 
 @dataclass(frozen=True)
@@ -20,10 +22,14 @@ def build_stripe(settings: Settings, *, timeout: float = 80.0) -> StripeSource:
     key = settings.require("stripe").stripe.secret_key
     assert key is not None
     client = make_client(key.reveal(), settings.stripe.api_base, timeout)
-    # One budget for every account and page: Stripe counts our requests together.
-    rate = min(settings.stripe.requests_per_second, settings.stripe.endpoint_requests_per_second)
-    bucket = TokenBucket(rate=rate, burst=max(1.0, rate / 5))
-    return StripeSource(client, bucket=bucket)
+    # One budget for every account, segment and page: Stripe counts our requests together,
+    # once against the account's limit and once against the endpoint's.
+    budget = RateBudget(global_rate=settings.stripe.requests_per_second,
+                        endpoint_rate=min(settings.stripe.endpoint_requests_per_second,
+                                          settings.stripe.requests_per_second))
+    # A 429 is waited out (Retry-After) many times over before it counts as a failed
+    # attempt: being told to slow down must never fail a run.
+    return StripeSource(client, bucket=budget, rate_limit_attempts=RATE_LIMIT_ATTEMPTS)
 
 
 def build_sanity(settings: Settings, *, timeout: float = 30.0) -> SanityStore:

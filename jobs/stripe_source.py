@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import stripe
+import structlog
 
 from jobs.errors import (
     AccountError,
@@ -24,13 +25,23 @@ from jobs.errors import (
     RetriableError,
     ServiceUnavailable,
 )
-from jobs.ratelimit import TokenBucket
+from jobs.ratelimit import Budget
 from jobs.retry import call_with_retry
+
+log = structlog.get_logger("jobs.stripe_source")
 
 JSON = dict[str, Any]
 PLATFORM = "platform"
 MAX_PAGE = 100
 MAX_EVENT_TYPES = 20  # Stripe's cap on `types[]`
+# The operations as Stripe's rate limiter counts them (one budget per endpoint).
+SESSIONS_OP = "GET /v1/checkout/sessions"
+SESSION_OP = "GET /v1/checkout/sessions/{session}"
+LINE_ITEMS_OP = "GET /v1/checkout/sessions/{session}/line_items"
+REFUNDS_OP = "GET /v1/refunds"
+EVENTS_OP = "GET /v1/events"
+WEBHOOK_ENDPOINTS_OP = "GET /v1/webhook_endpoints"
+ACCOUNT_OP = "GET /v1/account"
 
 
 def make_client(api_key: str, api_base: str | None, timeout: float) -> stripe.StripeClient:
@@ -104,6 +115,14 @@ def translate(error: stripe.StripeError, *, account: str, what: str) -> Reconcil
                           retry_after=_retry_after(headers))
 
 
+class _RateLimited(Exception):
+    """Stripe answered 429 (carries the translated error): waited out before a retry."""
+
+    def __init__(self, error: RetriableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _cursor(data: list[JSON], what: str) -> str:
     """The `starting_after` for the page after `data`: its last object's id."""
     last = data[-1]
@@ -116,9 +135,13 @@ def _cursor(data: list[JSON], what: str) -> str:
 class StripeSource:
     """Reads one platform and its connected accounts; `account` is "platform" or "acct_…"."""
 
-    def __init__(self, client: stripe.StripeClient, *, bucket: TokenBucket | None = None,
+    def __init__(self, client: stripe.StripeClient, *, bucket: Budget | None = None,
                  sleep: Callable[[float], None] = time.sleep, page_size: int = MAX_PAGE,
-                 attempts: int = 6) -> None:
+                 attempts: int = 6, rate_limit_attempts: int = 1) -> None:
+        """`bucket`: the shared rate budget every request takes a token from first.
+        `attempts`: calls per request for retriable failures. `rate_limit_attempts`: how
+        many 429s in a row one call waits out (Retry-After, else backoff) before it counts
+        as a failed attempt; the job sets it high, so a 429 never fails a run."""
         if not 1 <= page_size <= MAX_PAGE:
             raise ValueError("page_size must be within 1..100")
         self._client = client
@@ -126,33 +149,54 @@ class StripeSource:
         self._sleep = sleep
         self._page_size = page_size
         self._attempts = attempts
+        self._rate_limit_attempts = max(1, rate_limit_attempts)
 
     # ----- requests
 
     def _get(self, account: str, path: str, params: Mapping[str, Any], *, what: str,
-             missing_ok: bool = False) -> JSON | None:
-        """One GET, retried as a unit; None for a 404 when `missing_ok`."""
+             op: str, missing_ok: bool = False) -> JSON | None:
+        """One GET of operation `op`, retried as a unit; None for a 404 when `missing_ok`."""
         options = {} if account == PLATFORM else {"stripe_account": account}
 
         def once() -> JSON | None:
             if self._bucket is not None:
-                self._bucket.acquire()
+                self._bucket.acquire(op)
             try:
                 response = self._client.raw_request("get", path, **params, **options)
             except stripe.StripeError as error:
                 if missing_ok and error.http_status == 404:
                     return None
-                raise translate(error, account=account, what=what) from error
+                translated = translate(error, account=account, what=what)
+                if error.http_status == 429 and isinstance(translated, RetriableError):
+                    raise _RateLimited(translated) from error
+                raise translated from error
             body = response.data
             if not isinstance(body, dict):
                 raise RetriableError(f"Stripe answered {what} with a body that is not an object")
             return dict(body)
 
-        return call_with_retry(once, what=what, attempts=self._attempts, sleep=self._sleep)
+        def waiting_out_429s() -> JSON | None:
+            for attempt in range(1, self._rate_limit_attempts + 1):
+                try:
+                    return once()
+                except _RateLimited as limited:
+                    error = limited.error
+                    if attempt == self._rate_limit_attempts:
+                        raise error from limited.__cause__
+                    # Retry-After says when; without it, a short backoff (capped at 5 s).
+                    wait = error.retry_after if error.retry_after is not None else min(
+                        5.0, 0.25 * 2 ** (attempt - 1))
+                    log.warning("retrying", what=what, attempt=attempt, wait_s=wait,
+                                error=str(error))
+                    self._sleep(wait)
+            raise AssertionError("unreachable")
+
+        return call_with_retry(waiting_out_429s, what=what, attempts=self._attempts,
+                               sleep=self._sleep)
 
     def _page(self, account: str, path: str, params: Mapping[str, Any], *,
-              what: str) -> tuple[list[JSON], bool]:
-        body = self._get(account, path, params, what=what)
+              what: str, op: str) -> tuple[list[JSON], bool]:
+        body = self._get(account, path, params, what=what, op=op)
         data = body.get("data") if body else None
         has_more = body.get("has_more") if body else None
         if not isinstance(data, list) or not isinstance(has_more, bool):
@@ -161,21 +205,22 @@ class StripeSource:
         return data, has_more
 
     def _pages(self, account: str, path: str, params: Mapping[str, Any], *, what: str,
-               starting_after: str | None = None) -> Iterator[tuple[list[JSON], bool]]:
+               op: str, starting_after: str | None = None) -> Iterator[tuple[list[JSON], bool]]:
         cursor, index = starting_after, 0
         while True:
             query = {**params, "limit": self._page_size}
             if cursor is not None:
                 query["starting_after"] = cursor
-            data, has_more = self._page(account, path, query, what=f"{what} page {index}")
+            data, has_more = self._page(account, path, query, what=f"{what} page {index}",
+                                        op=op)
             yield data, has_more
             if not has_more or not data:
                 return
             cursor, index = _cursor(data, what), index + 1
 
     def _all(self, account: str, path: str, params: Mapping[str, Any], *,
-             what: str) -> list[JSON]:
-        return [item for data, _ in self._pages(account, path, params, what=what)
+             what: str, op: str) -> list[JSON]:
+        return [item for data, _ in self._pages(account, path, params, what=what, op=op)
                 for item in data]
 
     # ----- what the reconciler reads
@@ -189,34 +234,49 @@ class StripeSource:
         params = {"status": "complete", "created": {"gte": since, "lt": until}}
         what = f"checkout sessions of {account}"
         pages = self._pages(account, "/v1/checkout/sessions", params, what=what,
-                            starting_after=starting_after)
+                            op=SESSIONS_OP, starting_after=starting_after)
         cursor = starting_after
         for index, (data, has_more) in enumerate(pages):
             cursor = _cursor(data, what) if data else cursor
             yield SessionPage(account, index, data, cursor, has_more)
 
+    def session_page(self, account: str, since: int, until: int,
+                     starting_after: str | None = None, *, index: int = 0) -> SessionPage:
+        """ONE page of complete sessions created in [since, until), newest first, after the
+        session `starting_after` (which must itself lie in the window): the unit of a
+        segmented read (`jobs.segments`), where each time segment is its own cursor chain."""
+        params: dict[str, Any] = {"status": "complete", "created": {"gte": since, "lt": until},
+                                  "limit": self._page_size}
+        if starting_after is not None:
+            params["starting_after"] = starting_after
+        what = f"checkout sessions of {account}"
+        data, has_more = self._page(account, "/v1/checkout/sessions", params,
+                                    what=f"{what} page {index}", op=SESSIONS_OP)
+        cursor = _cursor(data, what) if data else starting_after
+        return SessionPage(account, index, data, cursor, has_more and bool(data))
+
     def line_items(self, account: str, session_id: str) -> list[JSON]:
         """A session's line items with `price.product` expanded to the product object."""
         path = f"/v1/checkout/sessions/{quote(session_id, safe='')}/line_items"
         return self._all(account, path, {"expand": ["data.price.product"]},
-                         what=f"line items of {session_id} ({account})")
+                         what=f"line items of {session_id} ({account})", op=LINE_ITEMS_OP)
 
     def refunds(self, account: str, since: int) -> list[JSON]:
         """Refunds created at or after `since` (all pages)."""
         return self._all(account, "/v1/refunds", {"created": {"gte": since}},
-                         what=f"refunds of {account}")
+                         what=f"refunds of {account}", op=REFUNDS_OP)
 
     def session(self, account: str, session_id: str) -> JSON | None:
         """One session, or None when the account has no such session."""
         path = f"/v1/checkout/sessions/{quote(session_id, safe='')}"
         return self._get(account, path, {}, what=f"session {session_id} ({account})",
-                         missing_ok=True)
+                         op=SESSION_OP, missing_ok=True)
 
     def sessions_by_email(self, account: str, email: str) -> list[JSON]:
         """All sessions (any status) whose buyer e-mail is `email`."""
         # `what` names no e-mail: it ends up in logs and error messages.
         return self._all(account, "/v1/checkout/sessions", {"customer_details": {"email": email}},
-                         what=f"sessions by e-mail of {account}")
+                         what=f"sessions by e-mail of {account}", op=SESSIONS_OP)
 
     def events(self, account: str, since: int, types: Sequence[str] | None = None,
                delivery_success: bool | None = None) -> list[JSON]:
@@ -232,17 +292,19 @@ class StripeSource:
             for i in range(0, len(wanted), MAX_EVENT_TYPES)]
         merged: dict[str, JSON] = {}
         for params in groups:
-            for item in self._all(account, "/v1/events", params, what=f"events of {account}"):
+            for item in self._all(account, "/v1/events", params, what=f"events of {account}",
+                                  op=EVENTS_OP):
                 merged[str(item.get("id"))] = item
         return sorted(merged.values(), key=lambda e: (e.get("created", 0), str(e.get("id"))),
                       reverse=True)
 
     def webhook_endpoints(self) -> list[JSON]:
         """The platform's webhook endpoints."""
-        return self._all(PLATFORM, "/v1/webhook_endpoints", {}, what="webhook endpoints")
+        return self._all(PLATFORM, "/v1/webhook_endpoints", {}, what="webhook endpoints",
+                         op=WEBHOOK_ENDPOINTS_OP)
 
     def own_account(self) -> JSON:
         """The key owner's account (`GET /v1/account`)."""
-        body = self._get(PLATFORM, "/v1/account", {}, what="own account")
+        body = self._get(PLATFORM, "/v1/account", {}, what="own account", op=ACCOUNT_OP)
         assert body is not None  # only missing_ok returns None
         return body
