@@ -1,8 +1,12 @@
 """One reconciliation pass: read every account's window, plan, then write.
 
-Reading and planning stream page by page (one Sanity lookup per page). Writing starts only
-when the whole window is planned, because the safety cap must know the total first: a run
-that would create more than `max_creates` subscriptions writes nothing.
+Reading and planning stream page by page: fetchers read time segments of every account at
+once under the shared rate budget (`jobs.segments`), each page is parsed as it arrives and
+planned in a pool of its own (line items where needed, one Sanity lookup). Writing starts
+only when the whole window is planned, because the safety cap must know the total first: a
+run that would create more than `max_creates` subscriptions writes nothing. Until then a
+page's creations are kept compressed (`jobs.batches`), so memory follows the outcomes, not
+the raw pages.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Any
 import structlog
 
 from jobs import rules
+from jobs.batches import Batch, Transaction, transactions
 from jobs.classify import (
     Classified,
-    classify_raw,
+    classify,
     needs_line_items,
     parse_line_items,
     parse_session,
@@ -31,10 +36,20 @@ from jobs.errors import (
     ReconcilerError,
     WriteRejected,
 )
-from jobs.model import PLATFORM, Catalog, Decision, PageFacts, Pass, PlanContext, Tenant
+from jobs.model import (
+    PLATFORM,
+    Catalog,
+    Decision,
+    PageFacts,
+    Pass,
+    PlanContext,
+    Session,
+    Tenant,
+)
 from jobs.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
 from jobs.runreport import RunReport
+from jobs.segments import SegmentReader
 
 log = structlog.get_logger("jobs.reconcile")
 
@@ -53,13 +68,21 @@ class RunRequest:
     kind: str = "run"
 
 
-@dataclass
-class _Batch:
-    """The creations planned from one page: written as one transaction."""
+Parsed = Session | tuple[str, str]  # a session, or (its id or "", why it is malformed)
 
-    account: str
-    index: int
-    decisions: list[Decision] = field(default_factory=list)
+
+def parse_page(raws: Iterable[Any], account: str, now_s: int) -> list[Parsed]:
+    """A page's raw sessions as the small `Session` values planning needs (the raw dicts can
+    go at once); a malformed one as (id, reason)."""
+    out: list[Parsed] = []
+    for raw in raws:
+        parsed = parse_session(raw, account, now_s)
+        if isinstance(parsed, str):
+            sid = raw.get("id") if isinstance(raw, Mapping) else None
+            out.append((sid if isinstance(sid, str) else "", parsed))
+        else:
+            out.append(parsed)
+    return out
 
 
 def catalog_from(
@@ -131,13 +154,18 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.time,
         workers: int = 4,
+        plan_workers: int | None = None,
         on_page: Callable[[list[Decision]], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> None:
+        """`workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
+        `plan_workers` (default twice that): pages planned at once (line items, Sanity
+        lookups) and transactions written at once. The rate budget lives in the source."""
         self.stripe = stripe
         self.sanity = sanity
         self.clock = clock
         self.workers = max(1, workers)
+        self.plan_workers = max(1, plan_workers if plan_workers is not None else 2 * workers)
         self.on_page = on_page
         # Set from a signal handler: stop reading, finish the transaction under way, write no more.
         self.cancel = cancel or threading.Event()
@@ -153,84 +181,142 @@ class Reconciler:
         for account in accounts:
             tenant = catalog.tenant_of_account(account) if account != PLATFORM else None
             report.account(account, tenant.id if tenant else None)
+        batches = self._read(req, ctx, accounts, report)
+        self._finish(batches, report, req)
+        report.finished_at = rules.iso_ms(int(self.clock() * 1000))
+        return report
+
+    def _read(self, req: RunRequest, ctx: PlanContext, accounts: Sequence[str],
+              report: RunReport) -> list[Batch]:
+        """Read and plan every account's window; every outcome but the creations goes into
+        `report` as it is planned, the creations come back as batches."""
         lock = threading.Lock()
         stop = self.cancel  # also set when the run cannot go on (credentials rejected)
         seen: set[str] = set()
-        batches: list[_Batch] = []
+        batches: list[Batch] = []
+        refunds: dict[str, Mapping[str, int]] = {}
+        fatal: list[BaseException] = []
+        now_s = ctx.now_ms // 1000
 
         def take(page_decisions: list[Decision], account: str, index: int) -> None:
             with lock:
                 fresh = [d for d in page_decisions if d.session_id not in seen or not d.session_id]
                 seen.update(d.session_id for d in fresh)
-                batch = _Batch(account, index)
+                creations = []
                 for decision in fresh:
                     if decision.creation is not None:
-                        batch.decisions.append(decision)
+                        creations.append(decision)
                     else:
                         report.add(decision)
-                if batch.decisions:
-                    batches.append(batch)
+                if creations:
+                    batches.append(Batch.of(account, index, creations))
             if self.on_page is not None:
                 self.on_page(fresh)
 
-        def read_account(account: str) -> None:
-            summary = report.accounts[account]
-            bound = log.bind(run_id=req.run_id, account=account)
+        def fail_account(account: str, error: ReconcilerError) -> None:
+            # One account failing is its own error in the report; the others go on.
+            with lock:
+                summary = report.accounts[account]
+                first = summary.error is None
+                if first:
+                    summary.error = str(error)
+            if first:
+                log.error("account_failed", run_id=req.run_id, account=account, error=str(error))
+
+        # Pages are planned in a pool of their own while the fetchers read on; at most
+        # `slots` pages are fetched but not yet planned (back-pressure), and each is parsed
+        # into small values as it arrives, so memory stays flat however long the window.
+        planners = ThreadPoolExecutor(max_workers=self.plan_workers, thread_name_prefix="plan")
+        slots = threading.BoundedSemaphore(self.workers + self.plan_workers)
+
+        def plan(account: str, index: int, page: list[Parsed], pages: int) -> None:
             try:
-                since = req.account_since.get(account, req.since)
-                refunds = refunded_by_intent(self.stripe.refunds(account, since))
-                for page in self.stripe.session_pages(account, since, req.until):
-                    if stop.is_set():
-                        return
-                    decisions = self._plan_page(page.sessions, account, refunds, ctx)
-                    with lock:
-                        summary.pages += 1
-                        summary.sessions += len(page.sessions)
-                    take(decisions, account, page.index)
-                mine = [sid for acct, sid in req.recheck if acct == account]
-                if mine:
-                    raws = [r for r in (self.stripe.session(account, sid) for sid in mine) if r]
-                    take(self._plan_page(raws, account, refunds, ctx), account, -1)
-            except CredentialsRejected:
+                if stop.is_set() or report.accounts[account].error is not None:
+                    return
+                decisions = self._plan_parsed(page, account, refunds[account], ctx)
+                with lock:
+                    summary = report.accounts[account]
+                    summary.pages += pages
+                    summary.sessions += len(page) if pages else 0
+                take(decisions, account, index)
+            except CredentialsRejected as error:
                 stop.set()
-                raise
+                fatal.append(error)
             except ReconcilerError as error:
-                # One account failing is its own error in the report; the others go on.
-                summary.error = str(error)
-                bound.error("account_failed", error=str(error))
+                reader.fail(account)
+                fail_account(account, error)
+            except BaseException as error:  # a bug: the run stops and raises it
+                stop.set()
+                fatal.append(error)
+            finally:
+                slots.release()
 
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for future in [pool.submit(read_account, a) for a in accounts]:
-                future.result()
+        def submit(account: str, index: int, raws: list[dict[str, Any]], pages: int) -> None:
+            parsed = parse_page(raws, account, now_s)
+            slots.acquire()  # blocks while planning is behind: back-pressure on reading
+            planners.submit(plan, account, index, parsed, pages)
 
-        planned = sum(len(b.decisions) for b in batches)
+        def start(account: str) -> None:
+            since = req.account_since.get(account, req.since)
+            refunds[account] = refunded_by_intent(self.stripe.refunds(account, since))
+            mine = [sid for acct, sid in req.recheck if acct == account]
+            if mine:
+                raws = [r for r in (self.stripe.session(account, sid) for sid in mine) if r]
+                submit(account, -1, raws, 0)
+
+        reader = SegmentReader(
+            self.stripe, fetchers=self.workers, start=start,
+            deliver=lambda page: submit(page.account, page.index, page.sessions, 1),
+            cancelled=stop.is_set, on_account_error=fail_account)
+        windows = [(a, req.account_since.get(a, req.since), req.until) for a in accounts]
+        try:
+            stats = reader.read(windows)
+        except CredentialsRejected:
+            stop.set()
+            raise
+        finally:
+            planners.shutdown(wait=True)
+        if fatal:
+            raise fatal[0]
+        log.info("read_finished", run_id=req.run_id, accounts=len(accounts),
+                 segments=stats.segments, splits=stats.splits, pages=stats.pages,
+                 sessions=len(seen), creations=sum(b.count for b in batches))
+        return batches
+
+    def _finish(self, batches: list[Batch], report: RunReport, req: RunRequest) -> None:
+        """The safety cap, then write (or, in a dry run, validate) the planned creations."""
+        planned = sum(b.count for b in batches)
         if self.cancel.is_set():
             report.error = "interrupted before writing; nothing written"
-            for batch in batches:
-                for decision in batch.decisions:
-                    report.add_write_failure(decision, "not written: run interrupted")
+            self._not_written(batches, report, "not written: run interrupted")
         elif planned > req.max_creates:
             report.cap_exceeded = True
             report.error = (f"safety cap: {planned} subscriptions to create, more than "
                             f"max_creates={req.max_creates}; nothing written")
             log.error("cap_exceeded", run_id=req.run_id, planned=planned,
                       max_creates=req.max_creates)
-            for batch in batches:
-                for decision in batch.decisions:
-                    report.add_write_failure(decision, "not written: safety cap exceeded")
+            self._not_written(batches, report, "not written: safety cap exceeded")
         elif req.dry_run:
-            self._dry_run(batches, report, req)
+            self._dry_run(transactions(batches), report, req)
         else:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                results = list(pool.map(lambda b: self._write(b, req), batches))
-            for outcomes in results:
-                for decision, error in outcomes:
-                    if error is None:
-                        report.add(decision)
-                    else:
-                        report.add_write_failure(decision, error)
-        report.finished_at = rules.iso_ms(int(self.clock() * 1000))
-        return report
+            started = time.monotonic()
+            txs = transactions(batches)
+            with ThreadPoolExecutor(max_workers=self.plan_workers,
+                                    thread_name_prefix="write") as pool:
+                for outcomes in pool.map(lambda t: self._write(t, req), txs):
+                    for decision, error in outcomes:
+                        if error is None:
+                            report.add(decision)
+                        else:
+                            report.add_write_failure(decision, error)
+            log.info("write_finished", run_id=req.run_id, transactions=len(txs),
+                     purchases=planned, seconds=round(time.monotonic() - started, 3))
+
+    @staticmethod
+    def _not_written(batches: list[Batch], report: RunReport, why: str) -> None:
+        for batch in batches:
+            for decision in batch.decisions():
+                report.add_write_failure(decision, why)
 
     def plan_sessions(self, raws: list[dict[str, Any]], account: str, ctx: PlanContext,
                       refunds: Mapping[str, int] | None = None) -> list[Decision]:
@@ -248,45 +334,52 @@ class Reconciler:
 
     def _plan_page(self, raws: list[dict[str, Any]], account: str, refunds: Mapping[str, int],
                    ctx: PlanContext) -> list[Decision]:
-        now_s = ctx.now_ms // 1000
-        items: dict[str, list[Any]] = {}
-        for raw in raws:
-            parsed = parse_session(raw, account, now_s)
-            if not isinstance(parsed, str) and needs_line_items(parsed):
-                items[parsed.id] = parse_line_items(self.stripe.line_items(account, parsed.id))
-        page: list[Classified] = [classify_raw(r, account, now_s, ctx.catalog, items, refunds)
-                                  for r in raws]
-        keys = lookup_keys(page)
+        return self._plan_parsed(parse_page(raws, account, ctx.now_ms // 1000), account,
+                                 refunds, ctx)
+
+    def _plan_parsed(self, page: list[Parsed], account: str, refunds: Mapping[str, int],
+                     ctx: PlanContext) -> list[Decision]:
+        """One page: line items for the sessions that need them, one Sanity lookup, the plan."""
+        classified: list[Classified] = []
+        for item in page:
+            if isinstance(item, tuple):
+                classified.append(Classified(item[0], account, "failed", item[1]))
+                continue
+            items = (parse_line_items(self.stripe.line_items(account, item.id))
+                     if needs_line_items(item) else [])
+            refunded = refunds.get(item.payment_intent, 0) if item.payment_intent else 0
+            classified.append(classify(item, items, ctx.catalog, refunded))
+        keys = lookup_keys(classified)
         facts = PageFacts()
         if keys.session_ids:
             facts = PageFacts.from_result(self.sanity.lookup_page(
                 list(keys.session_ids), list(keys.payment_intents), list(keys.user_ids),
                 list(keys.upgrade_ids)))
-        return plan_page(page, facts, ctx).decisions
+        return plan_page(classified, facts, ctx).decisions
 
-    def _write(self, batch: _Batch, req: RunRequest) -> list[tuple[Decision, str | None]]:
-        """One transaction per page; if Sanity refuses it, one per purchase to isolate the bad."""
+    def _write(self, tx: Transaction, req: RunRequest) -> list[tuple[Decision, str | None]]:
+        """One transaction; if Sanity refuses it, one per purchase to isolate the bad one."""
+        decisions = tx.decisions()
         if self.cancel.is_set():
-            return [(d, "not written: run interrupted") for d in batch.decisions]
-        mutations = transaction_mutations(batch.decisions)
-        tx = f"{req.run_id}-{batch.account}-{batch.index}"
+            return [(d, "not written: run interrupted") for d in decisions]
+        name = f"{req.run_id}-{tx.suffix}"
         try:
-            self.sanity.commit(mutations, tx)
-            return [(d, None) for d in batch.decisions]
+            self.sanity.commit(transaction_mutations(decisions), name)
+            return [(d, None) for d in decisions]
         except CredentialsRejected:
             raise
         except WriteRejected as error:
-            if len(batch.decisions) == 1:
-                return [(batch.decisions[0], str(error))]
-            log.warning("transaction_refused_splitting", run_id=req.run_id, transaction=tx,
+            if len(decisions) == 1:
+                return [(decisions[0], str(error))]
+            log.warning("transaction_refused_splitting", run_id=req.run_id, transaction=name,
                         error=str(error))
         except ReconcilerError as error:
-            return [(d, f"write failed: {error}") for d in batch.decisions]
+            return [(d, f"write failed: {error}") for d in decisions]
         out: list[tuple[Decision, str | None]] = []
-        for n, decision in enumerate(batch.decisions):
+        for n, decision in enumerate(decisions):
             try:
                 assert decision.creation is not None
-                self.sanity.commit(decision.creation.mutations(), f"{tx}-{n}")
+                self.sanity.commit(decision.creation.mutations(), f"{name}-{n}")
                 out.append((decision, None))
             except CredentialsRejected:
                 raise
@@ -294,19 +387,19 @@ class Reconciler:
                 out.append((decision, f"write failed: {error}"))
         return out
 
-    def _dry_run(self, batches: list[_Batch], report: RunReport, req: RunRequest) -> None:
-        for batch in batches:
+    def _dry_run(self, txs: list[Transaction], report: RunReport, req: RunRequest) -> None:
+        for tx in txs:
+            decisions = tx.decisions()
             error: str | None = None
             if req.validate:
-                mutations = transaction_mutations(batch.decisions)
                 try:
-                    self.sanity.commit(mutations, f"{req.run_id}-{batch.account}-{batch.index}",
-                                       dry_run=True)
+                    self.sanity.commit(transaction_mutations(decisions),
+                                       f"{req.run_id}-{tx.suffix}", dry_run=True)
                 except CredentialsRejected:
                     raise
                 except (WriteRejected, AccountError, ReconcilerError) as failure:
                     error = f"validation failed: {failure}"
-            for decision in batch.decisions:
+            for decision in decisions:
                 if error is None:
                     report.add(decision)
                 else:
