@@ -1,0 +1,41 @@
+"""The benchmark's code path on a 200-session world (no latency, no limits): a smoke test of
+the harness, not a measurement. The benchmark itself is `python -m bench`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bench.bounds import lower_bound
+from bench.cases import Case, select
+from bench.output import case_json, rss_check, table
+from bench.process import Launcher
+from bench.runs import EngineConfig, run_engine, run_naive
+from bench.setup import Limits, build_world, stand_ins
+
+
+def test_the_bench_runs_both_programs_on_one_world_and_reports_them() -> None:
+    limits = Limits(stripe_latency_s=0, sanity_latency_s=0, endpoint_rate=1000,
+                    global_rate=1000)
+    case = Case("smoke", 200, 1, naive_per_account=None)
+    bench = build_world(3, case.sessions, case.schools, int(time.time()) // 60 * 60)
+    with Launcher() as launcher, stand_ins(bench, limits) as stand:
+        engine = run_engine(launcher, stand, bench, EngineConfig())
+        naive = run_naive(launcher, stand, bench, None)
+    line = case_json(case, bench, limits, lower_bound(bench, limits), engine, naive)
+    assert engine.exit_code in (0, 1) and engine.peak_rss_mb > 10 and engine.cpu_s > 0
+    assert engine.created > 0 and naive.created == engine.created
+    assert engine.documents_created == naive.documents_created  # each on a fresh copy
+    assert line["targets"]["naive_created=engine_created"]
+    assert line["naive"]["extrapolated"]["sampled"] is False
+    assert line["engine"]["stripe_list_requests"] >= bench.pages
+    json.dumps(line)
+    rendered = table([line], rss_check([line]), cores=2)
+    assert "smoke" in rendered and "Targets:" in rendered
+
+
+def test_cases_are_chosen_by_name_or_shape() -> None:
+    assert [c.name for c in select(None, quick=False)] == ["1k", "10k", "100k"]
+    assert [c.sessions for c in select(None, quick=True)] == [1_000, 10_000]
+    (custom,) = select("20k/1", quick=False)
+    assert (custom.sessions, custom.schools, custom.naive_per_account) == (20_000, 1, 1000)
