@@ -71,4 +71,3 @@ def get_account(call: Call) -> bytes:
     Params(call.raw, ("expand",)).expand(())
     return dumps(public(call.data.platform if call.account == PLATFORM
                         else call.data.accounts[call.account]))
-

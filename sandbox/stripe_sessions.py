@@ -103,4 +103,3 @@ def list_line_items(call: Call, session_id: str) -> bytes:
                 body["price"] = {**price, "product": public(product)}
         rendered.append(dumps(body))
     return list_body(f"/v1/checkout/sessions/{session_id}/line_items", rendered, has_more)
-
