@@ -456,6 +456,7 @@ def test_two_runs_at_once_one_skips(box: ChaosBox, tally: Tally) -> None:
     box.reset()
     before = box.docs()
     box.sanity.set_latency(25)
+    box.stripe.controls.set_latency(0.1)  # keep the first run busy while the second starts
     first = start_cli(box)
     try:
         wait_for(lambda: bool(box.stripe.controls.log()))
@@ -464,6 +465,7 @@ def test_two_runs_at_once_one_skips(box: ChaosBox, tally: Tally) -> None:
     finally:
         _, stderr = first.communicate(timeout=60)
         box.sanity.set_latency(0)
+        box.stripe.controls.set_latency(0)
     assert second.returncode == 0 and second.stdout.strip() == "", second.stderr
     assert "run_skipped" in second.stderr and "another run holds the lock" in second.stderr
     assert first.returncode == 1, stderr

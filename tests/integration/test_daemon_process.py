@@ -52,7 +52,7 @@ def world(now: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             clerk = f"user_{s}_{n}"
             docs.append({"_id": f"u-{s}-{n}", "_type": "user", "clerkId": clerk})
             sessions.append(sd.session(
-                sd.object_id("cs_test", n, f"s{s}"), created=now - 3600 - n,
+                sd.object_id("cs_test", n, f"s{s}"), created=now - 3600 - n, currency="nok",
                 metadata={"type": "pass_purchase", "passId": pid, "userId": clerk,
                           "tenantId": tid}))
         data[acct] = sd.account_data(sessions=sessions)
@@ -199,16 +199,17 @@ def test_sigterm_during_a_write_finishes_that_transaction_and_records_interrupte
                            if d["stripeSessionId"].startswith(f"cs_test_s{s}"))
                  for s in range(SCHOOLS)}
     written = [s for s, ids in by_school.items() if ids]
-    # Exactly one transaction, whole: one school's three subscriptions, nothing of the others.
-    assert len(written) == 1, by_school
-    assert len(by_school[written[0]]) == PER_SCHOOL
+    # The transactions under way (writes may run side by side) finish whole; none starts after
+    # the signal: each school has all three subscriptions or none, and not every school.
+    assert 1 <= len(written) < SCHOOLS, by_school
+    assert all(len(by_school[s]) == PER_SCHOOL for s in written), by_school
     mutates = [e for e in sandbox.sanity.log() if e["kind"] == "mutate"]
-    assert len(mutates) == 1 and mutates[0]["status"] == 200
+    assert len(mutates) == len(written) and all(m["status"] == 200 for m in mutates)
     with Ledger.open(sandbox.state) as ledger:
         runs = ledger.recent_runs()
         assert [(r.kind, r.status) for r in runs] == [("quick", "interrupted")]
-        assert runs[0].counts["created"] == PER_SCHOOL
-        assert runs[0].counts["failed"] == (SCHOOLS - 1) * PER_SCHOOL
+        assert runs[0].counts["created"] == PER_SCHOOL * len(written)
+        assert runs[0].counts["failed"] == (SCHOOLS - len(written)) * PER_SCHOOL
         assert {d["reconcileRunId"] for d in subs} == {runs[0].run_id}
         assert ledger.watermarks() == []  # the next pass reads the whole window again
     events = [e.get("event") for e in log_lines(err)]
