@@ -66,7 +66,10 @@ class RateBudget:
     endpoint, each with `burst_s` seconds' worth of tokens saved up at most.
 
     A request takes a token from both buckets at once and waits for the later of the two,
-    so neither limit is ever exceeded and no thread holds a lock while it sleeps.
+    so neither limit is ever exceeded and no thread holds a lock while it sleeps. The burst
+    stays small on purpose: requests reach Stripe with jittered delays, and a bucket that
+    runs well inside Stripe's own keeps them from arriving in a clump Stripe would refuse
+    (a one-second burst at the full limit drew 429s from the stand-in).
     """
 
     def __init__(self, global_rate: float, endpoint_rate: float, *, burst_s: float = 0.2,

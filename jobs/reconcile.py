@@ -234,10 +234,11 @@ class Reconciler:
                 if stop.is_set() or report.accounts[account].error is not None:
                     return
                 decisions = self._plan_parsed(page, account, refunds[account], ctx)
-                with lock:
-                    summary = report.accounts[account]
-                    summary.pages += pages
-                    summary.sessions += len(page) if pages else 0
+                if pages:  # a page of the window (re-checked sessions are no page)
+                    with lock:
+                        summary = report.accounts[account]
+                        summary.pages += pages
+                        summary.sessions += len(page)
                 take(decisions, account, index)
             except CredentialsRejected as error:
                 stop.set()
