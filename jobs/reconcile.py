@@ -159,8 +159,8 @@ class Reconciler:
         cancel: threading.Event | None = None,
     ) -> None:
         """`workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
-        `plan_workers` (default twice that): pages planned at once (line items, Sanity
-        lookups) and transactions written at once. The rate budget lives in the source."""
+        transactions written at once; `plan_workers` (default twice that): pages planned at
+        once (line items, Sanity lookups). The rate budget lives in the source."""
         self.stripe = stripe
         self.sanity = sanity
         self.clock = clock
@@ -302,8 +302,9 @@ class Reconciler:
         else:
             started = time.monotonic()
             txs = transactions(batches)
-            with ThreadPoolExecutor(max_workers=self.plan_workers,
-                                    thread_name_prefix="write") as pool:
+            # As many transactions at once as Stripe fetchers (`stripe.concurrency`): a stop
+            # finishes the transactions under way and writes no more.
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="write") as pool:
                 for outcomes in pool.map(lambda t: self._write(t, req), txs):
                     for decision, error in outcomes:
                         if error is None:

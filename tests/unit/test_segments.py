@@ -214,6 +214,19 @@ class SegmentedFake(FakeStripe):
                            got.last_id, got.has_more)
 
 
+class LockedSanity(FakeSanity):
+    """FakeSanity with its commits one at a time (the fake copies and swaps its documents,
+    so two concurrent commits would lose one; the real Sanity serialises them)."""
+
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        super().__init__(docs)
+        self._lock = threading.Lock()
+
+    def commit(self, mutations: Any, transaction_id: str, *, dry_run: bool = False) -> Any:
+        with self._lock:
+            return super().commit(mutations, transaction_id, dry_run=dry_run)
+
+
 def test_a_segmented_run_decides_exactly_as_a_sequential_one() -> None:
     sessions = {ACCT: [session(i, created=NOW - 80_000 + i * 900) for i in range(60)]}
 
@@ -221,7 +234,7 @@ def test_a_segmented_run_decides_exactly_as_a_sequential_one() -> None:
         return [tenant(), clip_pass(), {"_id": "u1", "_type": "user", "clerkId": "user_a"}]
 
     req = RunRequest(run_id="r1", since=NOW - 86400, until=NOW, max_creates=1000)
-    plain_sanity, split_sanity = FakeSanity(docs()), FakeSanity(docs())
+    plain_sanity, split_sanity = LockedSanity(docs()), LockedSanity(docs())
     plain = Reconciler(FakeStripe(sessions), plain_sanity, clock=lambda: float(NOW),
                        workers=4).run(req)
     split_stripe = SegmentedFake(sessions)
