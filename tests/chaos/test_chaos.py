@@ -455,16 +455,19 @@ def test_sigkill_then_rerun(box: ChaosBox, tally: Tally, point: str) -> None:
 def test_two_runs_at_once_one_skips(box: ChaosBox, tally: Tally) -> None:
     box.reset()
     before = box.docs()
-    box.sanity.set_latency(25)
-    box.stripe.controls.set_latency(0.1)  # keep the first run busy while the second starts
+    # Keep the first run busy while the second starts: slow reads, and transactions that
+    # take 4 s each, so it holds the lock for seconds whatever the machine's speed.
+    box.stripe.controls.set_latency(0.1)
+    for _ in range(40):
+        box.sanity.inject_fault("mutate", delay_ms=4000)
     first = start_cli(box)
     try:
         wait_for(lambda: bool(box.stripe.controls.log()))
         second = box.run("run", *box.window_args, "--json")
-        assert first.poll() is None, "the first run ended before the second started"
+        assert first.poll() is None, "the first run ended before the second finished"
     finally:
         _, stderr = first.communicate(timeout=60)
-        box.sanity.set_latency(0)
+        box.sanity.clear_faults()
         box.stripe.controls.set_latency(0)
     assert second.returncode == 0 and second.stdout.strip() == "", second.stderr
     assert "run_skipped" in second.stderr and "another run holds the lock" in second.stderr
