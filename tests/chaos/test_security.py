@@ -285,11 +285,9 @@ def test_starttls_is_required_for_a_remote_smtp_server(monkeypatch: pytest.Monke
 # ----- key mode against data mode (domain §4 #18)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: nothing in `reconcile run` checks the key's mode against the data's (§4 #18; only "
-    "`doctor` does): a live key meeting cs_test_ sessions (livemode false) plans and writes "
-    "them into the dataset; expected refused (exit 2, one line) and nothing written."))
 def test_a_live_key_meeting_test_data_is_refused(box: ChaosBox) -> None:
+    """Found by this suite: only `doctor` compared the modes; a run wrote test purchases
+    with a live key."""
     box.reset()
     before = box.docs()
     done = box.run("run", *box.window_args, STRIPE_SECRET_KEY="sk_live_sandbox")
@@ -297,11 +295,8 @@ def test_a_live_key_meeting_test_data_is_refused(box: ChaosBox) -> None:
     assert done.returncode == 2 and "mode" in done.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a test key meeting a live session (cs_live_ id, livemode true) creates its "
-    "subscription; the session's mode is parsed (Session.livemode) but never compared with "
-    "the key's; expected refused and nothing written."))
 def test_a_test_key_meeting_live_data_is_refused(tmp_path: Path, sanity: SanityStandIn) -> None:
+    """Found by this suite: a cs_live_ session (livemode true) was written with a test key."""
     now = int(time.time()) // 60 * 60
     live = corpus.session("Live", now, id="cs_live_chaosLive0001", livemode=True)
     data = corpus.mini_world(now, [corpus.Case("live", live, ("failed", None))])
@@ -314,7 +309,7 @@ def test_a_test_key_meeting_live_data_is_refused(tmp_path: Path, sanity: SanityS
         before = box.docs()
         code, _, stderr = box.run_report()
         assert box.docs() == before, "wrote a live purchase with a test key"
-        assert code != 0, stderr
+        assert code == 2 and "mode" in stderr.strip().splitlines()[-1], stderr
 
 
 # ----- the least a key needs
