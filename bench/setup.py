@@ -72,6 +72,12 @@ class BenchWorld:
 def build_world(seed: int, sessions: int, schools: int, now: int) -> BenchWorld:
     started = time.perf_counter()
     world = generate(seed, sessions=sessions, schools=schools, now=now)
+    # The benchmark emulates Stripe's live-mode limits (100/s in all; test mode allows 25),
+    # so the reconciler runs with the stand-in's live key, and the sessions must be live
+    # data: a key meeting data of the other mode refuses to write.
+    for lists in world.stripe["data"].values():
+        for raw in lists.get("checkout_sessions", []):
+            raw["livemode"] = True
     ndjson = "".join(json.dumps(doc, separators=(",", ":")) + "\n" for doc in world.sanity)
     connected = sorted(
         str(doc["stripeConnect"]["accountId"]) for doc in world.sanity
