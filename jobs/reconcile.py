@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -25,6 +25,7 @@ from jobs.batches import Batch, Transaction, transactions
 from jobs.classify import (
     Classified,
     classify,
+    mode_conflict,
     needs_line_items,
     parse_line_items,
     parse_session,
@@ -33,6 +34,7 @@ from jobs.errors import (
     AccountError,
     ConfigError,
     CredentialsRejected,
+    ModeMismatch,
     ReconcilerError,
     WriteRejected,
 )
@@ -101,10 +103,12 @@ def catalog_from(
         if not isinstance(tid, str) or tid.startswith("drafts."):
             continue
         connect = doc.get("stripeConnect")
-        account = connect.get("accountId") if isinstance(connect, Mapping) else None
+        connect = connect if isinstance(connect, Mapping) else {}
+        account, currency = connect.get("accountId"), connect.get("currency")
         name = doc.get("schoolName")
         out_tenants[tid] = Tenant(tid, name if isinstance(name, str) else None,
-                                  account if isinstance(account, str) and account else None)
+                                  account if isinstance(account, str) and account else None,
+                                  currency if isinstance(currency, str) else None)
     out_passes: dict[str, Pass] = {}
     for doc in passes:
         pid = doc.get("_id")
@@ -118,6 +122,20 @@ def catalog_from(
             classes_limit=doc.get("classesLimit"), is_active=doc.get("isActive"),
             tenant_id=tenant_ref(doc))
     return Catalog(out_tenants, out_passes)
+
+
+def written_or_present(decision: Decision, results: Any) -> Decision:
+    """The decision as the transaction's results tell it: a createIfNotExists that created
+    nothing (the webhook wrote the same id first) is a purchase already present, not ours.
+    Results that do not say (none returned, or a retried commit's "unknown") count as ours."""
+    if not isinstance(results, list) or not decision.subscription_ids:
+        return decision
+    own = decision.subscription_ids[0]
+    ops = {r.get("id"): r.get("operation") for r in results if isinstance(r, Mapping)}
+    if any(op == "unknown" for op in ops.values()) or ops.get(own) == "create":
+        return decision
+    return replace(decision, outcome="already_present", creation=None, anomalies=(),
+                   detail="the app's webhook created it while this run was writing")
 
 
 def accounts_to_read(catalog: Catalog, wanted: Sequence[str] | None) -> list[str]:
@@ -157,8 +175,10 @@ class Reconciler:
         plan_workers: int | None = None,
         on_page: Callable[[list[Decision]], None] | None = None,
         cancel: threading.Event | None = None,
+        key_mode: str | None = None,
     ) -> None:
-        """`workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
+        """`key_mode` ("live"/"test"): data of the other mode stops the run before it writes.
+        `workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
         transactions written at once; `plan_workers` (default twice that): pages planned at
         once (line items, Sanity lookups). The rate budget lives in the source."""
         self.stripe = stripe
@@ -169,6 +189,7 @@ class Reconciler:
         self.on_page = on_page
         # Set from a signal handler: stop reading, finish the transaction under way, write no more.
         self.cancel = cancel or threading.Event()
+        self.key_mode = key_mode
 
     def run(self, req: RunRequest) -> RunReport:
         started = self.clock()
@@ -253,6 +274,13 @@ class Reconciler:
                 slots.release()
 
         def submit(account: str, index: int, raws: list[dict[str, Any]], pages: int) -> None:
+            conflict = next(filter(None, (mode_conflict(r, self.key_mode) for r in raws)), None)
+            if conflict is not None:
+                # The key and the data are of different modes: the configuration points at
+                # the wrong place, so nothing of this run may be written.
+                stop.set()
+                fatal.append(ModeMismatch(conflict))
+                return
             parsed = parse_page(raws, account, now_s)
             slots.acquire()  # blocks while planning is behind: back-pressure on reading
             planners.submit(plan, account, index, parsed, pages)
@@ -366,8 +394,8 @@ class Reconciler:
             return [(d, "not written: run interrupted") for d in decisions]
         name = f"{req.run_id}-{tx.suffix}"
         try:
-            self.sanity.commit(transaction_mutations(decisions), name)
-            return [(d, None) for d in decisions]
+            results = self.sanity.commit(transaction_mutations(decisions), name)
+            return [(written_or_present(d, results), None) for d in decisions]
         except CredentialsRejected:
             raise
         except WriteRejected as error:
@@ -381,8 +409,8 @@ class Reconciler:
         for n, decision in enumerate(decisions):
             try:
                 assert decision.creation is not None
-                self.sanity.commit(decision.creation.mutations(), f"{name}-{n}")
-                out.append((decision, None))
+                results = self.sanity.commit(decision.creation.mutations(), f"{name}-{n}")
+                out.append((written_or_present(decision, results), None))
             except CredentialsRejected:
                 raise
             except ReconcilerError as error:

@@ -120,7 +120,9 @@ def execute_run(
         earliest = min([since, *account_since.values()])
         log.info("run_started", kind=options.kind, since=earliest, until=req.until,
                  dry_run=options.dry_run)
+        key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
+                                key_mode=key_mode,
                                 workers=workers or settings.stripe.concurrency, cancel=cancel)
         try:
             report = reconciler.run(req)

@@ -85,21 +85,25 @@ class FakeSanity:
     def commit(self, mutations: Sequence[dict[str, Any]], transaction_id: str, *,
                dry_run: bool = False) -> list[dict[str, Any]]:
         staged = copy.deepcopy(self.docs)
+        results: list[dict[str, Any]] = []  # like Sanity: one per document touched
         for m in mutations:
             if "createIfNotExists" in m:
                 doc = m["createIfNotExists"]
                 if doc["_id"] in self.refuse:
                     raise WriteRejected(f"refused {doc['_id']}")
-                staged.setdefault(doc["_id"], copy.deepcopy(doc))
+                if doc["_id"] not in staged:
+                    staged[doc["_id"]] = copy.deepcopy(doc)
+                    results.append({"id": doc["_id"], "operation": "create"})
             elif "patch" in m:
                 patch = m["patch"]
                 if patch["id"] not in staged:
                     raise WriteRejected(f"patch of missing document {patch['id']}")
                 staged[patch["id"]].update(copy.deepcopy(patch.get("set", {})))
+                results.append({"id": patch["id"], "operation": "update"})
         self.commits.append((transaction_id, list(mutations), dry_run))
         if not dry_run:
             self.docs = staged
-        return [{"operation": next(iter(m))} for m in mutations]
+        return results
 
 
 def account_error(account: str) -> AccountError:
