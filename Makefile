@@ -21,8 +21,12 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 demo: setup
 	$(PY) -m sandbox.demo $(ARGS)
 
+CORE := jobs/model.py jobs/rules.py jobs/classify.py jobs/planner.py jobs/runreport.py \
+	jobs/retry.py jobs/reconcile.py jobs/segments.py jobs/batches.py jobs/service.py
+
 test: setup
 	$(PY) -m ruff check jobs sandbox tests bench
+	$(PY) -m mypy --strict $(CORE)
 	$(PY) -m pytest $(ARGS)
 
 bench: setup

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +24,7 @@ from jobs.errors import (
     RetriableError,
     ServiceUnavailable,
 )
+from jobs.ports import SessionPage
 from jobs.ratelimit import Budget
 from jobs.retry import call_with_retry
 
@@ -56,17 +56,6 @@ def make_client(api_key: str, api_base: str | None, timeout: float) -> stripe.St
         max_network_retries=0,
         http_client=stripe.RequestsClient(timeout=timeout),
     )
-
-
-@dataclass(frozen=True)
-class SessionPage:
-    """One page of raw session dicts; `last_id` is the cursor to resume after it."""
-
-    account: str
-    index: int
-    sessions: list[JSON]
-    last_id: str | None
-    has_more: bool
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
