@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NODE_DIR := sandbox/sanity
 
-.PHONY: demo test bench lint setup clean
+.PHONY: demo test bench setup clean
 
 setup: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
 
