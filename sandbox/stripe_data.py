@@ -7,11 +7,9 @@
 from __future__ import annotations
 
 import bisect
-import contextlib
-import gc
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,16 +219,3 @@ def load_data(data: Mapping[str, Any] | Path | str) -> JSON:
     with open(data, encoding="utf-8") as handle:
         loaded: JSON = json.load(handle)
     return loaded
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Millions of small dicts are built at start-up and none is garbage: the cyclic
-    collector's passes over them would double the start-up time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

@@ -17,9 +17,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from sandbox.gcpause import collector_paused
 from sandbox.stripe_api import StripeApi, find_route
 from sandbox.stripe_controls import Controls, control
-from sandbox.stripe_data import PLATFORM, StripeData, collector_paused, dumps, load_data
+from sandbox.stripe_data import PLATFORM, StripeData, dumps, load_data
 from sandbox.stripe_errors import ApiError, default_error, rate_limit_error
 
 API_VERSION = "2026-10-28.endive"

@@ -10,18 +10,17 @@ of each scenario), not by the job's planner, so it is an independent check of it
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from sandbox.gcpause import collector_paused
 from sandbox.world_base import BASE, background
 from sandbox.world_build import PLATFORM, Builder
 from sandbox.world_catalog import build_schools
@@ -64,19 +63,6 @@ class World:
     truth: Doc
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a world is millions of acyclic containers, and the
-    collector's full passes over them would otherwise take about as long as building them."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _unix(now: datetime | int) -> int:
     if isinstance(now, datetime):
         if now.tzinfo is None:
@@ -105,7 +91,7 @@ def generate(
     successful deliveries (and each account's newest), the failed ones and a few signature
     failures (sandbox.world_webhook_log).
     """
-    with _collector_paused():
+    with collector_paused():
         return _generate(seed, sessions=sessions, schools=schools, now=now, days=days,
                          missing_share=missing_share, grace_s=grace_s, oddities=oddities,
                          log_share=log_share)
@@ -234,7 +220,7 @@ def write_world(world: World, out_dir: Path | str) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"stripe": directory / "stripe.json", "sanity": directory / "sanity.ndjson",
              "truth": directory / "truth.json"}
-    with _collector_paused():
+    with collector_paused():
         _write_stripe(world, paths["stripe"])
         with paths["sanity"].open("w", encoding="utf-8") as out:
             for start in range(0, len(world.sanity), _CHUNK):
