@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jobs.reasons import explain_reason
+
 MAX_ROWS = 20
 
 
@@ -44,11 +46,13 @@ def render_run_summary(report: Mapping[str, Any]) -> str:
         lines += [f"  {a['account']}: {a['error']}" for a in errors]
     manual = report.get("needs_manual") or []
     if manual:
-        lines += ["", "Needs a person:"]
+        lines += ["", "Needs a person (what to do for each: docs/runbook.md):"]
         for item in manual[:MAX_ROWS]:
             money = _money(item.get("amount"), item.get("currency"))
-            lines.append(f"  {item['session_id']}  {money}  {item.get('reason')}: "
-                         f"{item.get('detail', '')}")
+            words = explain_reason(item.get("reason"))
+            # No e-mail here: cron appends this summary to a log file (the report has it).
+            lines.append(f"  {item['session_id']}  {money}")
+            lines.append(f"      {words.title} ({item.get('reason')}): {item.get('detail', '')}")
         if len(manual) > MAX_ROWS:
             lines.append(f"  ... and {len(manual) - MAX_ROWS} more (see the report file)")
     failed = report.get("failed") or []
