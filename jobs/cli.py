@@ -169,6 +169,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             raise
     if not outcome.skipped and not args.dry_run:
         (heartbeat.success if outcome.status == "ok" else heartbeat.fail)()
+    if outcome.status == "failed" and outcome.report is not None:
+        errors = [a["error"] for a in outcome.report.get("accounts", []) if a.get("error")]
+        print(f"reconcile: no Stripe account could be read: {errors[0] if errors else '?'}",
+              file=sys.stderr)
     if outcome.report is not None:
         if args.report_file:
             _write_json(args.report_file, outcome.report)

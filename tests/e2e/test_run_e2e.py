@@ -115,3 +115,21 @@ def test_sigkill_at_a_random_point_then_rerun_reaches_the_same_state(
     assert report["counts"]["created"] + report["counts"]["already_present"] > 0
     runs = json.loads(world.run("status", "--json").stdout)["runs"]
     assert [r["status"] for r in runs][:2] in (["partial", "interrupted"], ["ok", "interrupted"])
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"STRIPE_SECRET_KEY": "sk_test_wrong"}, "Stripe rejected STRIPE_SECRET_KEY"),
+    ({"SANITY_API_TOKEN": "sanity-read-sandbox"}, 'lacks permission "create"'),
+    ({"STRIPE_API_BASE": "http://127.0.0.1:9"}, "no Stripe account could be read"),
+    ({"SANITY_PROJECT_ID": ""}, "SANITY_PROJECT_ID is not set"),
+], ids=["wrong-stripe-key", "read-only-sanity-token", "stripe-unreachable", "missing-setting"])
+def test_cannot_run_is_exit_2_with_one_line_and_no_write(
+    world: Sandbox, env: dict[str, str], says: str
+) -> None:
+    before = world.docs()
+    done = world.run("run", *world.window_args, **env)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("reconcile:")]
+    assert len(lines) == 1 and says in lines[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert world.docs() == before
