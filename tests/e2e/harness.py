@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,7 +182,3 @@ def report_problems(truth: Mapping[str, Any], report: Mapping[str, Any]) -> list
     if set(got_anomalies) != set(want_anomalies):
         problems.append(f"anomalies: {sorted(set(got_anomalies) ^ set(want_anomalies))[:6]}")
     return problems
-
-
-def count_by(items: Sequence[Mapping[str, Any]], key: str) -> Counter[str]:
-    return Counter(str(i.get(key)) for i in items)
