@@ -88,9 +88,13 @@ _SESSION_FIELDS = ("tenant", "amount", "currency", "email", "pass_id", "pass_nam
                    "subscription_id", "user_id")
 
 
-def _observations(report: Mapping[str, Any], dry_run: bool) -> list[dict[str, Any]]:
-    """One row per session named in the report, in the shape `_UPSERT_SESSION` binds."""
-    # Later lists win if a session were ever listed twice; `created` last as the strongest fact.
+def _observations(report: Mapping[str, Any], dry_run: bool) -> Iterator[dict[str, Any]]:
+    """One row per session named in the report, in the shape `_UPSERT_SESSION` binds.
+
+    Yielded one at a time: a deep pass names every session of its window, and holding all their
+    rows at once would make the ledger, not the reading, set the run's peak memory. A session is
+    in one list only (the report counts each once); were it in two, the later list's upsert
+    wins, and `created` comes last as the strongest fact."""
     lists: tuple[tuple[str, str], ...] = (
         ("present", "already_present"),
         ("pending", "pending"),
@@ -98,7 +102,6 @@ def _observations(report: Mapping[str, Any], dry_run: bool) -> list[dict[str, An
         ("needs_manual", "needs_manual"),
         ("created", "would_create" if dry_run else "created"),
     )
-    rows: dict[str, dict[str, Any]] = {}
     for key, outcome in lists:
         for item in report.get(key) or ():
             session_id = item.get("session_id")
@@ -115,8 +118,7 @@ def _observations(report: Mapping[str, Any], dry_run: bool) -> list[dict[str, An
                 detail=item.get("error") if key == "failed" else item.get("detail"),
                 paid_at=to_epoch(item.get("paid_at")),
             )
-            rows[session_id] = row
-    return list(rows.values())
+            yield row
 
 
 class Ledger:
