@@ -13,10 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from jobs.ledger import Ledger
 from sandbox.sanity_server import SanityStandIn, StandInError
 from sandbox.stripe_server import StripeStandIn
 from tests import stripe_data as sd
+from tests.ping_server import PingServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHOOLS = 3
@@ -111,36 +110,6 @@ def sandbox(tmp_path: Path, sanity_node: SanityStandIn) -> Iterator[Sandbox]:
     box.close()
 
 
-class PingServer:
-    """A healthchecks stand-in: records the paths it is asked for."""
-
-    def __init__(self) -> None:
-        paths: list[str] = []
-        self.paths = paths
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                paths.append(self.path)
-                with contextlib.suppress(OSError):
-                    self.send_response(200)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"OK")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ping/{PING_TOKEN}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
              proc: subprocess.Popen[str] | None = None) -> None:
     deadline = time.monotonic() + timeout
@@ -220,7 +189,7 @@ def test_sigterm_during_a_write_finishes_that_transaction_and_records_interrupte
 def test_daemon_pings_the_heartbeat_and_stops_promptly_when_idle(
         tmp_path: Path, sanity_node: SanityStandIn):
     pings = PingServer()
-    box = Sandbox(tmp_path, sanity_node, ping_url=pings.url)
+    box = Sandbox(tmp_path, sanity_node, ping_url=f"{pings.url}/ping/{PING_TOKEN}")
     proc = box.start("daemon")
     try:
         # The start-up quick pass, then the overdue deep pass queued behind it.

@@ -6,7 +6,6 @@ else drives the job callables directly with an injected clock.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -18,7 +17,6 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,6 +56,7 @@ from jobs.settings import (
     WeeklyAt,
 )
 from tests.fakes import FakeSanity, FakeStripe, account_error
+from tests.ping_server import PingServer
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # a Friday
 GRACE = timedelta(minutes=10)
@@ -643,39 +642,6 @@ def test_weekly_job_reaches_the_real_sender(tmp_path: Path, logs: io.StringIO):
 
 
 # ---- the heartbeat against a local HTTP server -------------------------------------------------
-
-
-class PingServer:
-    """A tiny healthchecks stand-in on 127.0.0.1: records request paths; `/slow…` stalls."""
-
-    def __init__(self) -> None:
-        paths: list[str] = []
-        self.paths = paths
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                paths.append(self.path)
-                if self.path.startswith("/slow"):
-                    time.sleep(0.3)
-                body = b"OK"
-                with contextlib.suppress(OSError):  # a client that timed out has gone
-                    self.send_response(404 if self.path.startswith("/missing") else 200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
