@@ -30,6 +30,17 @@ log = structlog.get_logger("jobs.cli")
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
+def _count(text: str) -> int:
+    """A whole number, 0 or more (argparse reports a bad one as a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS keeps a value given before the command from being reset by the sub-parser.
     parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
@@ -65,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --dry-run: have Sanity validate the planned transactions")
     run.add_argument("--json", action="store_true", help="the run report as JSON on stdout")
     run.add_argument("--report-file", type=Path, help="also write the run report JSON here")
-    run.add_argument("--max-creates", type=int, metavar="N",
+    run.add_argument("--max-creates", type=_count, metavar="N",
                      help="safety cap for this run (default from settings, 50)")
 
     daemon = commands.add_parser("daemon", help="long-running scheduler: quick, deep, weekly")
@@ -87,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--user", metavar="CLERK_ID")
     diagnose.add_argument("--fix", action="store_true", help="apply the plan for these purchases")
     diagnose.add_argument("--dry-run", action="store_true")
-    diagnose.add_argument("--max-creates", type=int, metavar="N")
+    diagnose.add_argument("--max-creates", type=_count, metavar="N")
     diagnose.add_argument("--json", action="store_true")
 
     doctor = commands.add_parser("doctor", help="preflight: keys, accounts, webhooks, mail")
@@ -143,8 +154,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--until needs --since")
     if args.validate and not args.dry_run:
         raise ConfigError("--validate goes with --dry-run")
-    if args.max_creates is not None and args.max_creates < 0:
-        raise ConfigError("--max-creates must be 0 or more")
     settings.require("stripe", "sanity")
     now = datetime.now(UTC)
     window = None
