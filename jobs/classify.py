@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from jobs.model import PLATFORM, Catalog, LineItem, Session
+from jobs.model import PLATFORM, Catalog, LineItem, ListedItem, Session
 
 PASS_KINDS = ("pass_purchase", "pass_upgrade")
 # `subscription-<session id>` must stay a valid, public Sanity id (<= 128 chars, no dots).
@@ -78,7 +78,7 @@ def parse_session(raw: Any, account: str, now_s: int) -> Session | str:
     if isinstance(pi, Mapping):  # expanded
         pi = pi.get("id")
     livemode = raw.get("livemode")
-    return Session(
+    session = Session(
         id=sid,
         account=account,
         created=created,
@@ -93,6 +93,9 @@ def parse_session(raw: Any, account: str, now_s: int) -> Session | str:
         name=text(details.get("name")),
         livemode=livemode if isinstance(livemode, bool) else None,
     )
+    if needs_line_items(session):
+        session = replace(session, line_items=listed_line_items(raw.get("line_items")))
+    return session
 
 
 def mode_conflict(raw: Any, key_mode: str | None) -> str | None:
@@ -135,6 +138,39 @@ def parse_line_items(raw: Any) -> list[LineItem]:
             description=text(item.get("description")),
             product_metadata=dict(meta) if isinstance(meta, Mapping) else {},
         ))
+    return out
+
+
+def listed_line_items(raw: Any) -> tuple[ListedItem, ...] | None:
+    """Line items as listed with their session, or None when they were not listed or the
+    list is incomplete (`has_more`); junk entries are skipped."""
+    if not isinstance(raw, Mapping) or raw.get("has_more") is not False:
+        return None
+    items = raw.get("data")
+    if not isinstance(items, list):
+        return None
+    out: list[ListedItem] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        price = item.get("price")
+        product = price.get("product") if isinstance(price, Mapping) else None
+        if isinstance(product, Mapping):  # expanded after all
+            product = product.get("id")
+        out.append(ListedItem(text(item.get("description")),
+                              product if isinstance(product, str) and product else None))
+    return tuple(out)
+
+
+def with_products(listed: Sequence[ListedItem],
+                  products: Mapping[str, Mapping[str, Any]]) -> list[LineItem]:
+    """Listed line items completed with their products' metadata (a product not found,
+    e.g. deleted, has none: the description is then the only evidence)."""
+    out: list[LineItem] = []
+    for item in listed:
+        product = products.get(item.product_id) if item.product_id else None
+        meta = product.get("metadata") if isinstance(product, Mapping) else None
+        out.append(LineItem(item.description, dict(meta) if isinstance(meta, Mapping) else {}))
     return out
 
 

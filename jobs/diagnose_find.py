@@ -56,8 +56,15 @@ class RememberingStripe:
     def refunds(self, account: str, since: int) -> list[JSON]:
         return list(self._stripe.refunds(account, since))
 
+    def products(self, account: str, product_ids: Sequence[str]) -> dict[str, JSON]:
+        return dict(self._stripe.products(account, product_ids))
+
     def session(self, account: str, session_id: str) -> JSON | None:
         found: JSON | None = self._stripe.session(account, session_id)
+        if found is not None:
+            # Without the listed line items, planning asks `line_items` for them, which
+            # keeps them here for the report (`known_items`).
+            found.pop("line_items", None)
         return found
 
     def sessions_by_email(self, account: str, email: str) -> list[JSON]:

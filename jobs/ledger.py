@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,15 +88,32 @@ _SESSION_FIELDS = ("tenant", "amount", "currency", "email", "pass_id", "pass_nam
                    "subscription_id", "user_id")
 
 
-def _observations(report: Mapping[str, Any], dry_run: bool) -> Iterator[dict[str, Any]]:
-    """One row per session named in the report, in the shape `_UPSERT_SESSION` binds.
+def _observation(item: Mapping[str, Any], key: str, outcome: str) -> dict[str, Any] | None:
+    """One report item as the row `_UPSERT_SESSION` binds; None for one without a session id
+    (a malformed session cannot be tracked)."""
+    session_id = item.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        return None
+    row: dict[str, Any] = {name: item.get(name) for name in _SESSION_FIELDS}
+    if row["subscription_id"] is None and item.get("subscription_ids"):
+        row["subscription_id"] = item["subscription_ids"][0]  # present rows list them
+    row.update(
+        session_id=session_id,
+        account=item.get("account") or "platform",
+        outcome=outcome,
+        reason=item.get("reason"),
+        detail=item.get("error") if key == "failed" else item.get("detail"),
+        paid_at=to_epoch(item.get("paid_at")),
+    )
+    return row
 
-    Yielded one at a time: a deep pass names every session of its window, and holding all their
-    rows at once would make the ledger, not the reading, set the run's peak memory. A session is
-    in one list only (the report counts each once); were it in two, the later list's upsert
-    wins, and `created` comes last as the strongest fact."""
+
+def _observations(report: Mapping[str, Any], dry_run: bool) -> Iterator[dict[str, Any]]:
+    """One row per session named in the report's lists, one at a time.
+
+    A session is in one list only (the report counts each once); were it in two, the later
+    list's upsert wins, and `created` comes last as the strongest fact."""
     lists: tuple[tuple[str, str], ...] = (
-        ("present", "already_present"),
         ("pending", "pending"),
         ("failed", "failed"),
         ("needs_manual", "needs_manual"),
@@ -104,21 +121,9 @@ def _observations(report: Mapping[str, Any], dry_run: bool) -> Iterator[dict[str
     )
     for key, outcome in lists:
         for item in report.get(key) or ():
-            session_id = item.get("session_id")
-            if not isinstance(session_id, str) or not session_id:
-                continue  # a malformed session without an id cannot be tracked
-            row: dict[str, Any] = {name: item.get(name) for name in _SESSION_FIELDS}
-            if row["subscription_id"] is None and item.get("subscription_ids"):
-                row["subscription_id"] = item["subscription_ids"][0]  # `present` lists them
-            row.update(
-                session_id=session_id,
-                account=item.get("account") or "platform",
-                outcome=outcome,
-                reason=item.get("reason"),
-                detail=item.get("error") if key == "failed" else item.get("detail"),
-                paid_at=to_epoch(item.get("paid_at")),
-            )
-            yield row
+            row = _observation(item, key, outcome)
+            if row is not None:
+                yield row
 
 
 class Ledger:
@@ -272,8 +277,21 @@ class Ledger:
 
     # ---- outcomes ------------------------------------------------------------------------
 
+    def record_present(self, run_id: str, items: Iterable[Mapping[str, Any]]) -> None:
+        """Upsert sessions found already present (`jobs.runreport.present_row` items).
+
+        Called as a run finds them, a page at a time: a deep pass finds every purchase of
+        its window present, and the report does not carry them to the end of the run."""
+        with self._tx() as conn:
+            self._run_dry(conn, run_id)
+            now = self._now()
+            for item in items:
+                row = _observation(item, "present", "already_present")
+                if row is not None:
+                    self._upsert_session(conn, row, run_id, now)
+
     def record_report(self, report: Mapping[str, Any]) -> None:
-        """Upsert every session and anomaly of a run report (design.md shape, plus `present`).
+        """Upsert every session and anomaly of a run report (design.md shape).
 
         first_seen_at / first_outcome / first_run_id and created_at are set once. A dry run's
         `created` entries are recorded as `would_create` and never set created_at. Pending rows
@@ -282,28 +300,10 @@ class Ledger:
         """
         run_id = report["run_id"]
         with self._tx() as conn:
-            found = conn.execute("SELECT dry_run FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if found is None:
-                raise LookupError(f"run {run_id} was never started in the ledger")
-            dry_run = bool(report.get("dry_run")) or bool(found["dry_run"])
+            dry_run = bool(report.get("dry_run")) or self._run_dry(conn, run_id)
             now = self._now()
             for row in _observations(report, dry_run):
-                created = row["outcome"] == "created"
-                conn.execute(_UPSERT_SESSION, {
-                    **row, "now": now, "run_id": run_id,
-                    "created_at": now if created else None,
-                    "created_run_id": run_id if created else None,
-                })
-                if row["outcome"] == "pending":
-                    conn.execute(
-                        "INSERT INTO pending (session_id, account, reason, first_seen_at,"
-                        " last_checked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id)"
-                        " DO UPDATE SET last_checked_at = excluded.last_checked_at,"
-                        " reason = excluded.reason",
-                        (row["session_id"], row["account"], row["reason"], now, now),
-                    )
-                else:
-                    conn.execute("DELETE FROM pending WHERE session_id = ?", (row["session_id"],))
+                self._upsert_session(conn, row, run_id, now)
             for anomaly in report.get("anomalies") or ():
                 conn.execute(_UPSERT_ANOMALY, {
                     "kind": anomaly["kind"],
@@ -314,6 +314,35 @@ class Ledger:
                     "run_id": run_id,
                 })
         self.expire_pending()
+
+    @staticmethod
+    def _run_dry(conn: sqlite3.Connection, run_id: str) -> bool:
+        """Whether the run is a dry run; LookupError when it was never started."""
+        found = conn.execute("SELECT dry_run FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if found is None:
+            raise LookupError(f"run {run_id} was never started in the ledger")
+        return bool(found["dry_run"])
+
+    @staticmethod
+    def _upsert_session(conn: sqlite3.Connection, row: Mapping[str, Any], run_id: str,
+                        now: float) -> None:
+        """One session's outcome; its pending row follows it (kept only while pending)."""
+        created = row["outcome"] == "created"
+        conn.execute(_UPSERT_SESSION, {
+            **row, "now": now, "run_id": run_id,
+            "created_at": now if created else None,
+            "created_run_id": run_id if created else None,
+        })
+        if row["outcome"] == "pending":
+            conn.execute(
+                "INSERT INTO pending (session_id, account, reason, first_seen_at,"
+                " last_checked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id)"
+                " DO UPDATE SET last_checked_at = excluded.last_checked_at,"
+                " reason = excluded.reason",
+                (row["session_id"], row["account"], row["reason"], now, now),
+            )
+        else:
+            conn.execute("DELETE FROM pending WHERE session_id = ?", (row["session_id"],))
 
     def session(self, session_id: str) -> SessionOutcome | None:
         rows = self._query("SELECT * FROM sessions WHERE session_id = ?", (session_id,))

@@ -54,6 +54,18 @@ class Session:
     email: str | None
     name: str | None
     livemode: bool | None
+    # Only kept for a session whose own metadata lacks the pass keys: its line items as
+    # listed with it (`expand[]=data.line_items`). None: not listed, or more than the list
+    # held, so they are asked for on their own.
+    line_items: tuple[ListedItem, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ListedItem:
+    """A line item as listed with its session: its product is only an id there."""
+
+    description: str | None
+    product_id: str | None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from jobs.classify import (
     needs_line_items,
     parse_line_items,
     parse_session,
+    with_products,
 )
 from jobs.errors import (
     AccountError,
@@ -42,6 +43,7 @@ from jobs.model import (
     PLATFORM,
     Catalog,
     Decision,
+    LineItem,
     PageFacts,
     Pass,
     PlanContext,
@@ -50,7 +52,7 @@ from jobs.model import (
 )
 from jobs.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
-from jobs.runreport import RunReport
+from jobs.runreport import RunReport, present_row
 from jobs.segments import SegmentReader
 
 log = structlog.get_logger("jobs.reconcile")
@@ -173,20 +175,22 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         workers: int = 4,
         plan_workers: int | None = None,
-        on_page: Callable[[list[Decision]], None] | None = None,
+        on_present: Callable[[list[dict[str, Any]]], None] | None = None,
         cancel: threading.Event | None = None,
         key_mode: str | None = None,
     ) -> None:
         """`key_mode` ("live"/"test"): data of the other mode stops the run before it writes.
         `workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
         transactions written at once; `plan_workers` (default twice that): pages planned at
-        once (line items, Sanity lookups). The rate budget lives in the source."""
+        once (line items, Sanity lookups). The rate budget lives in the source.
+        `on_present`: receives the report rows of purchases found already present, a page
+        at a time (the report only counts them); the service hands them to the ledger."""
         self.stripe = stripe
         self.sanity = sanity
         self.clock = clock
         self.workers = max(1, workers)
         self.plan_workers = max(1, plan_workers if plan_workers is not None else 2 * workers)
-        self.on_page = on_page
+        self.on_present = on_present
         # Set from a signal handler: stop reading, finish the transaction under way, write no more.
         self.cancel = cancel or threading.Event()
         self.key_mode = key_mode
@@ -231,8 +235,7 @@ class Reconciler:
                         report.add(decision)
                 if creations:
                     batches.append(Batch.of(account, index, creations))
-            if self.on_page is not None:
-                self.on_page(fresh)
+            self._hand_over_present(fresh)
 
         def fail_account(account: str, error: ReconcilerError) -> None:
             # One account failing is its own error in the report; the others go on.
@@ -339,8 +342,15 @@ class Reconciler:
                             report.add(decision)
                         else:
                             report.add_write_failure(decision, error)
+                    self._hand_over_present([d for d, error in outcomes if error is None])
             log.info("write_finished", run_id=req.run_id, transactions=len(txs),
                      purchases=planned, seconds=round(time.monotonic() - started, 3))
+
+    def _hand_over_present(self, decisions: Iterable[Decision]) -> None:
+        """Purchases found already present go to `on_present` (the ledger) in one batch."""
+        rows = [present_row(d) for d in decisions if d.outcome == "already_present"]
+        if rows and self.on_present is not None:
+            self.on_present(rows)
 
     @staticmethod
     def _not_written(batches: list[Batch], report: RunReport, why: str) -> None:
@@ -370,15 +380,15 @@ class Reconciler:
     def _plan_parsed(self, page: list[Parsed], account: str, refunds: Mapping[str, int],
                      ctx: PlanContext) -> list[Decision]:
         """One page: line items for the sessions that need them, one Sanity lookup, the plan."""
+        line_items = self._line_items(account, [s for s in page if isinstance(s, Session)])
         classified: list[Classified] = []
         for item in page:
             if isinstance(item, tuple):
                 classified.append(Classified(item[0], account, "failed", item[1]))
                 continue
-            items = (parse_line_items(self.stripe.line_items(account, item.id))
-                     if needs_line_items(item) else [])
             refunded = refunds.get(item.payment_intent, 0) if item.payment_intent else 0
-            classified.append(classify(item, items, ctx.catalog, refunded))
+            classified.append(classify(item, line_items.get(item.id, []), ctx.catalog,
+                                       refunded))
         keys = lookup_keys(classified)
         facts = PageFacts()
         if keys.session_ids:
@@ -386,6 +396,20 @@ class Reconciler:
                 list(keys.session_ids), list(keys.payment_intents), list(keys.user_ids),
                 list(keys.upgrade_ids)))
         return plan_page(classified, facts, ctx).decisions
+
+    def _line_items(self, account: str, sessions: Sequence[Session]) -> dict[str, list[LineItem]]:
+        """The line items of the sessions whose own metadata lacks the pass keys: as listed
+        with them plus their products, one request for the whole page; a session listed
+        without them costs a line-items request of its own."""
+        needing = [s for s in sessions if needs_line_items(s)]
+        listed = [(s.id, s.line_items) for s in needing if s.line_items is not None]
+        wanted = [i.product_id for _, items in listed for i in items if i.product_id]
+        products = self.stripe.products(account, wanted) if wanted else {}
+        out = {sid: with_products(items, products) for sid, items in listed}
+        for session in needing:
+            if session.line_items is None:
+                out[session.id] = parse_line_items(self.stripe.line_items(account, session.id))
+        return out
 
     def _write(self, tx: Transaction, req: RunRequest) -> list[tuple[Decision, str | None]]:
         """One transaction; if Sanity refuses it, one per purchase to isolate the bad one."""

@@ -123,6 +123,7 @@ def execute_run(
         key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
+                                on_present=lambda rows: ledger.record_present(run_id, rows),
                                 workers=workers or settings.stripe.concurrency, cancel=cancel)
         try:
             report = reconciler.run(req)
@@ -164,8 +165,9 @@ def _settle_rechecked(ledger: Ledger, report: Mapping[str, Any],
     the report only counts ignored sessions, so name them here."""
     if not recheck or report.get("dry_run"):
         return
-    named = {item["session_id"] for key in ("created", "needs_manual", "pending", "failed",
-                                            "present") for item in report.get(key) or ()}
+    # Sessions found present were recorded as found, which closed their pending rows.
+    named = {item["session_id"] for key in ("created", "needs_manual", "pending", "failed")
+             for item in report.get(key) or ()}
     for _account, session_id in recheck:
         if session_id not in named:
             ledger.settle_pending(session_id, "ignored")

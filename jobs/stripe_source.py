@@ -9,6 +9,7 @@ retry resumes exactly where it stopped. Stripe's errors become `jobs.errors` cla
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -34,10 +35,15 @@ JSON = dict[str, Any]
 PLATFORM = "platform"
 MAX_PAGE = 100
 MAX_EVENT_TYPES = 20  # Stripe's cap on `types[]`
+# Sessions are listed with their line items: a session whose own metadata lacks the pass
+# keys then needs only its product's metadata, and a page's products come in one request
+# (`GET /v1/products?ids[]=…`) instead of one line-items request per session.
+SESSION_EXPAND = ("data.line_items",)
 # The operations as Stripe's rate limiter counts them (one budget per endpoint).
 SESSIONS_OP = "GET /v1/checkout/sessions"
 SESSION_OP = "GET /v1/checkout/sessions/{session}"
 LINE_ITEMS_OP = "GET /v1/checkout/sessions/{session}/line_items"
+PRODUCTS_OP = "GET /v1/products"
 REFUNDS_OP = "GET /v1/refunds"
 EVENTS_OP = "GET /v1/events"
 WEBHOOK_ENDPOINTS_OP = "GET /v1/webhook_endpoints"
@@ -56,6 +62,10 @@ def make_client(api_key: str, api_base: str | None, timeout: float) -> stripe.St
         max_network_retries=0,
         http_client=stripe.RequestsClient(timeout=timeout),
     )
+
+
+# Stripe's 403 for a restricted key without a right (not for an account it cannot reach).
+_MISSING_PERMISSION = re.compile(r"Having the '([^']+)' permission would allow")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -79,6 +89,11 @@ def translate(error: stripe.StripeError, *, account: str, what: str) -> Reconcil
         return CredentialsRejected(f"Stripe rejected STRIPE_SECRET_KEY ({status or 401} {kind}; "
                                    f"{ref})")
     if isinstance(error, stripe.PermissionError) or status == 403:
+        missing = _MISSING_PERMISSION.search(str(error.user_message or ""))
+        if missing:  # the key lacks a right: every account would fail alike
+            return CredentialsRejected(f"STRIPE_SECRET_KEY lacks the permission "
+                                       f"'{missing.group(1)}' needed to read {what} "
+                                       f"(403 {kind}; {ref})")
         if account != PLATFORM:
             return AccountError(f"Stripe account {account} cannot be read with STRIPE_SECRET_KEY "
                                 f"(403 {kind}; {ref}) while reading {what}")
@@ -220,7 +235,8 @@ class StripeSource:
 
         To resume after a failure, call again with `starting_after` = the last page's
         `last_id`: no session is lost or repeated."""
-        params = {"status": "complete", "created": {"gte": since, "lt": until}}
+        params = {"status": "complete", "created": {"gte": since, "lt": until},
+                  "expand": list(SESSION_EXPAND)}
         what = f"checkout sessions of {account}"
         pages = self._pages(account, "/v1/checkout/sessions", params, what=what,
                             op=SESSIONS_OP, starting_after=starting_after)
@@ -235,7 +251,7 @@ class StripeSource:
         session `starting_after` (which must itself lie in the window): the unit of a
         segmented read (`jobs.segments`), where each time segment is its own cursor chain."""
         params: dict[str, Any] = {"status": "complete", "created": {"gte": since, "lt": until},
-                                  "limit": self._page_size}
+                                  "expand": list(SESSION_EXPAND), "limit": self._page_size}
         if starting_after is not None:
             params["starting_after"] = starting_after
         what = f"checkout sessions of {account}"
@@ -250,15 +266,30 @@ class StripeSource:
         return self._all(account, path, {"expand": ["data.price.product"]},
                          what=f"line items of {session_id} ({account})", op=LINE_ITEMS_OP)
 
+    def products(self, account: str, product_ids: Sequence[str]) -> dict[str, JSON]:
+        """Products by id (at most 100 per request, Stripe's cap); ids not found (deleted)
+        are left out."""
+        wanted = list(dict.fromkeys(product_ids))
+        out: dict[str, JSON] = {}
+        for n in range(0, len(wanted), MAX_PAGE):
+            chunk = wanted[n:n + MAX_PAGE]
+            data, _ = self._page(account, "/v1/products", {"ids": chunk, "limit": MAX_PAGE},
+                                 what=f"products of {account}", op=PRODUCTS_OP)
+            out.update((p["id"], p) for p in data
+                       if isinstance(p, dict) and isinstance(p.get("id"), str))
+        return out
+
     def refunds(self, account: str, since: int) -> list[JSON]:
         """Refunds created at or after `since` (all pages)."""
         return self._all(account, "/v1/refunds", {"created": {"gte": since}},
                          what=f"refunds of {account}", op=REFUNDS_OP)
 
     def session(self, account: str, session_id: str) -> JSON | None:
-        """One session, or None when the account has no such session."""
+        """One session (with its line items, as listed), or None when the account has no
+        such session."""
         path = f"/v1/checkout/sessions/{quote(session_id, safe='')}"
-        return self._get(account, path, {}, what=f"session {session_id} ({account})",
+        return self._get(account, path, {"expand": ["line_items"]},
+                         what=f"session {session_id} ({account})",
                          op=SESSION_OP, missing_ok=True)
 
     def sessions_by_email(self, account: str, email: str) -> list[JSON]:

@@ -1,7 +1,7 @@
 """Stripe stand-in API: one request answered, no HTTP here (route, key, parameters, handler).
 
 The handlers live by object: `stripe_sessions` (Checkout Sessions and their line items) and
-`stripe_objects` (events, refunds, webhook endpoints, accounts).
+`stripe_objects` (events, refunds, webhook endpoints, accounts, products).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ ROUTES = (
     # Any valid key may read its own account: restricted keys need no named permission here.
     _route("GET", "/v1/account", "", objects.get_account),
     _route("GET", "/v1/refunds", "refunds_read", objects.list_refunds),
+    _route("GET", "/v1/products", "products_read", objects.list_products),
 )
 
 

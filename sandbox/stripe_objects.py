@@ -1,16 +1,18 @@
-"""Stripe stand-in API, the other objects: events, refunds, webhook endpoints, accounts."""
+"""Stripe stand-in API, the other objects: events, refunds, webhook endpoints, accounts,
+products."""
 
 from __future__ import annotations
 
 import fnmatch
 import math
 
-from sandbox.stripe_data import JSON, PLATFORM, dumps, public
+from sandbox.stripe_data import JSON, PLATFORM, dumps, list_body, public, sort_created
 from sandbox.stripe_errors import ApiError, bad_request
 from sandbox.stripe_params import LIST_PARAMS, Call, Params, list_page
 
 EVENT_RETENTION_S = 30 * 86400
 MAX_TYPES = 20
+MAX_IDS = 100
 
 
 def list_events(call: Call) -> bytes:
@@ -45,6 +47,25 @@ def list_refunds(call: Call) -> bytes:
               if (value := params.string(name)) is not None}
     return list_page(call.acct.refunds, "refund", "/v1/refunds", params, equals=equals,
                      created=params.created())
+
+
+def list_products(call: Call) -> bytes:
+    """`GET /v1/products`, by `ids` (newest first; Stripe allows no cursor with `ids`)."""
+    params = Params(call.raw, (*LIST_PARAMS, "ids", "active"))
+    params.expand(())
+    ids = params.strings("ids", MAX_IDS)
+    if ids and any(params.cursors()):
+        raise bad_request("You cannot use `ids` with `starting_after` or `ending_before`.",
+                          "ids")
+    if not ids:  # the job only ever asks by id; a plain listing is not served
+        raise bad_request("This stand-in lists products by `ids` only.", "ids")
+    active = params.boolean("active")
+    found = [p for i in dict.fromkeys(ids) if (p := call.acct.products.get(i)) is not None
+             and (active is None or bool(p.get("active", True)) == active)]
+    found.sort(key=lambda p: (sort_created(p), str(p.get("id"))), reverse=True)
+    limit = params.limit()
+    return list_body("/v1/products", [dumps(public(p)) for p in found[:limit]],
+                     len(found) > limit)
 
 
 def list_webhook_endpoints(call: Call) -> bytes:

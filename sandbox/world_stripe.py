@@ -266,7 +266,7 @@ def api_keys(accounts: list[str]) -> Obj:
     """Secret keys the Stripe stand-in accepts: full, restricted read-only, one missing an
     account (§4 #17), and a live key for the mode mismatch check (§4 #18)."""
     restricted = ["checkout_sessions_read", "events_read", "webhook_endpoints_read",
-                  "refunds_read", "connected_accounts_read"]
+                  "refunds_read", "connected_accounts_read", "products_read"]
     return {
         "sk_test_sandbox": {"mode": "test", "accounts": "*", "permissions": "*"},
         "rk_test_sandbox": {"mode": "test", "accounts": "*", "permissions": restricted},

@@ -15,6 +15,7 @@ class FakeStripe:
         self.sessions = sessions
         self.page_size = page_size
         self.line_item_data: dict[str, list[dict[str, Any]]] = {}
+        self.product_data: dict[str, dict[str, Any]] = {}
         self.refund_data: dict[str, list[dict[str, Any]]] = {}
         self.failing_accounts: dict[str, ReconcilerError] = {}
         self.calls: list[tuple[str, str]] = []
@@ -35,6 +36,11 @@ class FakeStripe:
     def line_items(self, account: str, session_id: str) -> list[dict[str, Any]]:
         self.calls.append(("line_items", session_id))
         return copy.deepcopy(self.line_item_data.get(session_id, []))
+
+    def products(self, account: str, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        self.calls.append(("products", ",".join(product_ids)))
+        return {i: copy.deepcopy(self.product_data[i]) for i in product_ids
+                if i in self.product_data}
 
     def refunds(self, account: str, since: int) -> list[dict[str, Any]]:
         return copy.deepcopy(self.refund_data.get(account, []))

@@ -109,10 +109,12 @@ def calibrated_truth(box: ChaosBox) -> tuple[dict[str, Any], list[str]]:
     before = box.docs()
     result = InProcess(box).run()
     report = result.report or {}
-    decided: dict[str, tuple[str, str | None]] = {}
-    for key, outcome in (("created", "created"), ("present", "already_present"),
-                         ("needs_manual", "needs_manual"), ("pending", "pending"),
-                         ("failed", "failed")):
+    # Purchases found present are not in the report: the run records them in the ledger.
+    decided: dict[str, tuple[str, str | None]] = {
+        row["session_id"]: ("already_present", None) for row in box.ledger_rows("sessions")
+        if row["outcome"] == "already_present" and row["last_run_id"] == report.get("run_id")}
+    for key, outcome in (("created", "created"), ("needs_manual", "needs_manual"),
+                         ("pending", "pending"), ("failed", "failed")):
         for item in report.get(key) or ():
             decided[item["session_id"]] = (outcome, item.get("reason"))
     truth = copy.deepcopy(box.truth)

@@ -45,13 +45,15 @@ SECRETS = {"STRIPE_SECRET_KEY": STRIPE_KEY, "wrong STRIPE_SECRET_KEY": WRONG_STR
            "SANITY_API_TOKEN": SANITY_TOKEN, "wrong SANITY_API_TOKEN": WRONG_SANITY_TOKEN,
            "SMTP_PASSWORD": SMTP_PASSWORD, "wrong SMTP_PASSWORD": WRONG_SMTP_PASSWORD}
 
-MINIMAL = ["checkout_sessions_read", "refunds_read"]  # what a run reads: sessions, line items,
-# refunds
+# What a run reads: sessions (with their line items), refunds, products.
+MINIMAL = ["checkout_sessions_read", "refunds_read", "products_read"]
 KEYS = {
     STRIPE_KEY: {"mode": "test", "accounts": "*", "permissions": "*"},
     "rk_test_ChaosMinimal7c3e1a": {"mode": "test", "accounts": "*", "permissions": MINIMAL},
     "rk_test_ChaosNoRefunds5d2b": {"mode": "test", "accounts": "*",
                                    "permissions": ["checkout_sessions_read"]},
+    "rk_test_ChaosNoProducts3b8d": {"mode": "test", "accounts": "*",
+                                    "permissions": ["checkout_sessions_read", "refunds_read"]},
     "rk_test_ChaosNoSessions9e4f": {"mode": "test", "accounts": "*",
                                     "permissions": ["refunds_read"]},
     "rk_test_ChaosNothing1a2b3c": {"mode": "test", "accounts": "*", "permissions": []},
@@ -331,7 +333,7 @@ def test_a_read_only_restricted_key_is_enough(box: ChaosBox, tally: Tally, key: 
 
 
 @pytest.mark.parametrize("key", ["rk_test_ChaosNoRefunds5d2b", "rk_test_ChaosNoSessions9e4f",
-                                 "rk_test_ChaosNothing1a2b3c"])
+                                 "rk_test_ChaosNoProducts3b8d", "rk_test_ChaosNothing1a2b3c"])
 def test_less_than_that_fails_clearly_and_writes_nothing(box: ChaosBox, key: str) -> None:
     box.reset()
     before = box.docs()

@@ -147,7 +147,8 @@ def test_pages_10000_sessions_in_100_requests(standin: StripeStandIn, waits: Wai
     assert [p.has_more for p in pages] == [True] * 99 + [False]
     first, second = queries(standin)[:2]
     assert first == {"status": ["complete"], "created[gte]": [str(since)],
-                     "created[lt]": [str(until)], "limit": ["100"]}
+                     "created[lt]": [str(until)], "limit": ["100"],
+                     "expand[0]": ["data.line_items"]}
     assert second["starting_after"] == [pages[0].last_id]
     assert waits == []
 

@@ -309,6 +309,24 @@ def test_line_items_expand_the_product(client: stripe.StripeClient) -> None:
     assert session_view.line_items is not None and len(session_view.line_items.data) == 2
 
 
+def test_products_are_listed_by_id(client: stripe.StripeClient) -> None:
+    found = listing(client, "/v1/products", ids=["prod_drop", "prod_nope", "prod_clip"],
+                    limit=100)
+    assert found["object"] == "list" and found["has_more"] is False
+    assert sorted(p["id"] for p in found["data"]) == ["prod_clip", "prod_drop"]
+    assert next(p for p in found["data"] if p["id"] == "prod_clip")["metadata"] == {
+        "passId": "pass-1"}
+    assert len(listing(client, "/v1/products", ids=["prod_drop", "prod_clip"], limit=1)
+               ["data"]) == 1
+    # Another account's products are not this account's.
+    assert listing(client, "/v1/products", ids=["prod_clip"], account="acct_A")["data"] == []
+    for params in ({"ids": ["prod_clip"], "starting_after": "prod_drop"},
+                   {"ids": [f"prod_{n}" for n in range(101)]}):
+        with pytest.raises(stripe.InvalidRequestError) as error:
+            listing(client, "/v1/products", **params)
+        assert error.value.http_status == 400 and error.value.param == "ids"
+
+
 def test_expansion_deeper_than_four_levels_is_refused(client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as error:
         listing(client, "/v1/checkout/sessions", expand=["data.line_items.data.price.product"])
@@ -419,7 +437,8 @@ def test_restricted_key_names_the_missing_permission(standin: StripeStandIn) -> 
     for path, permission in [("/v1/checkout/sessions", "checkout_sessions_read"),
                              ("/v1/refunds", "refunds_read"),
                              ("/v1/webhook_endpoints", "webhook_endpoints_read"),
-                             ("/v1/accounts", "connected_accounts_read")]:
+                             ("/v1/accounts", "connected_accounts_read"),
+                             ("/v1/products", "products_read")]:
         with pytest.raises(stripe.PermissionError, match=f"'{permission}' permission"):
             listing(client, path)
 

@@ -79,7 +79,8 @@ def record(ledger: Ledger, clock: Clock, run_id: str, when: datetime, status: st
     ledger.start_run(run_id, "quick", when - timedelta(hours=2), when, dry_run, ["acct_1"],
                      pid=1)
     rep = None if no_report else report(run_id, when, dry_run, **lists)
-    if rep is not None:
+    if rep is not None:  # as a run records: present purchases as found, then the report
+        ledger.record_present(run_id, rep.pop("present"))
         ledger.record_report(rep)
     clock.now = when + timedelta(seconds=30)
     ledger.finish_run(run_id, status, rep, error)  # type: ignore[arg-type]

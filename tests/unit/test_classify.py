@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.classify import classify_raw, needs_line_items, parse_line_items, parse_session
-from jobs.model import PLATFORM
+from jobs.classify import (
+    classify_raw,
+    listed_line_items,
+    needs_line_items,
+    parse_line_items,
+    parse_session,
+    with_products,
+)
+from jobs.model import PLATFORM, ListedItem
 from tests.unit.core_builders import (
     ACCT1,
     ACCT2,
@@ -340,3 +347,38 @@ def test_parse_line_items_skips_junk_and_unexpanded_products():
         ("A", {"passId": "p1"}), ("B", {}), (None, {})]
     assert parse_line_items(raw["data"]) == got
     assert parse_line_items(None) == []
+
+
+def _listed(*data, has_more=False):
+    return {"object": "list", "data": list(data), "has_more": has_more}
+
+
+def test_listed_line_items_keep_description_and_product_id():
+    raw = _listed({"description": "A", "price": {"product": "prod_a"}}, "junk",
+                  {"description": " ", "price": {"product": {"id": "prod_b"}}},
+                  {"description": "C", "price": None})
+    assert listed_line_items(raw) == (ListedItem("A", "prod_a"), ListedItem(None, "prod_b"),
+                                      ListedItem("C", None))
+
+
+@pytest.mark.parametrize("raw", [None, "li", _listed(has_more=True), {"data": []},
+                                 {"data": "x", "has_more": False}])
+def test_line_items_not_listed_or_listed_in_part_are_not_taken(raw):
+    assert listed_line_items(raw) is None
+
+
+def test_listed_line_items_are_completed_with_their_products():
+    listed = (ListedItem("A", "prod_a"), ListedItem("B", "prod_gone"), ListedItem("C", None))
+    got = with_products(listed, {"prod_a": {"metadata": {"passId": "p1"}},
+                                 "prod_c": {"metadata": {"passId": "p9"}}})
+    assert [(i.description, dict(i.product_metadata)) for i in got] == [
+        ("A", {"passId": "p1"}), ("B", {}), ("C", {})]
+
+
+def test_listed_line_items_are_kept_only_for_a_session_lacking_keys():
+    items = _listed({"description": "10 Clip Card", "price": {"product": "prod_a"}})
+    keyed = parse_session(raw_session(line_items=items), ACCT1, NOW_S)
+    assert keyed.line_items is None and not needs_line_items(keyed)
+    keyless = parse_session(raw_session(md={}, line_items=items), ACCT1, NOW_S)
+    assert needs_line_items(keyless)
+    assert keyless.line_items == (ListedItem("10 Clip Card", "prod_a"),)

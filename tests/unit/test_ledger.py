@@ -65,6 +65,12 @@ def report(run_id: str, *, dry_run: bool = False, **lists: Any) -> dict[str, Any
     return base
 
 
+def record(ledger: Ledger, rep: dict[str, Any]) -> None:
+    """As a run records: purchases found present as they are found, then the report."""
+    ledger.record_present(rep["run_id"], rep.pop("present", []))
+    ledger.record_report(rep)
+
+
 def created_item(session_id: str, paid_at: datetime, account: str = "acct_1") -> dict[str, Any]:
     return {"session_id": session_id, "account": account, "tenant": "tenant-a",
             "subscription_id": f"subscription-{session_id}", "user_id": "user-u1",
@@ -221,14 +227,14 @@ def test_last_success_and_consecutive_failures(ledger: Ledger, clock: Clock) -> 
 
 def test_record_report_requires_a_started_run(ledger: Ledger) -> None:
     with pytest.raises(LookupError):
-        ledger.record_report(report("ghost"))
+        record(ledger, report("ghost"))
 
 
 def test_first_seen_first_outcome_and_created_at_are_set_once(
         ledger: Ledger, clock: Clock) -> None:
     paid = T0 - timedelta(minutes=30)
     start(ledger, "r1")
-    ledger.record_report(report("r1", created=[created_item("cs_1", paid)],
+    record(ledger, report("r1", created=[created_item("cs_1", paid)],
                                 present=[present_item("cs_2", paid)]))
     first = ledger.session("cs_1")
     assert first is not None
@@ -240,7 +246,7 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
 
     clock.advance(minutes=15)  # the next overlapping window sees both as present
     start(ledger, "r2")
-    ledger.record_report(report("r2", present=[present_item("cs_1", paid),
+    record(ledger, report("r2", present=[present_item("cs_1", paid),
                                                present_item("cs_2", paid)]))
     again = ledger.session("cs_1")
     assert again is not None
@@ -257,10 +263,10 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
 def test_created_reported_again_keeps_the_first_creation(ledger: Ledger, clock: Clock) -> None:
     # e.g. a rerun whose createIfNotExists found our own document again and reported it created
     start(ledger, "r1")
-    ledger.record_report(report("r1", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
+    record(ledger, report("r1", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
     clock.advance(hours=2)
     start(ledger, "r2")
-    ledger.record_report(report("r2", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
+    record(ledger, report("r2", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
     row = ledger.session("cs_1")
     assert row is not None and (row.created_at, row.created_run_id) == (T0, "r1")
     assert row.repair_seconds == 3600.0 and row.last_run_id == "r2"
@@ -268,14 +274,14 @@ def test_created_reported_again_keeps_the_first_creation(ledger: Ledger, clock: 
 
 def test_needs_manual_then_fixed_by_a_person_keeps_first_outcome(ledger: Ledger) -> None:
     start(ledger, "r1")
-    ledger.record_report(report("r1", needs_manual=[{
+    record(ledger, report("r1", needs_manual=[{
         "session_id": "cs_m", "account": "platform", "reason": "user_unknown",
         "detail": "no userId", "email": "b@example.com", "amount": 50.0, "currency": "nok"}]))
     assert [s.session_id for s in ledger.open_manual()] == ["cs_m"]
     row = ledger.session("cs_m")
     assert row is not None and (row.reason, row.detail) == ("user_unknown", "no userId")
     start(ledger, "r2")
-    ledger.record_report(report("r2", present=[present_item("cs_m", T0)]))
+    record(ledger, report("r2", present=[present_item("cs_m", T0)]))
     row = ledger.session("cs_m")
     assert row is not None
     assert (row.outcome, row.first_outcome, row.reason) == ("already_present", "needs_manual", None)
@@ -284,24 +290,24 @@ def test_needs_manual_then_fixed_by_a_person_keeps_first_outcome(ledger: Ledger)
 
 def test_dry_run_records_what_it_saw_but_never_marks_created(ledger: Ledger) -> None:
     start(ledger, "dry", dry_run=True)
-    ledger.record_report(report("dry", dry_run=True, created=[created_item("cs_d", T0)]))
+    record(ledger, report("dry", dry_run=True, created=[created_item("cs_d", T0)]))
     row = ledger.session("cs_d")
     assert row is not None
     assert (row.outcome, row.first_outcome, row.created_at) == ("would_create", "would_create",
                                                                 None)
     # Even if the report forgets its dry_run flag, the run row says it was dry.
     start(ledger, "dry2", dry_run=True)
-    ledger.record_report(report("dry2", created=[created_item("cs_e", T0)]))
+    record(ledger, report("dry2", created=[created_item("cs_e", T0)]))
     assert ledger.session("cs_e").created_at is None  # type: ignore[union-attr]
     start(ledger, "real")
-    ledger.record_report(report("real", created=[created_item("cs_d", T0)]))
+    record(ledger, report("real", created=[created_item("cs_d", T0)]))
     row = ledger.session("cs_d")
     assert row is not None and row.created_run_id == "real" and row.first_outcome == "would_create"
 
 
 def test_failed_sessions_are_recorded_and_ones_without_an_id_skipped(ledger: Ledger) -> None:
     start(ledger, "r1")
-    ledger.record_report(report("r1", failed=[
+    record(ledger, report("r1", failed=[
         {"session_id": "cs_f", "account": "acct_1", "error": "write rejected"},
         {"session_id": None, "account": "acct_1", "error": "malformed session: no id"}]))
     row = ledger.session("cs_f")
@@ -309,7 +315,7 @@ def test_failed_sessions_are_recorded_and_ones_without_an_id_skipped(ledger: Led
     assert ledger._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 1
 
 
-def test_report_without_present_list_is_accepted(ledger: Ledger) -> None:
+def test_report_without_some_lists_is_accepted(ledger: Ledger) -> None:
     start(ledger, "r1")
     rep = report("r1")
     del rep["created"], rep["anomalies"]
@@ -321,10 +327,10 @@ def test_anomalies_are_kept_once_per_kind_and_session(ledger: Ledger, clock: Clo
     anomaly = {"kind": "duplicate_subscriptions", "session_id": "cs_1",
                "subscription_ids": ["s1", "s2"], "detail": "two"}
     start(ledger, "r1")
-    ledger.record_report(report("r1", anomalies=[anomaly]))
+    record(ledger, report("r1", anomalies=[anomaly]))
     clock.advance(days=1)
     start(ledger, "r2")
-    ledger.record_report(report("r2", anomalies=[
+    record(ledger, report("r2", anomalies=[
         {**anomaly, "subscription_ids": ["s1", "s2", "s3"]},
         {"kind": "invisible_shape", "session_id": None, "subscription_ids": [], "detail": None}]))
     week = ledger.anomalies_between(T0, T0 + timedelta(days=7))
@@ -338,7 +344,7 @@ def test_anomalies_are_kept_once_per_kind_and_session(ledger: Ledger, clock: Clo
 def test_weekly_figures_are_simple_over_first_seen_rows(ledger: Ledger, clock: Clock) -> None:
     """The weekly report's numbers fall out of `outcomes_first_seen_between`."""
     start(ledger, "r1")
-    ledger.record_report(report(
+    record(ledger, report(
         "r1",
         present=[present_item("cs_p1", T0 - timedelta(hours=1)),
                  present_item("cs_p2", T0 - timedelta(hours=1))],
@@ -348,7 +354,7 @@ def test_weekly_figures_are_simple_over_first_seen_rows(ledger: Ledger, clock: C
                        "detail": None, "email": None, "amount": 1.5, "currency": "eur"}]))
     clock.advance(days=8)  # next week: cs_p1 seen again, a new one first seen
     start(ledger, "r2")
-    ledger.record_report(report("r2", present=[present_item("cs_p1", T0),
+    record(ledger, report("r2", present=[present_item("cs_p1", T0),
                                                present_item("cs_n", T0)]))
     week = ledger.outcomes_first_seen_between(T0, T0 + timedelta(days=7))
     assert len(week) == 5
@@ -375,11 +381,11 @@ def pending_item(session_id: str, account: str = "acct_1") -> dict[str, Any]:
 
 def test_pending_is_listed_until_another_outcome_arrives(ledger: Ledger, clock: Clock) -> None:
     start(ledger, "r1")
-    ledger.record_report(report("r1", pending=[pending_item("cs_a"), pending_item("cs_b")]))
+    record(ledger, report("r1", pending=[pending_item("cs_a"), pending_item("cs_b")]))
     assert ledger.pending_sessions() == [("acct_1", "cs_a", T0), ("acct_1", "cs_b", T0)]
     clock.advance(days=2)
     start(ledger, "r2")
-    ledger.record_report(report("r2", pending=[pending_item("cs_b")],
+    record(ledger, report("r2", pending=[pending_item("cs_b")],
                                 created=[created_item("cs_a", T0)]))
     assert ledger.pending_sessions() == [("acct_1", "cs_b", T0)]  # first seen kept
     (row,) = ledger.pending_rows()
@@ -391,10 +397,10 @@ def test_pending_is_listed_until_another_outcome_arrives(ledger: Ledger, clock: 
 
 def test_pending_older_than_30_days_expires_with_an_outcome(ledger: Ledger, clock: Clock) -> None:
     start(ledger, "r1")
-    ledger.record_report(report("r1", pending=[pending_item("cs_old")]))
+    record(ledger, report("r1", pending=[pending_item("cs_old")]))
     clock.advance(days=29, hours=23)
     start(ledger, "r2")
-    ledger.record_report(report("r2", pending=[pending_item("cs_new")]))
+    record(ledger, report("r2", pending=[pending_item("cs_new")]))
     assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_old", "cs_new"]
     clock.advance(hours=1)  # cs_old is now exactly 30 days old
     assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_new"]  # listing does not write
@@ -407,17 +413,17 @@ def test_pending_older_than_30_days_expires_with_an_outcome(ledger: Ledger, cloc
 
 def test_recording_a_report_expires_old_pending_rows(ledger: Ledger, clock: Clock) -> None:
     start(ledger, "r1")
-    ledger.record_report(report("r1", pending=[pending_item("cs_old")]))
+    record(ledger, report("r1", pending=[pending_item("cs_old")]))
     clock.advance(days=31)
     start(ledger, "r2")
-    ledger.record_report(report("r2"))
+    record(ledger, report("r2"))
     assert ledger.pending_rows() == []
     assert ledger.session("cs_old").outcome == "pending_expired"  # type: ignore[union-attr]
 
 
 def test_settle_pending_closes_a_row_the_report_cannot_name(ledger: Ledger) -> None:
     start(ledger, "r1")
-    ledger.record_report(report("r1", pending=[pending_item("cs_a")]))
+    record(ledger, report("r1", pending=[pending_item("cs_a")]))
     assert ledger.settle_pending("cs_a", "ignored", "not_paid") is True
     assert ledger.settle_pending("cs_a", "ignored", "not_paid") is False
     row = ledger.session("cs_a")
@@ -494,9 +500,10 @@ def test_two_ledgers_on_one_file_see_each_other(tmp_path: Path, clock: Clock) ->
 
 
 def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
-    """Contract check against `jobs.runreport.RunReport.to_json()` (ISO `Z` times, `present`)."""
+    """Contract check against `jobs.runreport.RunReport.to_json()` and `present_row` (ISO `Z`
+    times)."""
     from jobs.model import Anomaly, Decision
-    from jobs.runreport import RunReport
+    from jobs.runreport import RunReport, present_row
 
     rep = RunReport(run_id="r1", started_at="2024-05-06T09:00:00.000Z",
                     since="2024-05-06T07:00:00.000Z", until="2024-05-06T08:55:00.000Z",
@@ -508,10 +515,12 @@ def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
                      user_id="user-u", subscription_ids=("subscription-cs_c",),
                      anomalies=(Anomaly("expired_on_arrival", "cs_c", ("subscription-cs_c",),
                                         "ended"),)))
-    rep.add(Decision("cs_p", "acct_1", "already_present", amount=90.0, currency="nok",
-                     paid_at=paid, subscription_ids=("sub-1",)))
+    found = Decision("cs_p", "acct_1", "already_present", amount=90.0, currency="nok",
+                     paid_at=paid, subscription_ids=("sub-1",))
+    rep.add(found)
     rep.add(Decision("cs_w", "acct_1", "pending", reason="async_payment", paid_at=paid))
     start(ledger, "r1")
+    ledger.record_present("r1", [present_row(found)])
     ledger.record_report(rep.to_json())
     assert ledger.advance_watermarks_from_report(rep.to_json(), "quick") == ["acct_1"]
 
@@ -524,3 +533,17 @@ def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
     assert [a.kind for a in ledger.anomalies_between(T0, T0 + timedelta(days=1))] == [
         "expired_on_arrival"]
     assert ledger.watermark("acct_1") == datetime(2024, 5, 6, 8, 55, tzinfo=UTC)
+
+
+def test_present_purchases_recorded_as_found_close_their_pending_rows(ledger: Ledger) -> None:
+    start(ledger, "r1")
+    record(ledger, report("r1", pending=[{"session_id": "cs_w", "account": "acct_1",
+                                          "reason": "async_payment"}]))
+    assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_w"]
+    start(ledger, "r2")
+    ledger.record_present("r2", [present_item("cs_w", T0), {"session_id": None}])
+    row = ledger.session("cs_w")
+    assert row is not None and (row.outcome, row.last_run_id) == ("already_present", "r2")
+    assert ledger.pending_sessions() == []
+    with pytest.raises(LookupError):
+        ledger.record_present("never-started", [present_item("cs_x", T0)])

@@ -157,6 +157,43 @@ def test_line_items_fetched_only_for_sessions_missing_keys():
     assert [m["reason"] for m in report.needs_manual] == ["user_unknown"]
 
 
+def listed(*items: tuple[str, str]) -> dict[str, Any]:
+    """Line items as Stripe lists them with a session: (description, product id)."""
+    return {"object": "list", "has_more": False, "data": [
+        {"description": d, "price": {"product": p}} for d, p in items]}
+
+
+def test_listed_line_items_cost_one_products_request_per_page():
+    stripe, sanity = world(0)
+    keyless = {"type": "pass_purchase"}
+    stripe.sessions[ACCT] = [
+        session(60, metadata=keyless, line_items=listed(("10 Clip Card", "prod_60"))),
+        session(61, metadata=keyless, line_items=listed(("10 Clip Card", "prod_61"))),
+        session(62, metadata=keyless, line_items=listed(("10 Clip Card", "prod_gone"))),
+    ]
+    stripe.product_data = {f"prod_{n}": {"id": f"prod_{n}", "metadata": {
+        "passId": "p1", "userId": "user_a", "tenantId": "t1"}} for n in (60, 61)}
+    report = run(stripe, sanity)
+    assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
+        ("products", "prod_60,prod_61,prod_gone")]
+    # The product's metadata names the student; a product not found leaves only the name.
+    assert sorted(c["session_id"] for c in report.created) == ["cs_test_0060", "cs_test_0061"]
+    assert [(m["session_id"], m["reason"]) for m in report.needs_manual] == [
+        ("cs_test_0062", "user_unknown")]
+
+
+def test_line_items_listed_incompletely_are_asked_for_on_their_own():
+    stripe, sanity = world(0)
+    stripe.sessions[ACCT] = [session(70, metadata={}, line_items={
+        **listed(("10 Clip Card", "prod_70")), "has_more": True})]
+    stripe.line_item_data["cs_test_0070"] = [{"description": "10 Clip Card", "price": {
+        "product": {"metadata": {"passId": "p1", "userId": "user_a", "tenantId": "t1"}}}}]
+    report = run(stripe, sanity)
+    assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
+        ("line_items", "cs_test_0070")]
+    assert [c["session_id"] for c in report.created] == ["cs_test_0070"]
+
+
 def test_write_rejected_for_a_single_purchase_is_reported():
     stripe, sanity = world(1)
     sanity.refuse.add("subscription-cs_test_0000")
