@@ -9,9 +9,11 @@
  * depend on the outer scope). That `*` is then replaced by a hidden parameter holding
  * only those candidates, in dataset order. groq-js still applies the whole filter to
  * them, so answers are identical to a full scan; filters with nothing indexable scan all.
+ * A candidate filter independent of the outer scope is answered once, with its indexable
+ * tests replaced by their known per-document values (`filterByAtoms`).
  */
 
-const {parse, evaluate} = require('groq-js')
+const {parse, evaluate, evaluateSync, Path} = require('groq-js')
 
 class QueryParseError extends Error {
   constructor(description, query, start, end) {
@@ -72,8 +74,9 @@ const MODES = ['index', 'fold', 'scan']
 
 /**
  * Runs a parsed query against the store in a perspective. Modes:
- *   scan   plain groq-js (the reference);
- *   fold   constant subqueries evaluated once instead of once per document;
+ *   scan   plain groq-js, its async evaluator (the reference);
+ *   fold   constant subqueries and `path()` patterns evaluated once instead of once per
+ *          document, by groq-js's sync evaluator where it can;
  *   index  fold + every `*[filter]` reads only its candidate documents.
  * Returns {result, indexed, scanned}: how many `*[…]` were pruned or scanned whole.
  */
@@ -87,18 +90,39 @@ async function runQuery(store, tree, params, perspective, {mode = 'index', now =
     prune: mode === 'index',
     fold: mode !== 'scan',
     next: 0,
+    atomSets: new Map(), // an `==` / `in` node -> its exact set of ids, or null
     indexed: 0,
     scanned: 0,
   }
-  const planned = mode === 'scan' ? tree : await plan(tree, ctx, true)
-  if (mode === 'scan') ctx.scanned = countEverything(tree)
-  const value = await evaluate(planned, evalOptions(ctx))
-  return {result: await value.get(), indexed: ctx.indexed, scanned: ctx.scanned}
+  if (mode === 'scan') {
+    ctx.scanned = countEverything(tree)
+    const value = await evaluate(tree, evalOptions(ctx, tree))
+    return {result: await value.get(), indexed: 0, scanned: ctx.scanned}
+  }
+  const planned = await plan(tree, ctx, true)
+  return {result: await evaluateFast(planned, ctx), indexed: ctx.indexed, scanned: ctx.scanned}
 }
 
-function evalOptions(ctx) {
+/**
+ * groq-js's own synchronous evaluator: the same executors without a promise per node and
+ * per document, which dominated a pruned query's cost. Where it cannot go (diff::, delta::
+ * and any other async-only part) the async evaluator answers.
+ */
+async function evaluateFast(node, ctx) {
+  const options = evalOptions(ctx, node)
+  let value
+  try {
+    value = evaluateSync(node, options)
+  } catch {
+    value = await evaluate(node, options)
+  }
+  return value.get()
+}
+
+function evalOptions(ctx, node) {
   return {
-    dataset: ctx.store.all(ctx.perspective),
+    // Every `*` pruned away: skip building the whole-dataset array (rebuilt after each write).
+    dataset: countEverything(node) > 0 ? ctx.store.all(ctx.perspective) : [],
     params: ctx.params,
     timestamp: ctx.now,
     // `->` by id lookup instead of groq-js's linear search for the referenced document.
@@ -142,14 +166,164 @@ async function plan(node, ctx, isRoot = false) {
     if (ids === null) {
       ctx.scanned++
     } else {
-      copy.base = hiddenParam(ctx, ctx.store.documentsInOrder(ids, ctx.perspective))
+      const docs = ctx.store.documentsInOrder(ids, ctx.perspective)
       ctx.indexed++
+      if (isConstant(copy)) return hiddenParam(ctx, await filterByAtoms(docs, copy.expr, ctx))
+      copy.base = hiddenParam(ctx, docs)
     }
+  }
+  if (ctx.fold && isConstantPath(copy)) {
+    const pattern = await evaluateFast(copy.args[0], ctx)
+    if (typeof pattern === 'string') return hiddenParam(ctx, new Path(pattern))
   }
   if (ctx.fold && !isRoot && isFoldable(copy)) {
     return hiddenParam(ctx, await evaluateConstant(copy, ctx))
   }
   return copy
+}
+
+/**
+ * `docs[expr]` for a filter independent of any outer document. The filter's atoms (see
+ * `atomOf`) are the `==`, `in` and `defined()` tests in its boolean skeleton (`&&`, `||`,
+ * `!`, parentheses) whose value per document is known without groq-js. groq-js compares
+ * `x in $list` element by element and evaluates both sides of every `&&` / `||`, so with a
+ * page of ids those tests were most of a lookup's cost. Documents are grouped by their
+ * atoms' values and groq-js evaluates each group's filter with the atoms replaced by those
+ * values: once for the whole group when nothing else reads the document, else per
+ * document. The kept documents are returned in dataset order.
+ */
+async function filterByAtoms(docs, expr, ctx) {
+  const atoms = []
+  await collectAtoms(expr, ctx, atoms)
+  const groups = new Map() // atoms' values, one character each -> documents
+  for (const doc of docs) {
+    let key = ''
+    for (const atom of atoms) key += ATOM_CHAR.get(atom.test(doc))
+    const group = groups.get(key)
+    if (group === undefined) groups.set(key, [doc])
+    else group.push(doc)
+  }
+  const kept = new Set()
+  for (const [key, group] of groups) {
+    const values = new Map(atoms.map((atom, i) => [atom.node, CHAR_ATOM.get(key[i])]))
+    const rest = substituteAtoms(expr, values)
+    if (isDocumentIndependent(rest)) {
+      // The same value for every document of the group; a filter keeps exactly `true`.
+      if ((await evaluateFast(rest, ctx)) === true) for (const doc of group) kept.add(doc)
+      continue
+    }
+    const filter = {type: 'Filter', base: hiddenParam(ctx, group), expr: rest}
+    // groq-js's filter yields the very document objects it was given.
+    for (const doc of await evaluateFast(filter, ctx)) kept.add(doc)
+  }
+  return docs.filter((doc) => kept.has(doc))
+}
+
+const ATOM_CHAR = new Map([[true, '1'], [false, '0'], [null, 'n']])
+const CHAR_ATOM = new Map([['1', true], ['0', false], ['n', null]])
+
+async function collectAtoms(expr, ctx, atoms) {
+  switch (expr.type) {
+    case 'Group':
+    case 'Not':
+      return collectAtoms(expr.base, ctx, atoms)
+    case 'And':
+    case 'Or':
+      await collectAtoms(expr.left, ctx, atoms)
+      return collectAtoms(expr.right, ctx, atoms)
+    default: {
+      const test = await atomOf(expr, ctx)
+      if (test !== null) atoms.push({node: expr, test})
+      return undefined
+    }
+  }
+}
+
+/**
+ * A function giving, for a document, the value groq-js gives `expr` on it (true, false or
+ * null), or null when `expr` is not one of these atoms:
+ *   `path == const`, `path in [scalars]`   always true or false: the index's exact set;
+ *   `path in path("…")`                    groq-js's own Path match, null for a non-string;
+ *   `defined(path)`                        false exactly when the value is null or missing.
+ */
+async function atomOf(expr, ctx) {
+  if (expr.type === 'OpCall') {
+    const ids = await atomSet(expr, ctx)
+    if (ids !== null) return (doc) => ids.has(doc._id)
+    const path = attributePath(expr.left)
+    if (expr.op !== 'in' || path === null || !isConstant(expr.right)) return null
+    const pattern = await evaluateConstant(expr.right, ctx)
+    if (!(pattern instanceof Path)) return null
+    const segments = path.split('.')
+    return (doc) => {
+      const value = attributeValue(doc, segments)
+      return typeof value === 'string' ? pattern.matches(value) : null
+    }
+  }
+  if (expr.type === 'FuncCall' && expr.namespace === 'global' && expr.name === 'defined') {
+    const path = expr.args.length === 1 ? attributePath(expr.args[0]) : null
+    if (path === null) return null
+    const segments = path.split('.')
+    return (doc) => {
+      const value = attributeValue(doc, segments)
+      return value !== null && value !== undefined
+    }
+  }
+  return null
+}
+
+/** `a.b.c` on a document as groq-js reads it: own attributes of objects (not arrays) only. */
+function attributeValue(doc, segments) {
+  let current = doc
+  for (const segment of segments) {
+    if (current === null || typeof current !== 'object' || Array.isArray(current)) return undefined
+    if (!Object.prototype.hasOwnProperty.call(current, segment)) return undefined
+    current = current[segment]
+  }
+  return current
+}
+
+function substituteAtoms(node, values) {
+  if (values.has(node)) return {type: 'Value', value: values.get(node)}
+  switch (node.type) {
+    case 'Group':
+    case 'Not':
+      return {...node, base: substituteAtoms(node.base, values)}
+    case 'And':
+    case 'Or':
+      return {...node, left: substituteAtoms(node.left, values), right: substituteAtoms(node.right, values)}
+    default:
+      return node
+  }
+}
+
+/** Built only of values, parameters and boolean operators: reads no document. */
+function isDocumentIndependent(node) {
+  switch (node.type) {
+    case 'Value':
+    case 'Parameter':
+      return true
+    case 'Group':
+    case 'Not':
+      return isDocumentIndependent(node.base)
+    case 'And':
+    case 'Or':
+      return isDocumentIndependent(node.left) && isDocumentIndependent(node.right)
+    default:
+      return false
+  }
+}
+
+/**
+ * `path("drafts.**")` with a constant pattern: groq-js compiles a new RegExp each time it
+ * evaluates one, i.e. per document in a filter; a parameter holding groq-js's own Path
+ * value (type "path", as `path()` returns) compiles it once.
+ */
+function isConstantPath(node) {
+  if (node.type !== 'FuncCall' || node.namespace !== 'global' || node.name !== 'path') return false
+  if (node.args.length !== 1) return false
+  const arg = node.args[0]
+  return arg.type === 'Value' || (arg.type === 'Parameter' && !arg.name.startsWith(' '))
 }
 
 /** A subquery worth evaluating once: constant, reads the dataset, makes no datetime values. */
@@ -208,12 +382,23 @@ async function candidates(expr, ctx) {
       return out
     }
     case 'OpCall':
-      if (expr.op === '==') return equalityCandidates(expr, ctx)
-      if (expr.op === 'in') return membershipCandidates(expr, ctx)
-      return null
+      return atomSet(expr, ctx)
     default:
       return null
   }
+}
+
+/**
+ * For `path == const` or `path in const` (a list of scalars): exactly the ids for which it
+ * is true (as a Set that may be the index's own), else null. Remembered per node.
+ */
+async function atomSet(expr, ctx) {
+  if (ctx.atomSets.has(expr)) return ctx.atomSets.get(expr)
+  let ids = null
+  if (expr.op === '==') ids = await equalityCandidates(expr, ctx)
+  else if (expr.op === 'in') ids = await membershipCandidates(expr, ctx)
+  ctx.atomSets.set(expr, ids)
+  return ids
 }
 
 async function equalityCandidates(expr, ctx) {
@@ -297,8 +482,7 @@ function containsParent(node) {
 }
 
 async function evaluateConstant(node, ctx) {
-  const value = await evaluate(node, evalOptions(ctx))
-  return value.get()
+  return evaluateFast(node, ctx)
 }
 
 module.exports = {parseQuery, runQuery, QueryParseError, MODES}

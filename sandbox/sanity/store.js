@@ -143,15 +143,15 @@ class Store {
 
   /** Documents for `ids` in dataset order, restricted to a perspective. */
   documentsInOrder(ids, perspective) {
-    const out = []
+    const entries = []
     for (const id of ids) {
       const doc = this.docs.get(id)
       if (doc === undefined) continue
       if (perspective === 'published' && isDraftOrVersion(id)) continue
-      out.push(doc)
+      entries.push({seq: this.seq.get(id), doc}) // one lookup per id, not two per comparison
     }
-    out.sort((a, b) => this.seq.get(a._id) - this.seq.get(b._id))
-    return out
+    entries.sort((a, b) => a.seq - b.seq)
+    return entries.map((entry) => entry.doc)
   }
 
   indexedPaths() {

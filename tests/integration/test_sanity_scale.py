@@ -105,7 +105,8 @@ def test_page_lookup_at_200k_is_fast_and_exact(
     store = SanityStore(server.url, server.dataset, server.write_token, "2025-02-19", timeout=120)
     rng = random.Random(1)
     timings = []
-    for _ in range(5):
+    server.reset_log()
+    for attempt in range(30):
         picks = [rng.randrange(int(SIZE * 0.7)) for _ in range(100)]
         sids = [f"cs_test_{n:08d}" for n in picks]
         pis = [f"pi_{n:08d}" for n in picks]
@@ -113,16 +114,21 @@ def test_page_lookup_at_200k_is_fast_and_exact(
         started = time.perf_counter()
         found = store.lookup_page(sids, pis, uids, [])
         timings.append(time.perf_counter() - started)
-        want = expected_lookup(docs, sids, pis, uids)
-        assert {k: {d["_id"] for d in found[k]} for k in want} == want
-        assert len(found["subs"]) >= 100
+        if attempt < 5:  # the oracle scans every document: check a few, time them all
+            want = expected_lookup(docs, sids, pis, uids)
+            assert {k: {d["_id"] for d in found[k]} for k in want} == want
+            assert len(found["subs"]) >= 100
+    query_ms = sorted(e["queryMs"] for e in server.log() if "queryMs" in e)
     started = time.perf_counter()
     tenants, passes = store.load_catalog()
     catalog = time.perf_counter() - started
     assert (len(tenants), len(passes)) == (len(TENANTS), len(PASSES))
     shown = ", ".join(f"{t * 1000:.0f}" for t in timings)
-    print(f"\nindexed lookup_page (100 sessions): {shown} ms; catalog {catalog * 1000:.0f} ms")
+    print(f"\nindexed lookup_page (100 sessions): {shown} ms; catalog {catalog * 1000:.0f} ms; "
+          f"stand-in query time median {query_ms[len(query_ms) // 2]:.1f} ms")
     assert sorted(timings)[len(timings) // 2] < 1.0
+    # The stand-in's own work must stay well below the latency it emulates (20 ms).
+    assert len(query_ms) == len(timings) and query_ms[len(query_ms) // 2] < 15
 
 
 def test_plain_scan_baseline_at_200k(big: tuple[SanityStandIn, list[dict[str, Any]]]) -> None:
