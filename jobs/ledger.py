@@ -45,13 +45,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-_UPSERT_SESSION = """
-INSERT INTO sessions (session_id, account, tenant, outcome, reason, detail, amount, currency,
-    email, pass_id, pass_name, subscription_id, user_id, paid_at, first_seen_at, first_outcome,
-    first_run_id, last_seen_at, last_run_id, created_at, created_run_id)
-VALUES (:session_id, :account, :tenant, :outcome, :reason, :detail, :amount, :currency,
-    :email, :pass_id, :pass_name, :subscription_id, :user_id, :paid_at, :now, :outcome,
-    :run_id, :now, :run_id, :created_at, :created_run_id)
+# Sessions go in many rows per statement: each statement costs one step of SQLite, and
+# every step releases Python's GIL and waits to take it back. Row by row, a run's planning
+# threads spent more time queueing for the GIL than SQLite spent writing.
+_COLUMNS = ("session_id", "account", "tenant", "outcome", "reason", "detail", "amount",
+            "currency", "email", "pass_id", "pass_name", "subscription_id", "user_id", "paid_at")
+_INSERT_SESSIONS = f"""INSERT INTO sessions ({", ".join(_COLUMNS)}, first_seen_at,
+    first_outcome, first_run_id, last_seen_at, last_run_id, created_at, created_run_id)"""
+_SESSION_WIDTH = len(_COLUMNS) + 7
+_ROWS_PER_STATEMENT = 1000  # 21 parameters a row: well under SQLite's 32,766
+_UPSERT_SESSIONS_TAIL = """
 ON CONFLICT (session_id) DO UPDATE SET
     account = excluded.account,
     tenant = COALESCE(excluded.tenant, tenant),
@@ -71,6 +74,24 @@ ON CONFLICT (session_id) DO UPDATE SET
     created_at = COALESCE(created_at, excluded.created_at),
     created_run_id = COALESCE(created_run_id, excluded.created_run_id)
 """
+_INSERT_PENDING = ("INSERT INTO pending (session_id, account, reason, first_seen_at,"
+                   " last_checked_at)")
+_KEEP_PENDING_TAIL = """
+ON CONFLICT (session_id) DO UPDATE SET last_checked_at = excluded.last_checked_at,
+    reason = excluded.reason
+"""
+_DROP_PENDING = "DELETE FROM pending WHERE session_id IN (SELECT value FROM json_each(?))"
+
+
+def _insert_many(conn: sqlite3.Connection, head: str, tail: str, width: int,
+                 values: list[tuple[Any, ...]]) -> None:
+    """`head VALUES (…), (…), … tail`, up to `_ROWS_PER_STATEMENT` rows a statement, in
+    order (a later row's upsert wins over an earlier one's)."""
+    row = "(" + ", ".join("?" * width) + ")"
+    for n in range(0, len(values), _ROWS_PER_STATEMENT):
+        chunk = values[n:n + _ROWS_PER_STATEMENT]
+        conn.execute(f"{head} VALUES {', '.join([row] * len(chunk))} {tail}",
+                     [v for item in chunk for v in item])
 
 _UPSERT_ANOMALY = """
 INSERT INTO anomalies (kind, session_id, subscription_ids, detail, first_seen_at, first_run_id,
@@ -89,7 +110,7 @@ _SESSION_FIELDS = ("tenant", "amount", "currency", "email", "pass_id", "pass_nam
 
 
 def _observation(item: Mapping[str, Any], key: str, outcome: str) -> dict[str, Any] | None:
-    """One report item as the row `_UPSERT_SESSION` binds; None for one without a session id
+    """One report item as a row of `_UPSERT_SESSIONS`; None for one without a session id
     (a malformed session cannot be tracked)."""
     session_id = item.get("session_id")
     if not isinstance(session_id, str) or not session_id:
@@ -285,10 +306,9 @@ class Ledger:
         with self._tx() as conn:
             self._run_dry(conn, run_id)
             now = self._now()
-            for item in items:
-                row = _observation(item, "present", "already_present")
-                if row is not None:
-                    self._upsert_session(conn, row, run_id, now)
+            rows = [row for item in items
+                    if (row := _observation(item, "present", "already_present")) is not None]
+            self._upsert_sessions(conn, rows, run_id, now)
 
     def record_report(self, report: Mapping[str, Any]) -> None:
         """Upsert every session and anomaly of a run report (design.md shape).
@@ -302,8 +322,7 @@ class Ledger:
         with self._tx() as conn:
             dry_run = bool(report.get("dry_run")) or self._run_dry(conn, run_id)
             now = self._now()
-            for row in _observations(report, dry_run):
-                self._upsert_session(conn, row, run_id, now)
+            self._upsert_sessions(conn, list(_observations(report, dry_run)), run_id, now)
             for anomaly in report.get("anomalies") or ():
                 conn.execute(_UPSERT_ANOMALY, {
                     "kind": anomaly["kind"],
@@ -324,25 +343,23 @@ class Ledger:
         return bool(found["dry_run"])
 
     @staticmethod
-    def _upsert_session(conn: sqlite3.Connection, row: Mapping[str, Any], run_id: str,
-                        now: float) -> None:
-        """One session's outcome; its pending row follows it (kept only while pending)."""
-        created = row["outcome"] == "created"
-        conn.execute(_UPSERT_SESSION, {
-            **row, "now": now, "run_id": run_id,
-            "created_at": now if created else None,
-            "created_run_id": run_id if created else None,
-        })
-        if row["outcome"] == "pending":
-            conn.execute(
-                "INSERT INTO pending (session_id, account, reason, first_seen_at,"
-                " last_checked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id)"
-                " DO UPDATE SET last_checked_at = excluded.last_checked_at,"
-                " reason = excluded.reason",
-                (row["session_id"], row["account"], row["reason"], now, now),
-            )
-        else:
-            conn.execute("DELETE FROM pending WHERE session_id = ?", (row["session_id"],))
+    def _upsert_sessions(conn: sqlite3.Connection, rows: list[dict[str, Any]], run_id: str,
+                         now: float) -> None:
+        """Sessions' outcomes, in order (a session named twice: the later row wins); a
+        session's pending row follows its last outcome (kept only while pending)."""
+        if not rows:
+            return
+        _insert_many(conn, _INSERT_SESSIONS, _UPSERT_SESSIONS_TAIL, _SESSION_WIDTH, [
+            (*(row[c] for c in _COLUMNS), now, row["outcome"], run_id, now, run_id,
+             *((now, run_id) if row["outcome"] == "created" else (None, None)))
+            for row in rows])
+        last = {row["session_id"]: row for row in rows}
+        settled = [sid for sid, row in last.items() if row["outcome"] != "pending"]
+        if settled:
+            conn.execute(_DROP_PENDING, (json.dumps(settled),))
+        _insert_many(conn, _INSERT_PENDING, _KEEP_PENDING_TAIL, 5, [
+            (sid, row["account"], row["reason"], now, now)
+            for sid, row in last.items() if row["outcome"] == "pending"])
 
     def session(self, session_id: str) -> SessionOutcome | None:
         rows = self._query("SELECT * FROM sessions WHERE session_id = ?", (session_id,))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 PLATFORM = "platform"
@@ -105,14 +106,30 @@ class Catalog:
     tenants: Mapping[str, Tenant]
     passes: Mapping[str, Pass]
 
-    def tenant_of_account(self, account: str) -> Tenant | None:
+    # Indexes built on first use: planning asks these for every session of a run.
+    @cached_property
+    def _tenant_by_account(self) -> dict[str, Tenant]:
+        out: dict[str, Tenant] = {}
         for tenant in self.tenants.values():
-            if tenant.account_id == account:
-                return tenant
-        return None
+            if tenant.account_id is not None:
+                out.setdefault(tenant.account_id, tenant)
+        return out
+
+    @cached_property
+    def _passes_by_tenant(self) -> dict[str | None, list[Pass]]:
+        out: dict[str | None, list[Pass]] = {}
+        for pass_ in self.passes.values():
+            out.setdefault(pass_.tenant_id, []).append(pass_)
+        return out
+
+    def tenant_of_account(self, account: str) -> Tenant | None:
+        return self._tenant_by_account.get(account)
 
     def passes_named(self, tenant_id: str, name: str) -> list[Pass]:
-        return [p for p in self.passes.values() if p.tenant_id == tenant_id and p.name == name]
+        return [p for p in self._passes_by_tenant.get(tenant_id, ()) if p.name == name]
+
+    def pass_ids_of(self, tenant_id: str | None) -> set[str]:
+        return {p.id for p in self._passes_by_tenant.get(tenant_id, ())}
 
 
 @dataclass(frozen=True)
@@ -173,6 +190,9 @@ class LookupKeys:
     upgrade_ids: tuple[str, ...]
 
 
+PAYMENT_ID_FIELDS = ("stripePaymentId", "stripePaymentIntentId", "paymentId")
+
+
 @dataclass(frozen=True)
 class PageFacts:
     """What Sanity holds for one page (the answer to `LookupKeys`)."""
@@ -189,6 +209,19 @@ class PageFacts:
             return tuple(d for d in value if isinstance(d, Mapping))
 
         return cls(docs("subs"), docs("users"), docs("manual"), docs("upgrades"))
+
+    @cached_property
+    def subs_by_key(self) -> dict[tuple[str, str], list[int]]:
+        """Positions in `subs` by ("sid", stripeSessionId), ("id", _id) and ("pi", any of the
+        payment-id fields): a page's lookups answer each session without a scan."""
+        out: dict[tuple[str, str], list[int]] = {}
+        for n, doc in enumerate(self.subs):
+            fields = [("sid", doc.get("stripeSessionId")), ("id", doc.get("_id")),
+                      *(("pi", doc.get(f)) for f in PAYMENT_ID_FIELDS)]
+            # Only strings can equal a session's ids; a key met twice counts once.
+            for key in dict.fromkeys((k, v) for k, v in fields if isinstance(v, str)):
+                out.setdefault(key, []).append(n)
+        return out
 
 
 @dataclass(frozen=True)

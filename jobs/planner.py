@@ -80,9 +80,21 @@ def lookup_keys(page: Sequence[Classified]) -> LookupKeys:
     return LookupKeys(*(tuple(dict.fromkeys(v)) for v in (sids, pis, uids, upgrades)))
 
 
+def page_matches(session: Session, facts: PageFacts) -> list[Doc]:
+    """`matching_subscriptions` over a page's facts, through their index (same answer,
+    same order)."""
+    index = facts.subs_by_key
+    own = subscription_id(session.id)
+    keys = [("sid", session.id), ("id", own), ("id", "drafts." + own)]
+    if session.payment_intent:
+        keys.append(("pi", session.payment_intent))
+    found = sorted({n for key in keys for n in index.get(key, ())})
+    return [facts.subs[n] for n in found]
+
+
 def matching_subscriptions(session: Session, subs: Iterable[Doc]) -> list[Doc]:
     """Every subscription (any shape, drafts too) that records this purchase."""
-    own_ids = {subscription_id(session.id), "drafts." + subscription_id(session.id)}
+    own_ids = (subscription_id(session.id), "drafts." + subscription_id(session.id))
     pi = session.payment_intent
     found = []
     for doc in subs:
@@ -139,7 +151,7 @@ def decide(item: Classified, facts: PageFacts, ctx: PlanContext) -> Decision:
     if item.outcome in ("ignored", "pending"):
         decision = replace(base, outcome=item.outcome, reason=item.kind)  # type: ignore[arg-type]
         if item.kind == "refunded":
-            active = [d for d in matching_subscriptions(session, facts.subs)
+            active = [d for d in page_matches(session, facts)
                       if not is_draft(d) and is_active(d, ctx.now_ms)]
             if active:
                 ids = tuple(str(d.get("_id")) for d in active)
@@ -164,7 +176,7 @@ def _decide_purchase(
     base = replace(base, tenant=tenant_id, pass_id=keys.pass_id,
                    pass_name=pass_.name if pass_ else None)
 
-    matches = matching_subscriptions(session, facts.subs)
+    matches = page_matches(session, facts)
     published = [d for d in matches if not is_draft(d)]
     if published:
         ids = tuple(str(d.get("_id")) for d in published)
@@ -343,7 +355,7 @@ def _present_anomalies(session: Session, published: list[Doc], pass_: Pass | Non
         out.append(Anomaly("duplicate_subscriptions", session.id, ids,
                            f"{len(published)} subscriptions record this purchase"))
     expected = rules.mapped_type(pass_.type) if pass_ else None
-    tenant_passes = {p.id for p in ctx.catalog.passes.values() if p.tenant_id == tenant_id}
+    tenant_passes = ctx.catalog.pass_ids_of(tenant_id)
     for doc in published:
         one = (str(doc.get("_id")),)
         missing = [f for f in VISIBLE_FIELDS if doc.get(f) in (None, "")]

@@ -164,6 +164,34 @@ def refunded_by_intent(refunds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return out
 
 
+PRESENT_BATCH = 2000
+
+
+class _Batched:
+    """Rows handed on in batches of `size` (fewer, larger ledger transactions: planning
+    threads queueing for the ledger one page at a time held the whole read back)."""
+
+    def __init__(self, sink: Callable[[list[dict[str, Any]]], None], size: int) -> None:
+        self._sink = sink
+        self._size = size
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+            if len(self._rows) < self._size:
+                return
+            batch, self._rows = self._rows, []
+        self._sink(batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._rows = self._rows, []
+        if batch:
+            self._sink(batch)
+
+
 class Reconciler:
     """Runs passes against the given Stripe source and Sanity store."""
 
@@ -183,14 +211,15 @@ class Reconciler:
         `workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
         transactions written at once; `plan_workers` (default twice that): pages planned at
         once (line items, Sanity lookups). The rate budget lives in the source.
-        `on_present`: receives the report rows of purchases found already present, a page
-        at a time (the report only counts them); the service hands them to the ledger."""
+        `on_present`: receives the report rows of purchases found already present, in
+        batches as they are found (the report only counts them); the service hands them to
+        the ledger."""
         self.stripe = stripe
         self.sanity = sanity
         self.clock = clock
         self.workers = max(1, workers)
         self.plan_workers = max(1, plan_workers if plan_workers is not None else 2 * workers)
-        self.on_present = on_present
+        self.on_present = _Batched(on_present, PRESENT_BATCH) if on_present else None
         # Set from a signal handler: stop reading, finish the transaction under way, write no more.
         self.cancel = cancel or threading.Event()
         self.key_mode = key_mode
@@ -208,6 +237,8 @@ class Reconciler:
             report.account(account, tenant.id if tenant else None)
         batches = self._read(req, ctx, accounts, report)
         self._finish(batches, report, req)
+        if self.on_present is not None:
+            self.on_present.flush()
         report.finished_at = rules.iso_ms(int(self.clock() * 1000))
         return report
 
@@ -217,16 +248,23 @@ class Reconciler:
         `report` as it is planned, the creations come back as batches."""
         lock = threading.Lock()
         stop = self.cancel  # also set when the run cannot go on (credentials rejected)
+        # Time segments partition the window (`jobs.segments`), so a session can only come
+        # twice when a pending one re-checked by id also lies in the window: only those are
+        # remembered (a set of every session id would grow with the window).
+        rechecked = {sid for _, sid in req.recheck}
         seen: set[str] = set()
+        sessions = 0
         batches: list[Batch] = []
         refunds: dict[str, Mapping[str, int]] = {}
         fatal: list[BaseException] = []
         now_s = ctx.now_ms // 1000
 
         def take(page_decisions: list[Decision], account: str, index: int) -> None:
+            nonlocal sessions
             with lock:
-                fresh = [d for d in page_decisions if d.session_id not in seen or not d.session_id]
-                seen.update(d.session_id for d in fresh)
+                fresh = [d for d in page_decisions if d.session_id not in seen]
+                seen.update(d.session_id for d in fresh if d.session_id in rechecked)
+                sessions += len(fresh)
                 creations = []
                 for decision in fresh:
                     if decision.creation is not None:
@@ -312,7 +350,7 @@ class Reconciler:
             raise fatal[0]
         log.info("read_finished", run_id=req.run_id, accounts=len(accounts),
                  segments=stats.segments, splits=stats.splits, pages=stats.pages,
-                 sessions=len(seen), creations=sum(b.count for b in batches))
+                 sessions=sessions, creations=sum(b.count for b in batches))
         return batches
 
     def _finish(self, batches: list[Batch], report: RunReport, req: RunRequest) -> None:
@@ -347,10 +385,10 @@ class Reconciler:
                      purchases=planned, seconds=round(time.monotonic() - started, 3))
 
     def _hand_over_present(self, decisions: Iterable[Decision]) -> None:
-        """Purchases found already present go to `on_present` (the ledger) in one batch."""
+        """Purchases found already present go to `on_present` (the ledger), batched."""
         rows = [present_row(d) for d in decisions if d.outcome == "already_present"]
         if rows and self.on_present is not None:
-            self.on_present(rows)
+            self.on_present.add(rows)
 
     @staticmethod
     def _not_written(batches: list[Batch], report: RunReport, why: str) -> None:

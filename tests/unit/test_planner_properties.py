@@ -363,3 +363,23 @@ def test_order_independence(world, rnd: random.Random):
     # first of their purchases on the page (see the report).
     assert without_user_content(transaction_mutations(first)) == without_user_content(
         transaction_mutations(shuffled))
+
+
+_KEY_VALUES = st.sampled_from(["cs_test_a11", "cs_test_a12", "subscription-cs_test_a11",
+                               "drafts.subscription-cs_test_a11", "pi_3Test1", "pi_3Test2",
+                               "", None, 7, ["pi_3Test1"]])
+_SUB_DOCS = st.lists(st.fixed_dictionaries({}, optional={
+    f: _KEY_VALUES for f in ("_id", "stripeSessionId", "stripePaymentId",
+                             "stripePaymentIntentId", "paymentId")}), max_size=8)
+
+
+@given(docs=_SUB_DOCS, pi=st.sampled_from(["pi_3Test1", None]))
+@settings(max_examples=300, deadline=None)
+def test_a_pages_index_finds_exactly_what_a_scan_finds(docs, pi):
+    from jobs.model import PageFacts
+    from jobs.planner import matching_subscriptions, page_matches
+    from tests.unit.core_builders import session
+
+    s = session(1, payment_intent=pi)
+    facts = PageFacts(subs=tuple(docs))
+    assert page_matches(s, facts) == matching_subscriptions(s, docs)

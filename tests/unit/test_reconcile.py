@@ -201,3 +201,29 @@ def test_write_rejected_for_a_single_purchase_is_reported():
     assert [f["session_id"] for f in report.failed] == ["cs_test_0000"]
     assert "refused subscription-cs_test_0000" in report.failed[0]["error"]
     assert report.exit_code() == 1
+
+
+def test_present_purchases_go_to_on_present_once_each_in_batches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobs.reconcile as reconcile
+
+    monkeypatch.setattr(reconcile, "PRESENT_BATCH", 4)
+    stripe, sanity = world(7)
+    run(stripe, sanity)  # creates all 7
+    handed: list[list[dict[str, Any]]] = []
+    req = RunRequest(run_id="r2", since=NOW - 86400, until=NOW)
+    report = Reconciler(stripe, sanity, clock=lambda: float(NOW), workers=2,
+                        on_present=handed.append).run(req)
+    assert report.counts["already_present"] == 7
+    ids = [row["session_id"] for batch in handed for row in batch]
+    assert sorted(ids) == [f"cs_test_{i:04d}" for i in range(7)]
+    assert len(handed) == 2 and len(handed[0]) >= 4  # a full batch, then the rest at the end
+    assert handed[0][0]["subscription_ids"] == [f"subscription-{handed[0][0]['session_id']}"]
+
+
+def test_a_rechecked_session_inside_the_window_is_counted_once():
+    stripe, sanity = world(3)
+    report = run(stripe, sanity, recheck=((ACCT, "cs_test_0001"),))
+    assert report.counts["sessions_scanned"] == 3 and report.counts["created"] == 3
+    assert sorted(c["session_id"] for c in report.created) == [
+        "cs_test_0000", "cs_test_0001", "cs_test_0002"]
