@@ -22,8 +22,12 @@ T = TypeVar("T")
 log = structlog.get_logger("jobs.retry")
 
 
-def backoff_wait(base: float, cap: float, rng: random.Random) -> Callable[[RetryCallState], float]:
-    """Exponential backoff with jitter, replaced by the server's Retry-After when it sent one."""
+def backoff_wait(base: float, cap: float,
+                 rng: random.Random | None = None) -> Callable[[RetryCallState], float]:
+    """Exponential backoff with jitter, replaced by the server's Retry-After when it sent one.
+    Without `rng`, the jitter comes from the `random` module (a fresh `Random()` per call
+    would read the OS entropy pool for every request, retried or not)."""
+    jitter = rng.uniform if rng is not None else random.uniform
 
     def wait(state: RetryCallState) -> float:
         outcome = state.outcome
@@ -31,7 +35,7 @@ def backoff_wait(base: float, cap: float, rng: random.Random) -> Callable[[Retry
         if isinstance(error, RetriableError) and error.retry_after is not None:
             return min(max(error.retry_after, 0.0), cap)
         exponential: float = base * 2 ** (state.attempt_number - 1)
-        return min(cap, exponential * rng.uniform(0.5, 1.0))
+        return min(cap, exponential * jitter(0.5, 1.0))
 
     return wait
 
@@ -58,7 +62,7 @@ def call_with_retry(
     retrying = Retrying(
         stop=stop_after_attempt(max(1, attempts)),
         retry=retry_if_exception_type(RetriableError),
-        wait=backoff_wait(base, cap, rng or random.Random()),
+        wait=backoff_wait(base, cap, rng),
         sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,

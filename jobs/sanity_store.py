@@ -92,7 +92,7 @@ class SanityStore:
             raise ConfigError("SANITY_API_VERSION is empty")
         self._root = f"{base_url.rstrip('/')}/v{version}/data"
         self._dataset = quote(dataset, safe="")
-        self._token = token
+        self._auth = _Bearer(token)
         self._http = http or _pooled_session()
         self._timeout = timeout
         self._attempts = attempts
@@ -241,7 +241,8 @@ class SanityStore:
                 url,
                 params=params,
                 json=json_body,
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                headers={"Accept": "application/json"},
+                auth=self._auth,
                 timeout=self._timeout,
             )
         except requests.Timeout as error:
@@ -284,6 +285,18 @@ class SanityStore:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - self._clock())
+
+
+class _Bearer(requests.auth.AuthBase):
+    """The token as requests' auth rather than a plain header: with no auth, requests looks
+    for a ~/.netrc on every request (measurable at a page lookup per 100 sessions)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
 
 
 def _pooled_session() -> requests.Session:

@@ -6,9 +6,11 @@ and one started by the scheduler are recorded, locked and alerted the same way.
 
 from __future__ import annotations
 
+import gc
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -126,7 +128,8 @@ def execute_run(
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
                                 workers=workers or settings.stripe.concurrency, cancel=cancel)
         try:
-            report = reconciler.run(req)
+            with few_collections():
+                report = reconciler.run(req)
         except BaseException as error:
             ended: RunStatus = ("interrupted" if isinstance(error, KeyboardInterrupt)
                                 else "failed")
@@ -157,6 +160,23 @@ def execute_run(
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
         lock.release()
+
+
+@contextmanager
+def few_collections(young: int = 100_000) -> Iterator[None]:
+    """A run allocates about a hundred containers per session it reads (parsed JSON), all
+    acyclic and freed by reference counting; with the default thresholds the cyclic
+    collector runs thousands of times over them (a sixth of a large run's CPU). For the
+    run: what exists before it is frozen out of collections, and a collection waits for
+    `young` new containers."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def _settle_rechecked(ledger: Ledger, report: Mapping[str, Any],

@@ -9,6 +9,7 @@ retry resumes exactly where it stopped. Stripe's errors become `jobs.errors` cla
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -119,6 +120,28 @@ def translate(error: stripe.StripeError, *, account: str, what: str) -> Reconcil
                           retry_after=_retry_after(headers))
 
 
+def _get_json(client: stripe.StripeClient, path: str, params: Mapping[str, Any],
+              account: str) -> Any:
+    """One GET through the SDK's requestor, its answer parsed with plain `json.loads`.
+
+    `StripeClient.raw_request` parses every answer with an OrderedDict hook, 2.5 times
+    slower on a 340 KB page of sessions than plain parsing: at 100,000 sessions that was
+    the largest part of the run's CPU. Errors still take the SDK's own path (its
+    exception classes, with status, code and headers)."""
+    options: Any = {} if account == PLATFORM else {"stripe_account": account}
+    requestor = client._requestor  # private, stable within the pinned stripe>=16,<17
+    body, code, headers = requestor.request_raw(
+        "get", path, params=params, options=options, base_address="api", api_mode="V1",
+        usage=["raw_request"])
+    if not 200 <= code < 300:
+        requestor._interpret_response(body, code, headers, "V1")  # raises the SDK's error
+    try:
+        return json.loads(body)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise RetriableError(f"Stripe answered {path} with a body that is not JSON "
+                             f"({code})") from error
+
+
 class _RateLimited(Exception):
     """Stripe answered 429 (carries the translated error): waited out before a retry."""
 
@@ -160,13 +183,12 @@ class StripeSource:
     def _get(self, account: str, path: str, params: Mapping[str, Any], *, what: str,
              op: str, missing_ok: bool = False) -> JSON | None:
         """One GET of operation `op`, retried as a unit; None for a 404 when `missing_ok`."""
-        options = {} if account == PLATFORM else {"stripe_account": account}
 
         def once() -> JSON | None:
             if self._bucket is not None:
                 self._bucket.acquire(op)
             try:
-                response = self._client.raw_request("get", path, **params, **options)
+                body = _get_json(self._client, path, params, account)
             except stripe.StripeError as error:
                 if missing_ok and error.http_status == 404:
                     return None
@@ -174,7 +196,6 @@ class StripeSource:
                 if error.http_status == 429 and isinstance(translated, RetriableError):
                     raise _RateLimited(translated) from error
                 raise translated from error
-            body = response.data
             if not isinstance(body, dict):
                 raise RetriableError(f"Stripe answered {what} with a body that is not an object")
             return dict(body)
