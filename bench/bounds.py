@@ -14,23 +14,22 @@ SESSION_LIST = "GET /v1/checkout/sessions"
 @dataclass(frozen=True)
 class Bound:
     pages_s: float  # session-list pages at their endpoint's limit
-    line_items_s: float  # line-item requests at their endpoint's limit
+    products_s: float  # products requests at their endpoint's limit
     global_s: float  # every request at the global limit
     latency_floor_s: float  # the chain no parallelism removes
     lower_s: float
 
     @property
     def rate_s(self) -> float:
-        return max(self.pages_s, self.line_items_s, self.global_s)
+        return max(self.pages_s, self.products_s, self.global_s)
 
     @property
     def binding(self) -> str:
-        named = {"pages": self.pages_s, "line_items": self.line_items_s,
-                 "global": self.global_s}
+        named = {"pages": self.pages_s, "products": self.products_s, "global": self.global_s}
         return max(named, key=lambda k: named[k])
 
     def to_json(self) -> dict[str, Any]:
-        return {"pages_s": round(self.pages_s, 3), "line_items_s": round(self.line_items_s, 3),
+        return {"pages_s": round(self.pages_s, 3), "products_s": round(self.products_s, 3),
                 "global_s": round(self.global_s, 3), "binding": self.binding,
                 "latency_floor_s": round(self.latency_floor_s, 3),
                 "lower_s": round(self.lower_s, 3)}
@@ -42,19 +41,19 @@ def lower_bound(bench: BenchWorld, limits: Limits) -> Bound:
     Each endpoint delivers at most `endpoint_rate` requests per second after its limiter's
     initial burst (a full bucket: `endpoint_rate` tokens), and all requests together at
     most `global_rate`. An ideal reader needs the session-list pages (full pages, one per
-    account at least), one line-items request per session whose own metadata lacks a key
-    (the rule every reader must follow; about 2.5% of sessions in these worlds) and one
-    refund list per account. The slowest of those streams bounds the run; the latency
-    floor is the chain around it: the catalog query before the first request, then after
-    the last one its own latency, a Sanity lookup and a transaction."""
+    account at least, listed with their line items), the products of the sessions whose
+    own metadata lacks a key (by id, 100 per request) and one refund list per account. The
+    slowest of those streams bounds the run (the pages, in these worlds); the latency floor
+    is the chain around it: the catalog query before the first request, then after the
+    last one its own latency, a Sanity lookup and a transaction."""
     burst = max(1.0, limits.endpoint_rate)
     pages_s = max(0.0, bench.pages - burst) / limits.endpoint_rate
-    line_items_s = max(0.0, bench.line_items - burst) / limits.endpoint_rate
-    everything = bench.pages + bench.line_items + len(bench.complete)
+    products_s = max(0.0, bench.product_requests - burst) / limits.endpoint_rate
+    everything = bench.pages + bench.product_requests + len(bench.complete)
     global_s = max(0.0, everything - max(1.0, limits.global_rate)) / limits.global_rate
     floor = limits.sanity_latency_s + limits.stripe_latency_s + 2 * limits.sanity_latency_s
-    rate_s = max(pages_s, line_items_s, global_s)
-    return Bound(pages_s, line_items_s, global_s, floor, rate_s + floor)
+    rate_s = max(pages_s, products_s, global_s)
+    return Bound(pages_s, products_s, global_s, floor, rate_s + floor)
 
 
 def naive_figures(naive: RunResult, bench: BenchWorld) -> dict[str, Any]:

@@ -43,7 +43,8 @@ def case_json(case: Case, bench: BenchWorld, limits: Limits, bound: Bound, engin
         "case": case.name, "sessions_generated": case.sessions,
         "sessions_listed": bench.sessions, "connected_accounts": case.schools,
         "accounts_read": len(bench.complete), "pages": bench.pages,
-        "line_item_requests_needed": bench.line_items,
+        "keyless_sessions": bench.line_items,
+        "product_requests_needed": bench.product_requests,
         "expected_created": bench.expected_created,
         "limits": {"stripe_latency_s": limits.stripe_latency_s,
                    "sanity_latency_s": limits.sanity_latency_s,
@@ -69,9 +70,10 @@ def case_json(case: Case, bench: BenchWorld, limits: Limits, bound: Bound, engin
         line["speedup"] = round(figures["wall_s"] / engine.wall_s, 1)
         line["request_ratio"] = round(figures["requests"] / max(1, engine.requests), 1)
         # What no reader can beat: the wall-time bound, and the fewest requests the rules
-        # allow (every page, every line-item request, a refund list per account; the
-        # catalog, one lookup per page and at least one transaction).
-        fewest = bench.pages + bench.line_items + len(bench.complete) + 1 + bench.pages + 1
+        # allow (every page, the products of keyless sessions, a refund list per account;
+        # the catalog, one lookup per page and at least one transaction).
+        fewest = (bench.pages + bench.product_requests + len(bench.complete) + 1
+                  + bench.pages + 1)
         at_bound = figures["wall_s"] / bound.lower_s if bound.lower_s > 0 else None
         line["ceilings"] = {"speedup_at_bound": None if at_bound is None else round(at_bound, 1),
                             "fewest_requests": fewest,
@@ -106,7 +108,7 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 
 def table(lines: Sequence[dict[str, Any]], rss: dict[str, Any] | None, cores: int) -> str:
-    head = ("case", "sessions", "accts", "pages", "li req", "segs", "wall s", "bound s", "eff",
+    head = ("case", "sessions", "accts", "pages", "keyless", "segs", "wall s", "bound s", "eff",
             "Stripe req", "list req", "Sanity q+tx", "429", "docs", "RSS MB", "CPU s",
             "stand-in CPU s", "naive s", "naive req", "speedup", "req ratio")
     rows: list[tuple[str, ...]] = []
@@ -117,7 +119,7 @@ def table(lines: Sequence[dict[str, Any]], rss: dict[str, Any] | None, cores: in
         naive_req = None if n is None else f"{n['requests']}{'*' if n['sampled'] else ''}"
         rows.append((
             ln["case"], f"{ln['sessions_listed']:,}", str(ln["accounts_read"]),
-            str(ln["pages"]), str(ln["line_item_requests_needed"]), _fmt(e["segments"]),
+            str(ln["pages"]), str(ln["keyless_sessions"]), _fmt(e["segments"]),
             f"{e['wall_s']:.2f}", f"{ln['bound']['lower_s']:.2f}", f"{ln['efficiency']:.2f}",
             str(e["stripe_requests"]), str(e["stripe_list_requests"]),
             f"{e['sanity_queries']}+{e['sanity_transactions']}", str(e["stripe_429"]),
@@ -127,8 +129,8 @@ def table(lines: Sequence[dict[str, Any]], rss: dict[str, Any] | None, cores: in
             _fmt(ln.get("request_ratio"), ".1f")))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     out = [f"Summary ({cores} cores; Stripe 50 ms + 25/s per endpoint + 100/s in all, "
-           "Sanity 20 ms; li req = line-item requests any reader needs; bound = the slowest "
-           "endpoint's requests at its limit + latency floor; eff = bound / wall; stand-in "
+           "Sanity 20 ms; keyless = sessions whose own metadata lacks a pass key; bound = the "
+           "slowest endpoint's requests at its limit + latency floor; eff = bound / wall; stand-in "
            "CPU = Stripe/Sanity; * = naive sampled, extrapolated linearly)",
            "The Stripe stand-in runs inside the benchmark, loaded from the generated world "
            "(no JSON file to parse); the reconciler and the naive baseline are separate "

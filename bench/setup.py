@@ -43,7 +43,7 @@ class BenchWorld:
     world: World
     sanity_ndjson: str
     complete: dict[str, int]  # complete sessions in the window, per account the job reads
-    line_items: int  # of those, sessions whose own metadata lacks a key: one request each
+    keyless: dict[str, int]  # of those, sessions whose own metadata lacks a pass key
     generate_s: float
 
     @property
@@ -63,6 +63,17 @@ class BenchWorld:
     def pages(self) -> int:
         """Session-list pages an ideal reader needs: full pages, one per account at least."""
         return sum(max(1, math.ceil(n / PAGE)) for n in self.complete.values())
+
+    @property
+    def line_items(self) -> int:
+        """Line-items requests a reader asking session by session needs (the naive one)."""
+        return sum(self.keyless.values())
+
+    @property
+    def product_requests(self) -> int:
+        """Products requests an ideal reader needs: a keyless session's line items come
+        with the listing, their products by id, up to 100 per request, per account."""
+        return sum(math.ceil(n / PAGE) for n in self.keyless.values())
 
     @property
     def expected_created(self) -> int:
@@ -86,18 +97,18 @@ def build_world(seed: int, sessions: int, schools: int, now: int) -> BenchWorld:
     accounts = [PLATFORM, *connected]
     data = world.stripe["data"]
     complete: dict[str, int] = {}
-    line_items = 0
+    keyless: dict[str, int] = {}
     for account in accounts:
         listed = [s for s in data.get(account, {}).get("checkout_sessions", [])
                   if s.get("status") == "complete" and world.since <= sort_created(s) < world.until]
         complete[account] = len(listed)
         # The architecture's rule (jobs.classify): line items only for a session whose own
-        # metadata lacks a key; every reader needs them, each is one request.
-        for raw in listed:
-            parsed = parse_session(raw, account, world.now)
-            if not isinstance(parsed, str) and needs_line_items(parsed):
-                line_items += 1
-    return BenchWorld(world, ndjson, complete, line_items, time.perf_counter() - started)
+        # metadata lacks a key.
+        keyless[account] = sum(
+            1 for raw in listed
+            if not isinstance(parsed := parse_session(raw, account, world.now), str)
+            and needs_line_items(parsed))
+    return BenchWorld(world, ndjson, complete, keyless, time.perf_counter() - started)
 
 
 @dataclass

@@ -13,6 +13,9 @@ from bench.process import Launcher
 from bench.runs import EngineConfig, run_engine, run_naive
 from bench.setup import Limits, build_world, stand_ins
 
+LINE_ITEMS = "GET /v1/checkout/sessions/{session}/line_items"
+PRODUCTS = "GET /v1/products"
+
 
 def test_the_bench_runs_both_programs_on_one_world_and_reports_them() -> None:
     limits = Limits(stripe_latency_s=0, sanity_latency_s=0, endpoint_rate=1000,
@@ -29,6 +32,12 @@ def test_the_bench_runs_both_programs_on_one_world_and_reports_them() -> None:
     assert line["targets"]["naive_created=engine_created"]
     assert line["naive"]["extrapolated"]["sampled"] is False
     assert line["engine"]["stripe_list_requests"] >= bench.pages
+    # Keyless sessions: the naive reader asks each one's line items, the job one products
+    # request per page at most.
+    by_endpoint = engine.stripe_by_endpoint
+    assert bench.line_items > 0
+    assert naive.stripe_by_endpoint[LINE_ITEMS] == bench.line_items
+    assert LINE_ITEMS not in by_endpoint and 0 < by_endpoint[PRODUCTS] <= bench.pages
     json.dumps(line)
     rendered = table([line], rss_check([line]), cores=2)
     assert "smoke" in rendered and "Targets:" in rendered
