@@ -23,6 +23,7 @@ import structlog
 from jobs import __version__
 from jobs.errors import ConfigError, ReconcilerError
 from jobs.logs import configure_logging
+from jobs.memory import tune_malloc
 from jobs.settings import Settings, load_settings, parse_window
 
 log = structlog.get_logger("jobs.cli")
@@ -229,6 +230,7 @@ COMMANDS: dict[str, Handler] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_malloc()  # before any thread starts: arenas are made per thread
     def as_json(fmt: str | None) -> bool | None:
         return None if fmt in (None, "auto") else fmt == "json"
 

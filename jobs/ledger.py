@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +54,9 @@ _COLUMNS = ("session_id", "account", "tenant", "outcome", "reason", "detail", "a
 _INSERT_SESSIONS = f"""INSERT INTO sessions ({", ".join(_COLUMNS)}, first_seen_at,
     first_outcome, first_run_id, last_seen_at, last_run_id, created_at, created_run_id)"""
 _SESSION_WIDTH = len(_COLUMNS) + 7
-_ROWS_PER_STATEMENT = 1000  # 21 parameters a row: well under SQLite's 32,766
+# A statement's compiled program grows with its rows (and the driver caches programs):
+# 250 rows keep it small while a batch of present rows still takes only a few steps.
+_ROWS_PER_STATEMENT = 250
 _UPSERT_SESSIONS_TAIL = """
 ON CONFLICT (session_id) DO UPDATE SET
     account = excluded.account,
@@ -84,12 +87,13 @@ _DROP_PENDING = "DELETE FROM pending WHERE session_id IN (SELECT value FROM json
 
 
 def _insert_many(conn: sqlite3.Connection, head: str, tail: str, width: int,
-                 values: list[tuple[Any, ...]]) -> None:
+                 values: Iterable[tuple[Any, ...]]) -> None:
     """`head VALUES (…), (…), … tail`, up to `_ROWS_PER_STATEMENT` rows a statement, in
-    order (a later row's upsert wins over an earlier one's)."""
+    order (a later row's upsert wins over an earlier one's); `values` is consumed a
+    statement's worth at a time."""
     row = "(" + ", ".join("?" * width) + ")"
-    for n in range(0, len(values), _ROWS_PER_STATEMENT):
-        chunk = values[n:n + _ROWS_PER_STATEMENT]
+    rows = iter(values)
+    while chunk := list(islice(rows, _ROWS_PER_STATEMENT)):
         conn.execute(f"{head} VALUES {', '.join([row] * len(chunk))} {tail}",
                      [v for item in chunk for v in item])
 
@@ -306,8 +310,8 @@ class Ledger:
         with self._tx() as conn:
             self._run_dry(conn, run_id)
             now = self._now()
-            rows = [row for item in items
-                    if (row := _observation(item, "present", "already_present")) is not None]
+            rows = (row for item in items
+                    if (row := _observation(item, "present", "already_present")) is not None)
             self._upsert_sessions(conn, rows, run_id, now)
 
     def record_report(self, report: Mapping[str, Any]) -> None:
@@ -322,7 +326,7 @@ class Ledger:
         with self._tx() as conn:
             dry_run = bool(report.get("dry_run")) or self._run_dry(conn, run_id)
             now = self._now()
-            self._upsert_sessions(conn, list(_observations(report, dry_run)), run_id, now)
+            self._upsert_sessions(conn, _observations(report, dry_run), run_id, now)
             for anomaly in report.get("anomalies") or ():
                 conn.execute(_UPSERT_ANOMALY, {
                     "kind": anomaly["kind"],
@@ -343,23 +347,27 @@ class Ledger:
         return bool(found["dry_run"])
 
     @staticmethod
-    def _upsert_sessions(conn: sqlite3.Connection, rows: list[dict[str, Any]], run_id: str,
-                         now: float) -> None:
+    def _upsert_sessions(conn: sqlite3.Connection, rows: Iterable[dict[str, Any]],
+                         run_id: str, now: float) -> None:
         """Sessions' outcomes, in order (a session named twice: the later row wins); a
-        session's pending row follows its last outcome (kept only while pending)."""
-        if not rows:
-            return
-        _insert_many(conn, _INSERT_SESSIONS, _UPSERT_SESSIONS_TAIL, _SESSION_WIDTH, [
-            (*(row[c] for c in _COLUMNS), now, row["outcome"], run_id, now, run_id,
-             *((now, run_id) if row["outcome"] == "created" else (None, None)))
-            for row in rows])
-        last = {row["session_id"]: row for row in rows}
-        settled = [sid for sid, row in last.items() if row["outcome"] != "pending"]
+        session's pending row follows its last outcome (kept only while pending). `rows`
+        is read once, a statement's worth at a time: a report's rows are never all held."""
+        last: dict[str, tuple[str, str, str | None]] = {}  # outcome, account, reason
+
+        def values() -> Iterator[tuple[Any, ...]]:
+            for row in rows:
+                last[row["session_id"]] = (row["outcome"], row["account"], row["reason"])
+                created = (now, run_id) if row["outcome"] == "created" else (None, None)
+                yield (*(row[c] for c in _COLUMNS), now, row["outcome"], run_id, now, run_id,
+                       *created)
+
+        _insert_many(conn, _INSERT_SESSIONS, _UPSERT_SESSIONS_TAIL, _SESSION_WIDTH, values())
+        settled = [sid for sid, (outcome, _, _) in last.items() if outcome != "pending"]
         if settled:
             conn.execute(_DROP_PENDING, (json.dumps(settled),))
-        _insert_many(conn, _INSERT_PENDING, _KEEP_PENDING_TAIL, 5, [
-            (sid, row["account"], row["reason"], now, now)
-            for sid, row in last.items() if row["outcome"] == "pending"])
+        _insert_many(conn, _INSERT_PENDING, _KEEP_PENDING_TAIL, 5, (
+            (sid, account, reason, now, now)
+            for sid, (outcome, account, reason) in last.items() if outcome == "pending"))
 
     def session(self, session_id: str) -> SessionOutcome | None:
         rows = self._query("SELECT * FROM sessions WHERE session_id = ?", (session_id,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,12 @@ class AccountSummary:
     def to_json(self) -> dict[str, Any]:
         return {"account": self.account, "tenant": self.tenant, "pages": self.pages,
                 "sessions": self.sessions, "error": self.error}
+
+
+def _one(value: str | None) -> str | None:
+    """One shared copy of a value rows repeat (an account, a school, a pass): the decisions
+    of a large run come back from their compressed batches each with copies of their own."""
+    return sys.intern(value) if value is not None else None
 
 
 def present_row(d: Decision) -> dict[str, Any]:
@@ -68,20 +75,21 @@ class RunReport:
             self.add_anomaly(anomaly)
         if d.outcome == "created":
             self.created.append({
-                "session_id": d.session_id, "account": d.account, "tenant": d.tenant,
+                "session_id": d.session_id, "account": _one(d.account), "tenant": _one(d.tenant),
                 "subscription_id": d.subscription_ids[0] if d.subscription_ids else None,
-                "user_id": d.user_id, "pass_id": d.pass_id, "pass_name": d.pass_name,
-                "email": d.email, "amount": d.amount, "currency": d.currency,
-                "paid_at": d.paid_at})
+                "user_id": d.user_id, "pass_id": _one(d.pass_id),
+                "pass_name": _one(d.pass_name), "email": d.email, "amount": d.amount,
+                "currency": _one(d.currency), "paid_at": d.paid_at})
         elif d.outcome == "needs_manual":
             self.needs_manual.append({
-                "session_id": d.session_id, "account": d.account, "reason": d.reason,
-                "detail": d.detail, "email": d.email, "amount": d.amount,
-                "currency": d.currency, "tenant": d.tenant, "pass_id": d.pass_id,
-                "pass_name": d.pass_name, "paid_at": d.paid_at})
+                "session_id": d.session_id, "account": _one(d.account),
+                "reason": _one(d.reason), "detail": d.detail, "email": d.email,
+                "amount": d.amount, "currency": _one(d.currency), "tenant": _one(d.tenant),
+                "pass_id": _one(d.pass_id), "pass_name": _one(d.pass_name),
+                "paid_at": d.paid_at})
         elif d.outcome == "pending":
-            self.pending.append({"session_id": d.session_id, "account": d.account,
-                                 "reason": d.reason, "paid_at": d.paid_at})
+            self.pending.append({"session_id": d.session_id, "account": _one(d.account),
+                                 "reason": _one(d.reason), "paid_at": d.paid_at})
         elif d.outcome == "failed":
             self.failed.append({"session_id": d.session_id, "account": d.account,
                                 "error": d.detail})

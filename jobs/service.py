@@ -163,7 +163,7 @@ def execute_run(
 
 
 @contextmanager
-def few_collections(young: int = 100_000) -> Iterator[None]:
+def few_collections(young: int = 10_000) -> Iterator[None]:
     """A run allocates about a hundred containers per session it reads (parsed JSON), all
     acyclic and freed by reference counting; with the default thresholds the cyclic
     collector runs thousands of times over them (a sixth of a large run's CPU). For the
