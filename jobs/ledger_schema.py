@@ -126,7 +126,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 def connect(path: Path) -> sqlite3.Connection:
     """Open `path` in autocommit mode with WAL, a busy timeout and foreign keys on."""
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        # No statement cache: the ledger's multi-row statements are large compiled programs
+        # (about 640 KB for 250 rows), and a cache of them grew with the run's row counts.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0,
+                               cached_statements=0)
     except sqlite3.Error as e:
         raise ConfigError(f"ledger {path} cannot be opened: {e}") from e
     try:
