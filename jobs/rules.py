@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,9 +110,11 @@ def parse_instant_ms(value: Any) -> int | None:
 
 
 def iso_ms(epoch_ms: int) -> str:
-    """JavaScript's Date.toISOString(): millisecond precision, `Z`."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    """JavaScript's Date.toISOString(): millisecond precision, `Z`. Whole seconds and
+    milliseconds apart (integers: no float rounding into the next second); `time.gmtime`
+    because this runs for every session a run reads."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def end_date_ms(pass_: Pass, base_ms: int) -> int | Rejection:

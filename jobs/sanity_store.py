@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from jobs.errors import (
     ConfigError,
@@ -26,6 +25,7 @@ from jobs.errors import (
     ServiceUnavailable,
     WriteRejected,
 )
+from jobs.http_session import session_from_env
 from jobs.retry import call_with_retry
 
 T = TypeVar("T")
@@ -92,8 +92,8 @@ class SanityStore:
             raise ConfigError("SANITY_API_VERSION is empty")
         self._root = f"{base_url.rstrip('/')}/v{version}/data"
         self._dataset = quote(dataset, safe="")
-        self._auth = _Bearer(token)
-        self._http = http or _pooled_session()
+        self._token = token
+        self._http = http or session_from_env(base_url)
         self._timeout = timeout
         self._attempts = attempts
         self._sleep = sleep
@@ -241,8 +241,7 @@ class SanityStore:
                 url,
                 params=params,
                 json=json_body,
-                headers={"Accept": "application/json"},
-                auth=self._auth,
+                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
                 timeout=self._timeout,
             )
         except requests.Timeout as error:
@@ -285,27 +284,6 @@ class SanityStore:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - self._clock())
-
-
-class _Bearer(requests.auth.AuthBase):
-    """The token as requests' auth rather than a plain header: with no auth, requests looks
-    for a ~/.netrc on every request (measurable at a page lookup per 100 sessions)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-
-def _pooled_session() -> requests.Session:
-    """A session whose pool fits the orchestrator's threads (lookups and writes at once)."""
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
 
 
 def _documents(result: Any, key: str) -> list[dict[str, Any]]:

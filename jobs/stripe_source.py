@@ -27,6 +27,7 @@ from jobs.errors import (
     RetriableError,
     ServiceUnavailable,
 )
+from jobs.http_session import session_from_env
 from jobs.ports import SessionPage
 from jobs.ratelimit import Budget
 from jobs.retry import call_with_retry
@@ -36,6 +37,7 @@ log = structlog.get_logger("jobs.stripe_source")
 JSON = dict[str, Any]
 PLATFORM = "platform"
 MAX_PAGE = 100
+DEFAULT_API_BASE = "https://api.stripe.com"
 MAX_EVENT_TYPES = 20  # Stripe's cap on `types[]`
 # Sessions are listed with their line items: a session whose own metadata lacks the pass
 # keys then needs only its product's metadata, and a page's products come in one request
@@ -89,7 +91,8 @@ def make_client(api_key: str, api_base: str | None, timeout: float) -> stripe.St
         # and sleeps with the real clock. Two layers would multiply attempts (6 x N) and hide
         # waits from our tests and logs.
         max_network_retries=0,
-        http_client=stripe.RequestsClient(timeout=timeout),
+        http_client=stripe.RequestsClient(
+            timeout=timeout, session=session_from_env(api_base or DEFAULT_API_BASE)),
     )
 
 

@@ -239,3 +239,11 @@ def test_upgrade_amounts_carry_no_promo_fields():
     s = session(md=upgrade_md(promoCode="X"), amount_total=175_000)
     got = rules.upgrade_amounts(s, s.metadata, pass_())
     assert not {"promoCode", "discountAmount", "originalPrice", "finalPrice"} & set(got)
+
+
+@given(st.integers(min_value=-86_400_000, max_value=253_402_300_799_999))
+@settings(max_examples=300, deadline=None)
+def test_iso_ms_reads_back_to_the_same_millisecond(epoch_ms):
+    text = rules.iso_ms(epoch_ms)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text), text
+    assert rules.parse_instant_ms(text) == epoch_ms
