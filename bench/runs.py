@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 from bench.process import Launcher, Measured
 from bench.setup import BenchWorld, StandIns
+from sandbox.job_env import job_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # The stand-in's live-mode key: Stripe's live limits (100/s in all, 25/s per endpoint)
@@ -63,20 +63,9 @@ def _iso(ts: int) -> str:
 
 
 def _env(stand: StandIns, state_dir: Path, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STRIPE_", "SANITY_", "SMTP_", "RECONCILER_", "REPORT_"))}
-    env.update({
-        "STRIPE_SECRET_KEY": STRIPE_KEY,
-        "STRIPE_API_BASE": stand.stripe.url,
-        "SANITY_PROJECT_ID": "sandbox",
-        "SANITY_API_BASE": stand.sanity.url,
-        "SANITY_API_TOKEN": stand.sanity.write_token,
-        "RECONCILER_STATE_DIR": str(state_dir),
-        "RECONCILER_LOG_FORMAT": "json",
-        "PYTHONPATH": str(ROOT),
-    })
-    env.update(extra)
-    return env
+    return job_env(stripe_url=stand.stripe.url, stripe_key=STRIPE_KEY,
+                   sanity_url=stand.sanity.url, sanity_token=stand.sanity.write_token,
+                   state_dir=state_dir, **extra)
 
 
 def _log_events(stderr: str) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,6 @@ world's ground truth, field by field.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sandbox.job_env import job_env
 from sandbox.sanity_server import SanityStandIn
 from sandbox.stripe_server import StripeStandIn
 from sandbox.world import generate, write_world
@@ -49,23 +49,10 @@ class Sandbox:
         return ["--since", iso(w["since"]), "--until", iso(w["until"])]
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("STRIPE_", "SANITY_", "SMTP_", "RECONCILER_", "REPORT_"))}
-        env.update({
-            "STRIPE_SECRET_KEY": STRIPE_KEY,
-            "STRIPE_API_BASE": self.stripe.url,
-            "SANITY_PROJECT_ID": "sandbox",
-            "SANITY_API_BASE": self.sanity.url,
-            "SANITY_API_TOKEN": self.sanity.write_token,
-            "RECONCILER_STATE_DIR": str(self.state_dir),
-            "RECONCILER_MAX_CREATES": "100000",
-            "RECONCILER_STRIPE_RATE_SHARE": "1",
-            "RECONCILER_LOG_FORMAT": "json",
-            "PYTHONPATH": str(ROOT),
-        })
-        env.update(self.extra_env)
-        env.update(overrides)
-        return env
+        return job_env(stripe_url=self.stripe.url, stripe_key=STRIPE_KEY,
+                       sanity_url=self.sanity.url, sanity_token=self.sanity.write_token,
+                       state_dir=self.state_dir, RECONCILER_MAX_CREATES="100000",
+                       RECONCILER_STRIPE_RATE_SHARE="1", **{**self.extra_env, **overrides})
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "jobs", *args]
