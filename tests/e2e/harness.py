@@ -51,8 +51,10 @@ class Sandbox:
     def env(self, **overrides: str) -> dict[str, str]:
         return job_env(stripe_url=self.stripe.url, stripe_key=STRIPE_KEY,
                        sanity_url=self.sanity.url, sanity_token=self.sanity.write_token,
-                       state_dir=self.state_dir, RECONCILER_MAX_CREATES="100000",
-                       RECONCILER_STRIPE_RATE_SHARE="1", **{**self.extra_env, **overrides})
+                       state_dir=self.state_dir, **{
+                           "RECONCILER_MAX_CREATES": "100000",
+                           "RECONCILER_STRIPE_RATE_SHARE": "1",
+                           **self.extra_env, **overrides})
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "jobs", *args]
