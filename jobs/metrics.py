@@ -23,6 +23,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    disable_created_metrics,
     start_http_server,
     write_to_textfile,
 )
@@ -123,6 +124,10 @@ class Metrics:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
+        # No `*_created` timestamp series: they say when this process started counting, which
+        # the textfile (carried across cron runs) would get wrong, and a `..._created_created`
+        # next to `subscriptions_created` reads as nonsense.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         self.runs = Counter("reconciler_runs", "Runs by kind and how they ended",
@@ -223,6 +228,10 @@ class Metrics:
             log.warning("metrics_textfile_unparsable", path=str(path))
             return
         for family in families:
+            if family.name == "reconciler_run_duration_seconds":
+                for sample in family.samples:  # the other kinds' latest; this run's is set later
+                    self.duration.labels(**sample.labels).set(sample.value)
+                continue
             counter = counters.get(family.name)
             if counter is None or family.type != "counter":
                 continue
