@@ -3,8 +3,8 @@
 Pure over what the ledger returns: healthy (exit 0) or needs a person (exit 1) with one line
 saying why. The causes are the ones the alerts use, judged the same way (`jobs.alerts`): no run
 ended `ok` for longer than `alerts.no_success_for`, the last `alerts.failed_runs` runs failed,
-or an account's watermark stays behind while the others move on. A ledger that cannot be read
-is the caller's exit 2.
+or an account the latest run could not read is behind its watermark by more than that (plus
+the grace). A ledger that cannot be read is the caller's exit 2.
 """
 
 from __future__ import annotations
@@ -54,15 +54,15 @@ def no_success_problem(runs: list[RunRecord], last: RunRecord | None, limit: tim
     return None
 
 
-def stuck_accounts(watermarks: list[Watermark], bound: timedelta, now: datetime) -> list[str]:
-    """Accounts whose quick-pass watermark lags more than `bound` while another account's does
-    not: the runs go on, but this account is not read or not written (when every account lags,
-    no run can have ended `ok`, and that is the cause reported)."""
-    quick = [w for w in watermarks if w.kind == "quick"]
-    behind = [w for w in quick if now - w.until > bound]
-    if len(behind) == len(quick):
-        return []
-    return [f"{w.account} reconciled only up to {_ago(now, w.until)} ago" for w in behind]
+def stuck_accounts(watermarks: list[Watermark], latest: RunRecord | None, bound: timedelta,
+                   now: datetime) -> list[str]:
+    """Accounts whose quick-pass watermark lags more than `bound` and that the latest run could
+    not read. An account no run reads any more (a school that left) keeps its old watermark
+    without being stuck: it is not named."""
+    errors = latest.account_errors if latest is not None else {}
+    return [f"{w.account} reconciled only up to {_ago(now, w.until)} ago ({errors[w.account]})"
+            for w in watermarks
+            if w.kind == "quick" and w.account in errors and now - w.until > bound]
 
 
 def check_health(ledger: HealthLedger, thresholds: AlertSettings, grace: timedelta,
@@ -81,7 +81,9 @@ def check_health(ledger: HealthLedger, thresholds: AlertSettings, grace: timedel
         if found:
             problems.append(found)
     # A quick pass's watermark ends at now - grace; allow the no-success limit beyond that.
-    stuck = stuck_accounts(ledger.watermarks(), thresholds.no_success_for + grace, now)
+    # The latest run that got as far as reading the accounts (a failed run read none).
+    latest = next((r for r in runs if not r.dry_run and r.status in ("ok", "partial")), None)
+    stuck = stuck_accounts(ledger.watermarks(), latest, thresholds.no_success_for + grace, now)
     if stuck:
         problems.append("stuck behind its watermark: " + ", ".join(stuck))
     if problems:

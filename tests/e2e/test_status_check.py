@@ -27,13 +27,16 @@ def check(state_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def record(ledger: Ledger, run_id: str, status: str, ago: timedelta, *,
-           accounts_read: tuple[str, ...] = (), error: str | None = None) -> None:
+           accounts_read: tuple[str, ...] = (), error: str | None = None,
+           unreadable: dict[str, str] | None = None) -> None:
     """A quick pass that ended `ago` before now, advancing the watermarks it read."""
     at = NOW - ago
     ledger._clock = lambda: at  # the ledger stamps start and finish with its clock
     ledger.start_run(run_id, "quick", at - timedelta(hours=1), at - timedelta(minutes=10),
                      False, [])
-    ledger.finish_run(run_id, status, {"counts": {"created": 0}}, error)  # type: ignore[arg-type]
+    accounts = [{"account": a, "error": e} for a, e in (unreadable or {}).items()]
+    ledger.finish_run(run_id, status, {"counts": {"created": 0}, "accounts": accounts},  # type: ignore[arg-type]
+                      error)
     for account in accounts_read:
         ledger.advance_watermark(account, at - timedelta(minutes=10), "quick", run_id)
 
@@ -81,12 +84,18 @@ def test_the_last_n_runs_failed_exits_1(tmp_path: Path) -> None:
 def test_an_account_stuck_behind_its_watermark_exits_1(tmp_path: Path) -> None:
     with Ledger.open(tmp_path) as ledger:
         record(ledger, "r1", "ok", timedelta(hours=5), accounts_read=("acct_A", "acct_B"))
-        # Since then every pass read acct_A but not acct_B (its read failed each time).
-        record(ledger, "r2", "ok", timedelta(minutes=5), accounts_read=("acct_A",))
+        # acct_B was left alone for a while (say its school was disconnected), then read again
+        # by the latest pass, which could not read it.
+        record(ledger, "r2", "ok", timedelta(minutes=30), accounts_read=("acct_A",))
+        healthy = check(tmp_path)
+        record(ledger, "r3", "partial", timedelta(minutes=5), accounts_read=("acct_A",),
+               unreadable={"acct_B": "permission denied for acct_B"})
+    # An account no run reads any more keeps its old watermark without being "stuck".
+    assert healthy.returncode == 0, healthy.stdout
     done = check(tmp_path)
     assert done.returncode == 1
     assert line(done) == ("needs attention: stuck behind its watermark: acct_B reconciled "
-                          "only up to 5h 10m ago")
+                          "only up to 5h 10m ago (permission denied for acct_B)")
 
 
 def test_an_empty_ledger_is_not_healthy(tmp_path: Path) -> None:
@@ -99,6 +108,8 @@ def test_every_cause_is_named_in_the_one_line(tmp_path: Path) -> None:
     with Ledger.open(tmp_path) as ledger:
         record(ledger, "r0", "ok", timedelta(hours=6), accounts_read=("acct_A", "acct_B"))
         record(ledger, "r1", "partial", timedelta(hours=1), accounts_read=("acct_A",))
+        record(ledger, "r2", "partial", timedelta(minutes=40), accounts_read=("acct_A",),
+               unreadable={"acct_B": "no access"})
         for i in range(3):
             record(ledger, f"f{i}", "failed", timedelta(minutes=30 - 5 * i), error="boom")
     text = line(check(tmp_path))
