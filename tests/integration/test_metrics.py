@@ -165,3 +165,18 @@ def test_cron_runs_write_the_textfile_and_keep_counting(sandbox: Sandbox,
     assert not any(name.endswith("_created") for name, _ in twice)  # no creation timestamps
     assert {labels for (name, labels) in twice if name == "reconciler_run_duration_seconds"} == {
         (("kind", "run"),), (("kind", "deep"),)}
+
+
+def test_a_metrics_port_in_use_stops_the_daemon_with_exit_2_and_one_line(
+        sandbox: Sandbox) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sandbox.env["RECONCILER_METRICS_LISTEN"] = str(port)
+        proc = sandbox.start("daemon")
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1] == (
+        f"reconcile: RECONCILER_METRICS_LISTEN: cannot listen on 127.0.0.1:{port} "
+        "(Address already in use)")
