@@ -16,7 +16,6 @@ import pytest
 from jobs.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime.now(UTC)
 
 
 def check(state_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -30,7 +29,7 @@ def record(ledger: Ledger, run_id: str, status: str, ago: timedelta, *,
            accounts_read: tuple[str, ...] = (), error: str | None = None,
            unreadable: dict[str, str] | None = None) -> None:
     """A quick pass that ended `ago` before now, advancing the watermarks it read."""
-    at = NOW - ago
+    at = datetime.now(UTC) - ago  # now, not at import: the suite may reach this test late
     ledger._clock = lambda: at  # the ledger stamps start and finish with its clock
     ledger.start_run(run_id, "quick", at - timedelta(hours=1), at - timedelta(minutes=10),
                      False, [])
