@@ -82,8 +82,8 @@ def check_health(ledger: HealthLedger, thresholds: AlertSettings, grace: timedel
             problems.append(found)
     # A quick pass's watermark ends at now - grace; allow the no-success limit beyond that.
     # The latest run that got as far as reading the accounts (a failed run read none).
-    latest = next((r for r in runs if not r.dry_run and r.status in ("ok", "partial")), None)
-    stuck = stuck_accounts(ledger.watermarks(), latest, thresholds.no_success_for + grace, now)
+    reader = next((r for r in runs if not r.dry_run and r.status in ("ok", "partial")), None)
+    stuck = stuck_accounts(ledger.watermarks(), reader, thresholds.no_success_for + grace, now)
     if stuck:
         problems.append("stuck behind its watermark: " + ", ".join(stuck))
     if problems:
