@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="last runs, watermarks, pending sessions")
     _common(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument("--check", action="store_true",
+                        help="one line and an exit code for a probe: 0 healthy, 1 no recent "
+                             "success, failing runs or a stuck account, 2 ledger unreadable")
 
     audit = commands.add_parser("audit", help="check every existing subscription for anomalies")
     _common(audit)
@@ -143,12 +146,13 @@ def _stop_on_signals(event: threading.Event) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.bootstrap import build_services
+    from jobs.bootstrap import build_metrics, build_services
     from jobs.heartbeat import Heartbeat
     from jobs.ledger import Ledger
     from jobs.lock import RunLock
+    from jobs.metrics import measure_cron_run
     from jobs.notify import notifier
-    from jobs.service import RunOptions, execute_run
+    from jobs.service import RunOptions, RunOutcome, execute_run
     from jobs.summary import render_run_summary
 
     if args.until and not args.since:
@@ -161,19 +165,26 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.window or args.since:
         window = parse_window(now=now, window=args.window, since=args.since, until=args.until,
                               grace=settings.run.grace)
-    services = build_services(settings)
+    metrics = build_metrics(settings)
+    services = build_services(settings, metrics)
     cancel = threading.Event()
     _stop_on_signals(cancel)
     heartbeat = Heartbeat(settings.alerts.heartbeat_url)
+    kind = "deep" if args.deep else "run"
     with Ledger.open(settings.run.state_dir) as ledger:
-        try:
-            outcome = execute_run(
+        def run() -> RunOutcome:
+            return execute_run(
                 settings, services.stripe, services.sanity, ledger,
                 RunLock(settings.run.state_dir),
-                RunOptions(kind="deep" if args.deep else "run", window=window,
+                RunOptions(kind=kind, window=window,
                            accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
                            validate=args.validate, max_creates=args.max_creates),
-                cancel=cancel, notify=notifier(settings))
+                cancel=cancel, notify=notifier(settings),
+                on_start=None if args.dry_run else heartbeat.start)
+
+        try:
+            outcome: RunOutcome = measure_cron_run(metrics, settings.metrics.textfile, kind,
+                                                   run, ledger)
         except ReconcilerError:
             heartbeat.fail()  # cron has no daemon to notice: the monitor hears it now
             raise
@@ -198,6 +209,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.lock import RunLock
     from jobs.status import render_status_text, status_view
 
+    if args.check:
+        return _status_check(settings)
     with Ledger.open(settings.run.state_dir) as ledger:
         view = status_view(ledger, RunLock(settings.run.state_dir), datetime.now(UTC))
     if args.json:
@@ -205,6 +218,22 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(render_status_text(view))
     return 0
+
+
+def _status_check(settings: Settings) -> int:
+    import sqlite3
+
+    from jobs.health import check_health
+    from jobs.ledger import Ledger
+
+    try:
+        with Ledger.open(settings.run.state_dir) as ledger:
+            health = check_health(ledger, settings.alerts, settings.run.grace, datetime.now(UTC))
+    except sqlite3.Error as error:  # a damaged file: could not check, not "unhealthy"
+        raise ConfigError(f"the ledger in {settings.run.state_dir} cannot be read: "
+                          f"{error}") from error
+    sys.stdout.write(health.line + "\n")
+    return health.exit_code
 
 
 def _lazy(module: str, name: str) -> Handler:

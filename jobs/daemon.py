@@ -48,9 +48,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from jobs.errors import ReconcilerError
+from jobs.errors import ConfigError, ReconcilerError
 from jobs.heartbeat import Heartbeat
 from jobs.ledger import Ledger
+from jobs.metrics import Metrics
 from jobs.settings import Settings
 
 log = structlog.get_logger("jobs.daemon")
@@ -334,14 +335,16 @@ def route_scheduler_logs() -> None:
 
 def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     """`reconcile daemon`: wire the real services and block until SIGTERM/SIGINT."""
-    from jobs.bootstrap import build_services
+    from jobs import systemd_notify
+    from jobs.bootstrap import build_metrics, build_services
     from jobs.lock import RunLock
     from jobs.notify import notifier
     from jobs.service import RunOptions, RunOutcome, execute_run
 
     del args  # the daemon takes its schedule from the settings
     settings.require("stripe", "sanity")
-    services = build_services(settings)
+    metrics = build_metrics(settings)
+    services = build_services(settings, metrics)
     route_scheduler_logs()
     cancel = threading.Event()
     notify = notifier(settings)
@@ -349,10 +352,14 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     with Ledger.open(settings.run.state_dir) as ledger:
 
         def execute(kind: str) -> RunOutcome:
-            # A lock object per pass: flock is per open file, so each pass really competes.
-            return execute_run(settings, services.stripe, services.sanity, ledger,
-                               RunLock(settings.run.state_dir, kind=kind), RunOptions(kind=kind),
-                               cancel=cancel, notify=notify)
+            def one_pass() -> RunOutcome:
+                # A lock object per pass: flock is per open file, so each pass really competes.
+                return execute_run(settings, services.stripe, services.sanity, ledger,
+                                   RunLock(settings.run.state_dir, kind=kind),
+                                   RunOptions(kind=kind), cancel=cancel, notify=notify,
+                                   on_start=heartbeat.start)
+
+            return one_pass() if metrics is None else metrics.timed(kind, one_pass, ledger)
 
         now = utc_now()
         scheduler = build_scheduler(
@@ -365,11 +372,30 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
 
         daemon = Daemon(scheduler, cancel, on_abandon=abandon)
         daemon.install_signal_handlers()
+        systemd_notify.attach(scheduler, cancel)
         log.info("daemon_configured", quick_every=str(settings.schedule.quick_interval),
                  deep_every=str(settings.schedule.deep_interval),
                  weekly_at=f"{settings.schedule.weekly_at} {settings.schedule.timezone.key}",
                  heartbeat=heartbeat.enabled)
-        return daemon.run()
+        stop_metrics = _serve_metrics(metrics, settings, ledger)
+        try:
+            return daemon.run()
+        finally:
+            stop_metrics()
+
+
+def _serve_metrics(metrics: Metrics | None, settings: Settings,
+                   ledger: Ledger) -> Callable[[], None]:
+    """Serve `/metrics` when `metrics.listen` is set; returns the function that stops it."""
+    listen = settings.metrics.listen
+    if metrics is None or listen is None:
+        return lambda: None
+    metrics.refresh(ledger)
+    try:
+        return metrics.serve(*listen)
+    except OSError as error:
+        raise ConfigError(f"RECONCILER_METRICS_LISTEN: cannot listen on {listen[0]}:{listen[1]}"
+                          f" ({error.strerror or error})") from error
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""Heartbeat pings, healthchecks.io style: GET <url> after a good pass, <url>/fail after a bad one.
+"""Heartbeat pings, healthchecks.io style: GET <url>/start when a pass starts, <url> after a good
+pass, <url>/fail after a bad one (a pass that hangs after its start ping is noticed by the monitor).
 
 The URL carries its own token, so it is a secret: it never reaches a log line, not even inside an
 exception message (requests puts the URL in its errors, so only the error's class is logged).
@@ -27,8 +28,17 @@ class Getter(Protocol):
 
 def fail_url(url: str) -> str:
     """`https://hc.example/ping/<uuid>` -> `.../ping/<uuid>/fail` (a query string stays last)."""
+    return _suffixed(url, "fail")
+
+
+def start_url(url: str) -> str:
+    """`https://hc.example/ping/<uuid>` -> `.../ping/<uuid>/start`."""
+    return _suffixed(url, "start")
+
+
+def _suffixed(url: str, suffix: str) -> str:
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/fail"))
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + suffix))
 
 
 class Heartbeat:
@@ -50,10 +60,13 @@ class Heartbeat:
     def fail(self) -> bool:
         return self._ping(outcome="fail")
 
+    def start(self) -> bool:
+        return self._ping(outcome="start")
+
     def _ping(self, *, outcome: str) -> bool:
         if not self._url:
             return False
-        target = self._url if outcome == "success" else fail_url(self._url)
+        target = self._url if outcome == "success" else _suffixed(self._url, outcome)
         try:
             response = self._get(target, timeout=self._timeout)
         except Exception as error:  # any failure to ping is logged, never raised

@@ -95,12 +95,17 @@ def execute_run(
     cancel: threading.Event | None = None,
     notify: Notify | None = None,
     workers: int | None = None,
+    on_start: Callable[[], object] | None = None,
 ) -> RunOutcome:
-    """Lock, run, record. Exit 0 all good, 1 something needs a person; errors propagate (2)."""
+    """Lock, run, record. Exit 0 all good, 1 something needs a person; errors propagate (2).
+    `on_start` is called once the lock is held (the heartbeat's start ping: a run skipped for
+    the lock starts nothing)."""
     if not lock.acquire(blocking=False, kind=options.kind):
         log.info("run_skipped", reason="another run holds the lock", holder=lock.holder())
         return RunOutcome(exit_code=0, skipped=True, status="skipped")
     try:
+        if on_start is not None:
+            on_start()
         # We hold the lock, so no other run is alive: any run still marked running died.
         ledger.reap_stale_runs(lambda pid: False)
         now = clock()

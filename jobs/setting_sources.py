@@ -73,14 +73,20 @@ SETTINGS: Mapping[str, Mapping[str, SettingSpec]] = {
         "missing_spike": SettingSpec(("RECONCILER_ALERT_MISSING_SPIKE",), v.integer(1, 100_000)),
         "failed_runs": SettingSpec(("RECONCILER_ALERT_FAILED_RUNS",), v.integer(1, 1000)),
         "no_success_for": SettingSpec(("RECONCILER_ALERT_NO_SUCCESS_FOR",), v.duration),
+        "chat_webhook_url": SettingSpec(("CHAT_WEBHOOK_URL",), v.secret_url, secret=True),
     },
     "log": {
         "level": SettingSpec(("RECONCILER_LOG_LEVEL",),
                              v.choice("debug", "info", "warning", "error")),
         "format": SettingSpec(("RECONCILER_LOG_FORMAT",), v.choice("auto", "json", "console")),
     },
+    "metrics": {
+        "listen": SettingSpec(("RECONCILER_METRICS_LISTEN",), v.loopback_listen),
+        "textfile": SettingSpec(("RECONCILER_METRICS_TEXTFILE",), v.path),
+    },
 }
-_SECRETISH = ("token", "password", "secret", "secret_key", "api_key", "heartbeat_url")
+_SECRETISH = ("token", "password", "secret", "secret_key", "api_key", "heartbeat_url",
+              "webhook_url")
 
 
 Raw = tuple[object, str, Path | None]  # value, where (for messages), base dir for relative paths

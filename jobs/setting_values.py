@@ -276,3 +276,15 @@ def path(raw: object, where: str) -> Path:
     if not value:
         fail(where, "is empty")
     return Path(value).expanduser()
+
+
+def loopback_listen(raw: object, where: str) -> tuple[str, int]:
+    """`PORT` or `HOST:PORT` to listen on, the host loopback only (127.0.0.1 by default)."""
+    value = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else text(raw, where)
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not re.fullmatch(r"\d{1,5}", port) or not 1 <= int(port) <= 65535:
+        fail(where, f"{_show(value)} is not PORT or HOST:PORT (e.g. 127.0.0.1:9464)")
+    if not is_loopback(host):
+        fail(where, "must listen on a loopback address only (127.0.0.1, ::1, localhost)")
+    return host, int(port)

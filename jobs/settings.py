@@ -34,6 +34,7 @@ __all__ = [
     "SETTINGS",
     "AlertSettings",
     "LogSettings",
+    "MetricsSettings",
     "Part",
     "RunSettings",
     "SanitySettings",
@@ -143,6 +144,7 @@ class AlertSettings:
     missing_spike: int = 5  # sessions created by one run before it counts as a spike
     failed_runs: int = 3  # consecutive failed runs before an alert
     no_success_for: timedelta = timedelta(hours=2)
+    chat_webhook_url: Secret | None = None  # Slack-compatible incoming webhook; its path is a token
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,12 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    listen: tuple[str, int] | None = None  # daemon: serve /metrics here (loopback only)
+    textfile: Path | None = None  # cron: node_exporter textfile-collector file, written per run
+
+
+@dataclass(frozen=True)
 class Settings:
     stripe: StripeSettings = field(default_factory=StripeSettings)
     sanity: SanitySettings = field(default_factory=SanitySettings)
@@ -164,6 +172,7 @@ class Settings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     config_path: Path | None = None  # the TOML file read, if any
 
     def missing(self, part: Part) -> tuple[str, ...]:
@@ -203,10 +212,10 @@ class Settings:
     def secret_values(self) -> tuple[str, ...]:
         """Every secret's text, for the log redactor (a ping URL's path is its token)."""
         secrets = [self.stripe.secret_key, self.sanity.token, self.smtp.password,
-                   self.alerts.heartbeat_url]
+                   self.alerts.heartbeat_url, self.alerts.chat_webhook_url]
         values = [secret.reveal() for secret in secrets if secret is not None]
-        if self.alerts.heartbeat_url is not None:
-            token_part = urlsplit(self.alerts.heartbeat_url.reveal()).path.strip("/")
+        for url in (self.alerts.heartbeat_url, self.alerts.chat_webhook_url):
+            token_part = urlsplit(url.reveal()).path.strip("/") if url is not None else ""
             if len(token_part) >= 8:
                 values.append(token_part)
         return tuple(value for value in values if value)
@@ -215,6 +224,7 @@ class Settings:
 _SECTIONS = {
     "stripe": StripeSettings, "sanity": SanitySettings, "smtp": SmtpSettings,
     "run": RunSettings, "schedule": ScheduleSettings, "alerts": AlertSettings, "log": LogSettings,
+    "metrics": MetricsSettings,
 }
 
 

@@ -80,7 +80,8 @@ def _format_sdk_logs_lazily() -> None:
     names["log_info"] = lazily(vars(_util)["log_info"], logging.INFO, ("debug", "info"))
 
 
-def make_client(api_key: str, api_base: str | None, timeout: float) -> stripe.StripeClient:
+def make_client(api_key: str, api_base: str | None, timeout: float, *,
+                on_response: Callable[..., Any] | None = None) -> stripe.StripeClient:
     """The SDK client for `StripeSource`; `api_base` points it at another API (the stand-in)."""
     _format_sdk_logs_lazily()
     return stripe.StripeClient(
@@ -92,7 +93,8 @@ def make_client(api_key: str, api_base: str | None, timeout: float) -> stripe.St
         # waits from our tests and logs.
         max_network_retries=0,
         http_client=stripe.RequestsClient(
-            timeout=timeout, session=session_from_env(api_base or DEFAULT_API_BASE)),
+            timeout=timeout, session=session_from_env(api_base or DEFAULT_API_BASE,
+                                                      on_response=on_response)),
     )
 
 

@@ -1,8 +1,10 @@
-"""A tiny healthchecks stand-in on 127.0.0.1, shared by the daemon's tests."""
+"""A tiny healthchecks stand-in on 127.0.0.1, shared by the daemon's tests; it also takes the
+chat webhook's POSTs (an incoming-webhook receiver)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +17,26 @@ class PingServer:
     def __init__(self) -> None:
         paths: list[str] = []
         self.paths = paths
+        lock = threading.Lock()
+        self.posts: list[tuple[str, Any]] = []  # (path, JSON body) of each POST answered 200
+        self.failing_posts = 0  # the next this many POSTs are answered 503
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = 200
+                with lock:
+                    if server.failing_posts > 0:
+                        server.failing_posts -= 1
+                        status = 503
+                    else:
+                        server.posts.append((self.path, json.loads(body or b"null")))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
             def do_GET(self) -> None:
                 paths.append(self.path)
                 if self.path.startswith("/slow"):

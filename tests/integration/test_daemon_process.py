@@ -193,7 +193,7 @@ def test_daemon_pings_the_heartbeat_and_stops_promptly_when_idle(
     proc = box.start("daemon")
     try:
         # The start-up quick pass, then the overdue deep pass queued behind it.
-        wait_for(lambda: len(pings.paths) >= 2, timeout=20, what="two heartbeat pings",
+        wait_for(lambda: len(pings.paths) >= 4, timeout=20, what="two passes' pings",
                  proc=proc)
         code, _, err, seconds = stop(proc, signal.SIGINT)
     finally:
@@ -203,7 +203,8 @@ def test_daemon_pings_the_heartbeat_and_stops_promptly_when_idle(
         pings.close()
         box.close()
     assert code == 0 and seconds < 3
-    assert pings.paths == [f"/ping/{PING_TOKEN}"] * 2
+    # A start ping as each pass takes the lock (a hung pass is noticed), then its outcome.
+    assert pings.paths == [f"/ping/{PING_TOKEN}/start", f"/ping/{PING_TOKEN}"] * 2
     assert len(box.subscriptions()) == SCHOOLS * PER_SCHOOL
     with Ledger.open(box.state) as ledger:
         runs = sorted(ledger.recent_runs(), key=lambda r: r.started_at)
@@ -234,3 +235,22 @@ def test_two_runs_started_together_one_works_the_other_skips(sandbox: Sandbox):
     assert len(sandbox.subscriptions()) == SCHOOLS * PER_SCHOOL
     with Ledger.open(sandbox.state) as ledger:
         assert [r.status for r in ledger.recent_runs()] == ["ok"]
+
+
+def test_a_cron_run_pings_start_then_its_outcome_and_a_dry_run_pings_nothing(
+        tmp_path: Path, sanity_node: SanityStandIn):
+    pings = PingServer()
+    box = Sandbox(tmp_path, sanity_node, ping_url=f"{pings.url}/ping/{PING_TOKEN}")
+    try:
+        dry = box.start("run", "--dry-run")
+        assert dry.wait(timeout=120) == 0
+        dry.communicate()
+        assert pings.paths == []
+        real = box.start("run")
+        assert real.wait(timeout=120) == 0
+        _, err = real.communicate()
+    finally:
+        pings.close()
+        box.close()
+    assert pings.paths == [f"/ping/{PING_TOKEN}/start", f"/ping/{PING_TOKEN}"]
+    assert PING_TOKEN not in err

@@ -41,7 +41,7 @@ from jobs.daemon import (
     next_deep_at,
     route_scheduler_logs,
 )
-from jobs.heartbeat import Heartbeat, fail_url
+from jobs.heartbeat import Heartbeat, fail_url, start_url
 from jobs.ledger import Ledger
 from jobs.lock import RunLock
 from jobs.logs import configure_logging
@@ -655,8 +655,10 @@ def test_heartbeat_pings_success_and_fail_urls(ping_server: PingServer):
     hb = Heartbeat(Secret(f"{ping_server.url}/ping/abc-123/"))
     assert hb.success() is True
     assert hb.fail() is True
-    assert ping_server.paths == ["/ping/abc-123/", "/ping/abc-123/fail"]
+    assert hb.start() is True
+    assert ping_server.paths == ["/ping/abc-123/", "/ping/abc-123/fail", "/ping/abc-123/start"]
     assert fail_url("https://hc.example/ping/x?rid=1") == "https://hc.example/ping/x/fail?rid=1"
+    assert start_url("https://hc.example/ping/x?rid=1") == "https://hc.example/ping/x/start?rid=1"
 
 
 def test_heartbeat_failures_are_logged_without_the_url_and_never_raise(

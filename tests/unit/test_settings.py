@@ -366,3 +366,36 @@ def test_the_example_file_documents_every_setting() -> None:
                 assert name in text, name
             if not spec.secret:
                 assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), f"{section}.{key}"
+
+
+# --- metrics and chat (issue: probes, metrics, chat alerts) ----------------------------------
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("9464", ("127.0.0.1", 9464)), ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+    ("localhost:9464", ("localhost", 9464)), ("[::1]:9464", ("::1", 9464))])
+def test_metrics_listen_takes_a_loopback_address(raw: str, expected: tuple[str, int]) -> None:
+    assert load({"RECONCILER_METRICS_LISTEN": raw}).metrics.listen == expected
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("0.0.0.0:9464", "loopback address only"), ("10.1.2.3:9464", "loopback address only"),
+    ("127.0.0.1:99999", "is not PORT or HOST:PORT"), ("metrics", "is not PORT or HOST:PORT")])
+def test_metrics_listen_refuses_anything_else_in_one_line(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^RECONCILER_METRICS_LISTEN: .*{message}"):
+        load({"RECONCILER_METRICS_LISTEN": raw})
+
+
+def test_the_chat_webhook_url_is_a_secret_kept_out_of_messages_and_logs(tmp_path: Path) -> None:
+    url = "https://hooks.slack.com/services/T000/B000/abcdefgh12345"
+    settings = load({"CHAT_WEBHOOK_URL": url})
+    assert settings.alerts.chat_webhook_url == Secret(url)
+    assert url in settings.secret_values()
+    assert "services/T000/B000/abcdefgh12345" in settings.secret_values()
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'[alerts]\nchat_webhook_url = "{url}"\n')
+    with pytest.raises(ConfigError, match="secrets are not read from the config file") as e:
+        load(config_path=toml)
+    assert "abcdefgh" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"^CHAT_WEBHOOK_URL: plain http") as e:
+        load({"CHAT_WEBHOOK_URL": "http://chat.example.com/hooks/abcdefgh"})
+    assert "abcdefgh" not in str(e.value)
