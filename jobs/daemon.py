@@ -255,13 +255,13 @@ class Daemon:
             signal.signal(sig, handler)
 
     def run(self) -> int:
-        """Block until stopped (BlockingScheduler) and return the exit code, 0."""
-        if self._stop_asked.is_set():
-            return 0
-        self.scheduler.start()  # the stopper thread starts with it (see _on_started)
-        self._stopped.wait()  # a BackgroundScheduler's start() returns at once
-        log.info("daemon_stopped")
-        return 0
+        """Block until stopped (BlockingScheduler) and return the exit code: 0, or 130 when
+        Ctrl-C (SIGINT) stopped it, as a shell expects."""
+        if not self._stop_asked.is_set():
+            self.scheduler.start()  # the stopper thread starts with it (see _on_started)
+            self._stopped.wait()  # a BackgroundScheduler's start() returns at once
+            log.info("daemon_stopped")
+        return 130 if self._reason == "SIGINT" else 0
 
     def _on_started(self, _event: SchedulerEvent) -> None:
         tz = self.scheduler.timezone

@@ -1,4 +1,5 @@
-"""Durations ("10m", "2h", "3d", "90s", "1h30m", "2d12h", seconds) and the run window (`--window`, `--since/--until`).
+"""Durations ("10m", "2h", "90s", "1h30m", "2d12h", seconds) and the run window (`--window`,
+`--since/--until`).
 
 Errors are `ConfigError`s naming the option: a bad window means the run cannot start (exit 2).
 """
@@ -39,8 +40,8 @@ class TimeWindow:
 def parse_duration(
     text: str | int, *, name: str = "duration", allow_zero: bool = False
 ) -> timedelta:
-    """`"90s"`, `"10m"`, `"2h"`, `"3d"`, `"1h30m"`, `"600"` or `600` (seconds) -> timedelta; positive
-    unless `allow_zero`."""
+    """`"90s"`, `"10m"`, `"2h"`, `"3d"`, `"1h30m"`, `"600"` or `600` (seconds) -> timedelta;
+    positive unless `allow_zero`."""
     if isinstance(text, bool) or not isinstance(text, (str, int)):
         raise ConfigError(f"{name}: must be a duration ({DURATION_HINT})")
     if isinstance(text, int):

@@ -66,3 +66,17 @@ def test_weekly_report_is_sent_with_its_attachment(world: tuple[Sandbox, Server]
     names = [part.get_filename() for part in message.iter_attachments()]
     assert any(name and name.endswith(".json") for name in names)
     assert message.get_body(("html",)) is not None and message.get_body(("plain",)) is not None
+
+
+def test_report_json_puts_the_weekly_json_alone_on_stdout(world: tuple[Sandbox, Server],
+                                                          tmp_path: Path) -> None:
+    box, _ = world
+    _, report, _ = box.run_report()
+    today = datetime.now(UTC).date().isoformat()
+    out = tmp_path / "weekly"
+    done = box.run("report", "--weekly", "--week-of", today, "--json", "--out", str(out))
+    assert done.returncode == 1, done.stderr
+    weekly = json.loads(done.stdout)  # nothing but the JSON on stdout
+    assert weekly == json.loads((out / "report.json").read_text())
+    assert len(weekly["needs_you"]) == len(report["needs_manual"])
+    assert str(out / "report.json") in done.stderr  # the paths written went to stderr
