@@ -29,7 +29,7 @@ import structlog
 
 from jobs.errors import ConfigError, CredentialsRejected, ReconcilerError, RetriableError
 from jobs.ledger_schema import UnsentReport
-from jobs.render import render_weekly, write_weekly
+from jobs.render import render_weekly, report_csv, write_weekly
 from jobs.retry import call_with_retry
 from jobs.setting_values import is_loopback
 from jobs.settings import SmtpSettings
@@ -304,6 +304,12 @@ def weekly_attachment(report: WeeklyReport, json_text: str) -> Attachment:
                       json_text.encode("utf-8"))
 
 
+def weekly_csv_attachment(report: WeeklyReport) -> Attachment:
+    """Every purchase row, for a spreadsheet: the HTML part shows only the first of each list."""
+    return Attachment(f"pass-report-{report.label}.csv", "text/csv",
+                      report_csv(report).encode("utf-8"))
+
+
 def send_weekly(report: WeeklyReport, smtp: SmtpSettings, ledger: ReportLedger, *,
                 sender: Sender | None = None,
                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SendResult:
@@ -318,7 +324,8 @@ def send_weekly(report: WeeklyReport, smtp: SmtpSettings, ledger: ReportLedger, 
     try:
         mailer = Mailer(smtp, sender=sender, clock=clock)
         message = mailer.compose(rendered.subject, rendered.text, rendered.html,
-                                 [weekly_attachment(report, rendered.json or "")])
+                                 [weekly_attachment(report, rendered.json or ""),
+                                  weekly_csv_attachment(report)])
     except ConfigError as e:
         # No message can be built without the mail settings: keep the files themselves.
         folder = unsent_dir(ledger) / name

@@ -45,7 +45,8 @@ def test_weekly_report_files_match_the_runs(world: tuple[Sandbox, Server],
     out = tmp_path / "weekly"
     done = box.run("report", "--weekly", "--week-of", today, "--out", str(out))
     assert done.returncode == 1, done.stderr  # there are purchases that need a person
-    assert {p.name for p in out.iterdir()} == {"report.html", "report.txt", "report.json"}
+    assert {p.name for p in out.iterdir()} == {"report.html", "report.txt", "report.json",
+                                             "report.csv"}
     weekly = json.loads((out / "report.json").read_text())
     created = len(report["created"])
     assert weekly["headline"]["repaired"] == created
