@@ -151,6 +151,8 @@ def execute_run(
         log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
         if notify is not None and not options.dry_run:
             notify(data, ledger)
+        if options.kind == "deep" and not options.dry_run:
+            prune_ledger(ledger, settings)
         code = report.exit_code()
         if status == "failed":
             code = 2  # not one account could be read: the service is down or the key is wrong
@@ -160,6 +162,15 @@ def execute_run(
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
         lock.release()
+
+
+def prune_ledger(ledger: Ledger, settings: Settings) -> dict[str, int]:
+    """The ledger's history beyond `run.ledger_retention`, forgotten after each deep pass (hourly
+    from the daemon or cron): the delete finds nothing most hours and little on any one."""
+    deleted = ledger.prune(settings.run.ledger_retention)
+    if any(deleted.values()):
+        log.info("ledger_pruned", retention_days=settings.run.ledger_retention.days, **deleted)
+    return deleted
 
 
 @contextmanager

@@ -276,3 +276,14 @@ def path(raw: object, where: str) -> Path:
     if not value:
         fail(where, "is empty")
     return Path(value).expanduser()
+
+
+MIN_RETENTION = timedelta(days=56)  # the weekly report's 8-week trend reads that far back
+
+
+def retention(raw: object, where: str) -> timedelta:
+    """How long the ledger keeps its history: a duration of at least 8 weeks (56d)."""
+    value = duration(raw, where)
+    if value < MIN_RETENTION:
+        fail(where, f"must be at least {MIN_RETENTION.days}d (the weekly report's 8-week trend)")
+    return value
