@@ -158,7 +158,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.heartbeat import Heartbeat
     from jobs.ledger import Ledger
     from jobs.lock import RunLock
+    from jobs.logs import no_color
     from jobs.notify import notifier
+    from jobs.progress import progress_for
     from jobs.service import RunOptions, execute_run
     from jobs.summary import render_run_summary
 
@@ -184,7 +186,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 RunOptions(kind="deep" if args.deep else "run", window=window,
                            accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
                            validate=args.validate, max_creates=args.max_creates),
-                cancel=cancel, notify=notifier(settings))
+                cancel=cancel, notify=notifier(settings),
+                progress=progress_for(sys.stderr, json_logs=_json_logs(args, settings),
+                                      color=not no_color()))
         except ReconcilerError:
             heartbeat.fail()  # cron has no daemon to notice: the monitor hears it now
             raise
@@ -206,6 +210,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
               "was written", file=sys.stderr)
         return INTERRUPTED
     return outcome.exit_code
+
+
+def _json_logs(args: argparse.Namespace, settings: Settings) -> bool | None:
+    fmt = getattr(args, "log_format", None) or settings.log.format
+    return None if fmt == "auto" else fmt == "json"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

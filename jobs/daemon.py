@@ -336,7 +336,9 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     """`reconcile daemon`: wire the real services and block until SIGTERM/SIGINT."""
     from jobs.bootstrap import build_services
     from jobs.lock import RunLock
+    from jobs.logs import no_color
     from jobs.notify import notifier
+    from jobs.progress import progress_for
     from jobs.service import RunOptions, RunOutcome, execute_run
 
     del args  # the daemon takes its schedule from the settings
@@ -352,7 +354,9 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
             # A lock object per pass: flock is per open file, so each pass really competes.
             return execute_run(settings, services.stripe, services.sanity, ledger,
                                RunLock(settings.run.state_dir, kind=kind), RunOptions(kind=kind),
-                               cancel=cancel, notify=notify)
+                               cancel=cancel, notify=notify,
+                               progress=progress_for(sys.stderr, json_logs=settings.log.json,
+                                                     color=not no_color()))
 
         now = utc_now()
         scheduler = build_scheduler(

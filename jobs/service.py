@@ -21,6 +21,7 @@ from jobs.errors import ReconcilerError
 from jobs.ledger import Ledger, RunStatus
 from jobs.lock import RunLock
 from jobs.ports import SanityStore, StripeSource
+from jobs.progress import ReadProgress
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
 
@@ -95,6 +96,7 @@ def execute_run(
     cancel: threading.Event | None = None,
     notify: Notify | None = None,
     workers: int | None = None,
+    progress: ReadProgress | None = None,
 ) -> RunOutcome:
     """Lock, run, record. Exit 0 all good, 1 something needs a person; errors propagate (2)."""
     if not lock.acquire(blocking=False, kind=options.kind):
@@ -126,7 +128,8 @@ def execute_run(
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
-                                workers=workers or settings.stripe.concurrency, cancel=cancel)
+                                workers=workers or settings.stripe.concurrency, cancel=cancel,
+                                progress=progress)
         try:
             with few_collections():
                 report = reconciler.run(req)
