@@ -342,11 +342,18 @@ def render_alerts(alerts: Sequence[Alert], *, tz: str = "UTC",
     )
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by its owner only (the report carries e-mail addresses)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write `data` to `path` readable by its owner only (reports carry e-mail addresses), whole
+    or not at all: written beside it, then renamed, so Ctrl-C never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_weekly(report: WeeklyReport, out_dir: Path) -> dict[str, Path]:
@@ -356,8 +363,8 @@ def write_weekly(report: WeeklyReport, out_dir: Path) -> dict[str, Path]:
     rendered = render_weekly(report)
     paths = {"html": out_dir / "report.html", "text": out_dir / "report.txt",
              "json": out_dir / "report.json", "csv": out_dir / "report.csv"}
-    _write_private(paths["html"], rendered.html)
-    _write_private(paths["text"], rendered.text)
-    _write_private(paths["json"], rendered.json or report_json(report))
-    _write_private(paths["csv"], report_csv(report))
+    write_private(paths["html"], rendered.html)
+    write_private(paths["text"], rendered.text)
+    write_private(paths["json"], rendered.json or report_json(report))
+    write_private(paths["csv"], report_csv(report))
     return paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,23 @@ def test_text_columns_line_up() -> None:
     ends = {line.index(" NOK") if " NOK" in line else line.index(" EUR") if " EUR" in line
             else line.index(" SEK") for line in block[1:]}
     assert len(ends) == 1
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from jobs.render import write_private
+
+    path = tmp_path / "report.html"
+    write_private(path, "old report")
+
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_private(path, "new report, half written")
+    assert path.read_text() == "old report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
