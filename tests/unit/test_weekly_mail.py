@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from jobs.mailer import compose
 from jobs.render import CAPS, column, render_weekly, report_csv
+from jobs.settings import SmtpSettings
 from tests.unit.mail_world import heavy_report
 
 LIMIT = 90_000  # bytes of HTML; Gmail clips a part beyond about 102 KB
+GMAIL_CLIP = 102_000
 
 
 @pytest.mark.parametrize("needing", [10, 500])
@@ -22,6 +25,12 @@ def test_the_html_part_stays_under_90_kb(needing: int) -> None:
     size = len(rendered.html.encode("utf-8"))
     print(f"weekly HTML with {needing} needing a person: {size} bytes")
     assert size < LIMIT
+    # As sent: the HTML part with its transfer encoding stays under the clip too.
+    message = compose(SmtpSettings(host="127.0.0.1", report_from="ops@example.org",
+                                   report_to=("a@example.org",)),
+                      rendered.subject, rendered.text, rendered.html)
+    part = message.get_body(("html",))
+    assert part is not None and len(part.as_bytes()) < GMAIL_CLIP
     html = rendered.html
     # Every needing-person card shown up to the cap, and the rest counted, not dropped silently.
     shown = min(needing, CAPS.needs_you)
