@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from jobs import __version__
+from jobs.cli_help import describe
 from jobs.errors import ConfigError, ReconcilerError
 from jobs.logs import configure_logging
 from jobs.memory import tune_malloc
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--send", action="store_true", help="e-mail it")
     report.add_argument("--out", type=Path, metavar="DIR",
                         help="write report.html, report.txt, report.json here")
+    report.add_argument("--json", action="store_true",
+                        help="the report's JSON on stdout (other messages go to stderr)")
 
     diagnose = commands.add_parser("diagnose", help="one person or purchase, end to end")
     _common(diagnose)
@@ -119,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--since", metavar="WHEN",
                        help="refunds from this far back: a duration (90d) or ISO 8601 time "
                             "(default 90d)")
-    return parser
+    return describe(parser)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -135,14 +138,22 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _stop_on_signals(event: threading.Event) -> None:
+INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
+
+
+def _stop_on_signals(event: threading.Event) -> list[int]:
+    """SIGTERM and SIGINT set `event`; the list returned collects the signals received."""
+    received: list[int] = []
+
     # Only set the event: writing a log line from a signal handler can collide with a write
     # already under way on the same stream.
-    def handler(_signum: int, _frame: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
         event.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
+    return received
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,8 +161,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.heartbeat import Heartbeat
     from jobs.ledger import Ledger
     from jobs.lock import RunLock
+    from jobs.logs import no_color
     from jobs.metrics import measure_cron_run
     from jobs.notify import notifier
+    from jobs.progress import progress_for
     from jobs.service import RunOptions, RunOutcome, execute_run
     from jobs.summary import render_run_summary
 
@@ -168,7 +181,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     metrics = build_metrics(settings)
     services = build_services(settings, metrics)
     cancel = threading.Event()
-    _stop_on_signals(cancel)
+    signals = _stop_on_signals(cancel)
     heartbeat = Heartbeat(settings.alerts.heartbeat_url)
     kind = "deep" if args.deep else "run"
     with Ledger.open(settings.run.state_dir) as ledger:
@@ -180,7 +193,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                            accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
                            validate=args.validate, max_creates=args.max_creates),
                 cancel=cancel, notify=notifier(settings),
-                on_start=None if args.dry_run else heartbeat.start)
+                on_start=None if args.dry_run else heartbeat.start,
+                progress=progress_for(sys.stderr, json_logs=_json_logs(args, settings),
+                                      color=not no_color()))
 
         try:
             outcome: RunOutcome = measure_cron_run(metrics, settings.metrics.textfile, kind,
@@ -201,7 +216,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(json.dumps(outcome.report, ensure_ascii=False) + "\n")
         else:
             sys.stdout.write(render_run_summary(outcome.report))
+    if outcome.status == "interrupted" and signal.SIGINT in signals:
+        print("reconcile: interrupted; the transaction under way was finished, nothing more "
+              "was written", file=sys.stderr)
+        return INTERRUPTED
     return outcome.exit_code
+
+
+def _json_logs(args: argparse.Namespace, settings: Settings) -> bool | None:
+    fmt = getattr(args, "log_format", None) or settings.log.format
+    return None if fmt == "auto" else fmt == "json"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -277,4 +301,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         print("reconcile: interrupted", file=sys.stderr)
-        return 0
+        return INTERRUPTED

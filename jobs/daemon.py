@@ -256,13 +256,13 @@ class Daemon:
             signal.signal(sig, handler)
 
     def run(self) -> int:
-        """Block until stopped (BlockingScheduler) and return the exit code, 0."""
-        if self._stop_asked.is_set():
-            return 0
-        self.scheduler.start()  # the stopper thread starts with it (see _on_started)
-        self._stopped.wait()  # a BackgroundScheduler's start() returns at once
-        log.info("daemon_stopped")
-        return 0
+        """Block until stopped (BlockingScheduler) and return the exit code: 0, or 130 when
+        Ctrl-C (SIGINT) stopped it, as a shell expects."""
+        if not self._stop_asked.is_set():
+            self.scheduler.start()  # the stopper thread starts with it (see _on_started)
+            self._stopped.wait()  # a BackgroundScheduler's start() returns at once
+            log.info("daemon_stopped")
+        return 130 if self._reason == "SIGINT" else 0
 
     def _on_started(self, _event: SchedulerEvent) -> None:
         tz = self.scheduler.timezone
@@ -338,7 +338,9 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     from jobs import systemd_notify
     from jobs.bootstrap import build_metrics, build_services
     from jobs.lock import RunLock
+    from jobs.logs import no_color
     from jobs.notify import notifier
+    from jobs.progress import progress_for
     from jobs.service import RunOptions, RunOutcome, execute_run
 
     del args  # the daemon takes its schedule from the settings
@@ -357,7 +359,9 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
                 return execute_run(settings, services.stripe, services.sanity, ledger,
                                    RunLock(settings.run.state_dir, kind=kind),
                                    RunOptions(kind=kind), cancel=cancel, notify=notify,
-                                   on_start=heartbeat.start)
+                                   on_start=heartbeat.start,
+                                   progress=progress_for(sys.stderr, json_logs=settings.log.json,
+                                                         color=not no_color()))
 
             return one_pass() if metrics is None else metrics.timed(kind, one_pass, ledger)
 

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
@@ -542,3 +542,31 @@ class Ledger:
         with self._tx() as conn:
             conn.execute("DELETE FROM unsent_reports WHERE path = ?", (str(path),))
 
+
+    # ---- retention -----------------------------------------------------------------------
+
+    def prune(self, keep: timedelta) -> dict[str, int]:
+        """Forget what is older than `keep`: finished runs, sessions last seen before then,
+        anomalies and alert records; kept whatever its age: purchases that still need a
+        person, pending payments, and the runs they point at. Returns the rows deleted per
+        table. Plain SQL with `?` parameters, one transaction."""
+        cutoff = self._now() - keep.total_seconds()
+        # The runs any remaining row points at, computed once (not per run).
+        referenced = (
+            "SELECT first_run_id FROM sessions UNION SELECT last_run_id FROM sessions"
+            " UNION SELECT created_run_id FROM sessions WHERE created_run_id IS NOT NULL"
+            " UNION SELECT first_run_id FROM anomalies UNION SELECT last_run_id FROM anomalies")
+        steps = (
+            ("anomalies", "DELETE FROM anomalies WHERE last_seen_at < ?"),
+            ("sessions", "DELETE FROM sessions WHERE last_seen_at < ?"
+                         " AND outcome <> 'needs_manual'"
+                         " AND session_id NOT IN (SELECT session_id FROM pending)"),
+            ("alerts", "DELETE FROM alerts WHERE last_at < ?"),
+            ("runs", "DELETE FROM runs WHERE started_at < ? AND status <> 'running'"
+                     f" AND run_id NOT IN ({referenced})"),
+        )
+        deleted: dict[str, int] = {}
+        with self._tx() as conn:
+            for table, sql in steps:
+                deleted[table] = conn.execute(sql, (cutoff,)).rowcount
+        return deleted

@@ -13,6 +13,7 @@ The only state is structlog's own configuration; `configure_logging` may be call
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -103,7 +104,8 @@ def configure_logging(
         structlog.processors.JSONRenderer()
         if as_json
         else structlog.dev.ConsoleRenderer(
-            colors=terminal, exception_formatter=structlog.dev.plain_traceback
+            colors=terminal and not no_color(),
+            exception_formatter=structlog.dev.plain_traceback,
         )
     )
     structlog.configure(
@@ -131,6 +133,11 @@ def get_logger(name: str, **context: Any) -> Any:
     """A logger whose lines carry `logger=name` (and `context`); safe to create at import:
     it takes the configuration current when it logs."""
     return structlog.get_logger(name, **context)
+
+
+def no_color(environ: Mapping[str, str] | None = None) -> bool:
+    """`NO_COLOR` set to anything but the empty string turns colour off (no-color.org)."""
+    return bool((os.environ if environ is None else environ).get("NO_COLOR", ""))
 
 
 def _is_terminal(stream: TextIO) -> bool:

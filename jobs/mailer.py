@@ -11,7 +11,6 @@ only to hand it to `login`; it never reaches a log line or an error message.
 
 from __future__ import annotations
 
-import os
 import smtplib
 import ssl
 import time
@@ -29,7 +28,7 @@ import structlog
 
 from jobs.errors import ConfigError, CredentialsRejected, ReconcilerError, RetriableError
 from jobs.ledger_schema import UnsentReport
-from jobs.render import render_weekly, write_weekly
+from jobs.render import render_weekly, report_csv, write_private, write_weekly
 from jobs.retry import call_with_retry
 from jobs.setting_values import is_loopback
 from jobs.settings import SmtpSettings
@@ -293,15 +292,19 @@ def unsent_dir(ledger: ReportLedger) -> Path:
 
 def keep_message(message: EmailMessage, path: Path) -> Path:
     """Write the whole message (parts and attachments) as an .eml readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(message.as_bytes(policy=policy.SMTP))
+    write_private(path, message.as_bytes(policy=policy.SMTP))
     return path
 
 
 def weekly_attachment(report: WeeklyReport, json_text: str) -> Attachment:
     return Attachment(f"pass-report-{report.label}.json", "application/json",
                       json_text.encode("utf-8"))
+
+
+def weekly_csv_attachment(report: WeeklyReport) -> Attachment:
+    """Every purchase row, for a spreadsheet: the HTML part shows only the first of each list."""
+    return Attachment(f"pass-report-{report.label}.csv", "text/csv",
+                      report_csv(report).encode("utf-8"))
 
 
 def send_weekly(report: WeeklyReport, smtp: SmtpSettings, ledger: ReportLedger, *,
@@ -318,7 +321,8 @@ def send_weekly(report: WeeklyReport, smtp: SmtpSettings, ledger: ReportLedger, 
     try:
         mailer = Mailer(smtp, sender=sender, clock=clock)
         message = mailer.compose(rendered.subject, rendered.text, rendered.html,
-                                 [weekly_attachment(report, rendered.json or "")])
+                                 [weekly_attachment(report, rendered.json or ""),
+                                  weekly_csv_attachment(report)])
     except ConfigError as e:
         # No message can be built without the mail settings: keep the files themselves.
         folder = unsent_dir(ledger) / name

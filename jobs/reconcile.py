@@ -52,6 +52,7 @@ from jobs.model import (
 )
 from jobs.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
+from jobs.progress import ReadProgress
 from jobs.runreport import RunReport, present_row
 from jobs.segments import SegmentReader
 
@@ -206,6 +207,7 @@ class Reconciler:
         on_present: Callable[[list[dict[str, Any]]], None] | None = None,
         cancel: threading.Event | None = None,
         key_mode: str | None = None,
+        progress: ReadProgress | None = None,
     ) -> None:
         """`key_mode` ("live"/"test"): data of the other mode stops the run before it writes.
         `workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
@@ -213,8 +215,9 @@ class Reconciler:
         once (line items, Sanity lookups). The rate budget lives in the source.
         `on_present`: receives the report rows of purchases found already present, in
         batches as they are found (the report only counts them); the service hands them to
-        the ledger."""
+        the ledger. `progress` hears of every page read (`jobs.progress`)."""
         self.stripe = stripe
+        self.progress = progress
         self.sanity = sanity
         self.clock = clock
         self.workers = max(1, workers)
@@ -337,14 +340,19 @@ class Reconciler:
         reader = SegmentReader(
             self.stripe, fetchers=self.workers, start=start,
             deliver=lambda page: submit(page.account, page.index, page.sessions, 1),
-            cancelled=stop.is_set, on_account_error=fail_account)
+            cancelled=stop.is_set, on_account_error=fail_account,
+            on_page=self.progress.page if self.progress is not None else None)
         windows = [(a, req.account_since.get(a, req.since), req.until) for a in accounts]
+        if self.progress is not None:
+            self.progress.begin(windows)
         try:
             stats = reader.read(windows)
         except CredentialsRejected:
             stop.set()
             raise
         finally:
+            if self.progress is not None:
+                self.progress.finish()
             planners.shutdown(wait=True)
         if fatal:
             raise fatal[0]

@@ -10,7 +10,9 @@ and with images off. The text part carries the same facts for plain-text readers
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
 import os
 import re
@@ -96,6 +98,13 @@ def inline_code(text: str | None) -> Markup:
     ))
 
 
+def short(text: str | None, length: int = 80) -> str:
+    """A name or address cut to `length` characters (with `…`), so no value can swell the mail."""
+    if not text:
+        return ""
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 def verdict(met: bool | None) -> str:
     return "no data" if met is None else "on target" if met else "off target"
 
@@ -148,7 +157,7 @@ def environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(money=money, duration=duration, pct=pct, local_time=local_time,
-                       verdict=verdict, code=inline_code)
+                       verdict=verdict, code=inline_code, short=short, column=column)
     return env
 
 
@@ -174,6 +183,69 @@ def report_json(report: WeeklyReport) -> str:
     return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
 
 
+@dataclass(frozen=True)
+class Caps:
+    """How much of each list the HTML part shows; the rest is in the attachments. With these
+    caps and `short` names the part stays well under Gmail's clip (~102 KB) at any volume
+    (tests/unit/test_weekly_mail.py renders 500 of each)."""
+
+    needs_you: int = 15
+    created: int = 25
+    anomalies: int = 8
+    currencies: int = 6
+    problems: int = 8
+    detail: int = 200  # characters of a detail or problem text
+
+
+CAPS = Caps()
+ATTACHED = "JSON and CSV"  # what the e-mail attaches (jobs/mailer.py), as the HTML names it
+CSV_COLUMNS = ("list", "paid_at", "session_id", "account", "school", "email", "pass",
+               "amount", "currency", "reason", "repair_seconds", "stripe_url")
+
+
+def _cell(value: object) -> str:
+    """A CSV cell safe to open in a spreadsheet: a leading = + - @ would start a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def report_csv(report: WeeklyReport) -> str:
+    """Every purchase needing a person and every subscription created, by payment time: the
+    rows the e-mail's HTML leaves out, for a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report.needs_you:
+        writer.writerow([_cell(v) for v in (
+            "needs_you", row.paid_at.isoformat() if row.paid_at else None, row.session_id,
+            row.account, row.school, row.email, row.pass_name, row.amount,
+            (row.currency or "").upper(), row.reason, None, row.dashboard_url)])
+    for c in report.created:
+        writer.writerow([_cell(v) for v in (
+            "created", c.paid_at.isoformat() if c.paid_at else None, c.session_id, c.account,
+            c.school, c.email, c.pass_name, c.amount, (c.currency or "").upper(), None,
+            None if c.repair_seconds is None else round(c.repair_seconds), c.dashboard_url)])
+    return out.getvalue()
+
+
+def column(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None,
+           gap: str = "  ") -> list[str]:
+    """Rows of cells as lines whose columns line up (the text part's tables), under `header`;
+    a column whose every cell starts with a digit or a dash is right-aligned (amounts, times)."""
+    if not rows:
+        return []
+    table = [header, *rows] if header is not None else list(rows)
+    widths = [max(len(r[i]) for r in table) for i in range(len(rows[0]))]
+    numeric = [all(c[:1].isdigit() or c[:1] in "-—" for c in (r[i] for r in rows))
+               for i in range(len(widths))]
+    lines = []
+    for r in table:
+        cells = [c.rjust(w) if num else c.ljust(w)
+                 for c, w, num in zip(r[:-1], widths[:-1], numeric[:-1], strict=True)]
+        lines.append(gap.join([*cells, r[-1].rjust(widths[-1]) if numeric[-1] else r[-1]]))
+    return [line.rstrip() for line in lines]
+
+
 def _context(report: WeeklyReport) -> dict[str, Any]:
     scale = max((w.purchases for w in report.trend), default=0)
     chart = [(w, bar_segments(w, scale)) for w in report.trend]
@@ -188,6 +260,18 @@ def _context(report: WeeklyReport) -> dict[str, Any]:
         "colours": COLOURS,
         "webhook": _webhook_view(health) if health is not None else None,
         "week_last": report.week_end - timedelta(days=1),
+        "caps": CAPS,
+        "files": ATTACHED,
+        "needs_shown": report.needs_you[:CAPS.needs_you],
+        "created_shown": report.created[:CAPS.created],
+        "anomalies_shown": report.anomalies[:CAPS.anomalies],
+        "money_shown": report.money[:CAPS.currencies],
+        "created_lines": column([
+            (local_time(c.paid_at, report.timezone), short(c.email, 40) or "-",
+             short(c.school, 30) or "-", short(c.pass_name, 30) or "-",
+             money(c.amount, c.currency), duration(c.repair_seconds))
+            for c in report.created],
+            header=("Paid", "Student", "School", "Pass", "Amount", "Repair")),
     }
 
 
@@ -258,20 +342,29 @@ def render_alerts(alerts: Sequence[Alert], *, tz: str = "UTC",
     )
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by its owner only (the report carries e-mail addresses)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write `data` to `path` readable by its owner only (reports carry e-mail addresses), whole
+    or not at all: written beside it, then renamed, so Ctrl-C never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_weekly(report: WeeklyReport, out_dir: Path) -> dict[str, Path]:
-    """Write report.html, report.txt and report.json into `out_dir` (created if needed)."""
+    """Write report.html, report.txt, report.json and report.csv into `out_dir` (created if
+    needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rendered = render_weekly(report)
     paths = {"html": out_dir / "report.html", "text": out_dir / "report.txt",
-             "json": out_dir / "report.json"}
-    _write_private(paths["html"], rendered.html)
-    _write_private(paths["text"], rendered.text)
-    _write_private(paths["json"], rendered.json or report_json(report))
+             "json": out_dir / "report.json", "csv": out_dir / "report.csv"}
+    write_private(paths["html"], rendered.html)
+    write_private(paths["text"], rendered.text)
+    write_private(paths["json"], rendered.json or report_json(report))
+    write_private(paths["csv"], report_csv(report))
     return paths

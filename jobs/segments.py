@@ -139,7 +139,9 @@ class SegmentReader:
 
     `start(account)` runs first for each account (in a fetcher thread; e.g. its refunds),
     then its pages are fetched and handed to `deliver(page)` with `page.index` numbered per
-    account in fetch order. `cancelled()` is checked before every request.
+    account in fetch order. `cancelled()` is checked before every request. `on_page(account,
+    sessions, covered)` hears of every page before it is delivered: `covered` is the seconds of
+    the window it accounted for (they add up to the whole window), for progress displays.
     """
 
     def __init__(self, source: SegmentSource | PagedSource, *, fetchers: int,
@@ -147,7 +149,8 @@ class SegmentReader:
                  start: Callable[[str], None] = lambda account: None,
                  cancelled: Callable[[], bool] = lambda: False,
                  on_account_error: Callable[[str, ReconcilerError], None] = lambda a, e: None,
-                 min_pages: float = MIN_PAGES_PER_PIECE, max_pieces: int = MAX_PIECES) -> None:
+                 min_pages: float = MIN_PAGES_PER_PIECE, max_pieces: int = MAX_PIECES,
+                 on_page: Callable[[str, int, int], None] | None = None) -> None:
         self._source = source
         self._segmented = isinstance(source, SegmentSource)
         self._fetchers = max(1, fetchers)
@@ -157,6 +160,7 @@ class SegmentReader:
         self._on_account_error = on_account_error
         self._min_pages = min_pages
         self._max_pieces = max_pieces
+        self._on_page = on_page
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._running = 0
@@ -253,9 +257,15 @@ class SegmentReader:
             return self._do(first)
         if isinstance(item, _Chain):
             source: Any = self._source
+            upper = item.until
             for page in source.session_pages(item.account, item.since, item.until):
                 if self._cancelled():
                     return []
+                if self._on_page is not None:
+                    oldest = created_of(page.sessions[-1]) if page.sessions else None
+                    low = item.since if not page.has_more or oldest is None else oldest
+                    self._on_page(item.account, len(page.sessions), max(0, upper - low))
+                    upper = min(upper, low)
                 index = self._index(item.account)
                 self._deliver(page if page.index == index else SessionPage(
                     page.account, index, page.sessions, page.last_id, page.has_more))
@@ -276,5 +286,10 @@ class SegmentReader:
         with self._cond:
             self._queue.extend(follow)
             self._cond.notify_all()
+        if self._on_page is not None:
+            # The continuation (if any) goes on below its new top; split-off pieces count
+            # when they are read.
+            covered = item.upper - (follow[0].upper if follow else item.since)
+            self._on_page(item.account, len(page.sessions), max(0, covered))
         self._deliver(page)
         return []

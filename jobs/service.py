@@ -21,6 +21,7 @@ from jobs.errors import ReconcilerError
 from jobs.ledger import Ledger, RunStatus
 from jobs.lock import RunLock
 from jobs.ports import SanityStore, StripeSource
+from jobs.progress import ReadProgress
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
 
@@ -96,6 +97,7 @@ def execute_run(
     notify: Notify | None = None,
     workers: int | None = None,
     on_start: Callable[[], object] | None = None,
+    progress: ReadProgress | None = None,
 ) -> RunOutcome:
     """Lock, run, record. Exit 0 all good, 1 something needs a person; errors propagate (2).
     `on_start` is called once the lock is held (the heartbeat's start ping: a run skipped for
@@ -131,7 +133,8 @@ def execute_run(
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
-                                workers=workers or settings.stripe.concurrency, cancel=cancel)
+                                workers=workers or settings.stripe.concurrency, cancel=cancel,
+                                progress=progress)
         try:
             with few_collections():
                 report = reconciler.run(req)
@@ -156,6 +159,8 @@ def execute_run(
         log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
         if notify is not None and not options.dry_run:
             notify(data, ledger)
+        if options.kind == "deep" and not options.dry_run:
+            prune_ledger(ledger, settings)
         code = report.exit_code()
         if status == "failed":
             code = 2  # not one account could be read: the service is down or the key is wrong
@@ -165,6 +170,15 @@ def execute_run(
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
         lock.release()
+
+
+def prune_ledger(ledger: Ledger, settings: Settings) -> dict[str, int]:
+    """The ledger's history beyond `run.ledger_retention`, forgotten after each deep pass (hourly
+    from the daemon or cron): the delete finds nothing most hours and little on any one."""
+    deleted = ledger.prune(settings.run.ledger_retention)
+    if any(deleted.values()):
+        log.info("ledger_pruned", retention_days=settings.run.ledger_retention.days, **deleted)
+    return deleted
 
 
 @contextmanager

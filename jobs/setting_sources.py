@@ -59,6 +59,7 @@ SETTINGS: Mapping[str, Mapping[str, SettingSpec]] = {
         "state_dir": SettingSpec(("RECONCILER_STATE_DIR",), v.path),
         "max_creates": SettingSpec(("RECONCILER_MAX_CREATES",), v.integer(1, 100_000)),
         "grace": SettingSpec(("RECONCILER_GRACE",), v.duration_or_zero),
+        "ledger_retention": SettingSpec(("RECONCILER_LEDGER_RETENTION",), v.retention),
     },
     "schedule": {
         "quick_interval": SettingSpec(("RECONCILER_QUICK_INTERVAL",), v.duration),

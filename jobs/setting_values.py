@@ -288,3 +288,14 @@ def loopback_listen(raw: object, where: str) -> tuple[str, int]:
     if not is_loopback(host):
         fail(where, "must listen on a loopback address only (127.0.0.1, ::1, localhost)")
     return host, int(port)
+
+
+MIN_RETENTION = timedelta(days=56)  # the weekly report's 8-week trend reads that far back
+
+
+def retention(raw: object, where: str) -> timedelta:
+    """How long the ledger keeps its history: a duration of at least 8 weeks (56d)."""
+    value = duration(raw, where)
+    if value < MIN_RETENTION:
+        fail(where, f"must be at least {MIN_RETENTION.days}d (the weekly report's 8-week trend)")
+    return value

@@ -126,6 +126,7 @@ class RunSettings:
     state_dir: Path = field(default_factory=lambda: default_state_dir({}))
     max_creates: int = 50
     grace: timedelta = timedelta(minutes=10)  # until = now - grace: the webhook's time
+    ledger_retention: timedelta = timedelta(days=400)  # a year of weekly trends, and a margin
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,12 @@ def load_settings(
 
 
 def default_state_dir(environ: Mapping[str, str]) -> Path:
-    """$XDG_STATE_HOME/pass-reconciler, else ~/.local/state/pass-reconciler."""
+    """$STATE_DIRECTORY (systemd's `StateDirectory=`), else $XDG_STATE_HOME/pass-reconciler,
+    else ~/.local/state/pass-reconciler."""
+    # systemd sets it to the absolute path(s) of the unit's StateDirectory=, colon-separated.
+    systemd = environ.get("STATE_DIRECTORY", "").strip().split(":")[0]
+    if systemd and Path(systemd).is_absolute():
+        return Path(systemd)
     xdg = environ.get("XDG_STATE_HOME", "").strip()
     # The XDG spec says a relative value is invalid and must be ignored.
     if xdg and Path(xdg).is_absolute():

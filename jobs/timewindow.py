@@ -1,4 +1,5 @@
-"""Durations ("10m", "2h", "3d", "90s", seconds) and the run window (`--window`, `--since/--until`).
+"""Durations ("10m", "2h", "90s", "1h30m", "2d12h", seconds) and the run window (`--window`,
+`--since/--until`).
 
 Errors are `ConfigError`s naming the option: a bad window means the run cannot start (exit 2).
 """
@@ -13,9 +14,11 @@ from jobs.errors import ConfigError
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+)[ \t]*([smhd]?)", re.IGNORECASE)
+# Several parts, each with its unit ("1h30m", "2d 12h"); a bare number stands alone.
+_COMPOUND = re.compile(r"(?:\d+[ \t]*[smhd][ \t]*)+", re.IGNORECASE)
 # Ten years: longer is a typo, and timedelta overflows not far beyond.
 MAX_DURATION = timedelta(days=3650)
-DURATION_HINT = "use e.g. 90s, 10m, 2h, 3d or a number of seconds"
+DURATION_HINT = "use e.g. 90s, 10m, 2h, 1h30m, 3d or a number of seconds"
 
 
 @dataclass(frozen=True)
@@ -37,18 +40,19 @@ class TimeWindow:
 def parse_duration(
     text: str | int, *, name: str = "duration", allow_zero: bool = False
 ) -> timedelta:
-    """`"90s"`, `"10m"`, `"2h"`, `"3d"`, `"600"` or `600` (seconds) -> timedelta; positive
-    unless `allow_zero`."""
+    """`"90s"`, `"10m"`, `"2h"`, `"3d"`, `"1h30m"`, `"600"` or `600` (seconds) -> timedelta;
+    positive unless `allow_zero`."""
     if isinstance(text, bool) or not isinstance(text, (str, int)):
         raise ConfigError(f"{name}: must be a duration ({DURATION_HINT})")
     if isinstance(text, int):
-        count, unit = text, ""
+        seconds = text
     else:
-        match = _DURATION.fullmatch(text.strip())
-        if match is None:
+        stripped = text.strip()
+        single = _DURATION.fullmatch(stripped)
+        if single is None and _COMPOUND.fullmatch(stripped) is None:
             raise ConfigError(f"{name}: {quote_value(text)} is not a duration ({DURATION_HINT})")
-        count, unit = int(match.group(1)), match.group(2).lower()
-    seconds = count * _UNITS[unit]
+        seconds = sum(int(count) * _UNITS[unit.lower()]
+                      for count, unit in _DURATION.findall(stripped))
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(f"{name}: must be {'zero or more' if allow_zero else 'positive'}")
     if seconds > MAX_DURATION.total_seconds():

@@ -482,6 +482,9 @@ def needs_you_rows(rows: Iterable[SessionOutcome], start: datetime, end: datetim
 
 def created_rows(rows: Iterable[SessionOutcome], links: Links,
                  names: Mapping[str, str]) -> tuple[CreatedRow, ...]:
+    """The week's creations by payment time (then session id), as `needs_you_rows` sorts."""
+    far = datetime.max.replace(tzinfo=UTC)
+    rows = sorted(rows, key=lambda r: (r.paid_at or far, r.session_id))
     return tuple(
         CreatedRow(
             session_id=r.session_id, account=r.account, school=_school(r.tenant, names),

@@ -12,7 +12,7 @@ import structlog
 from jobs.errors import ConfigError
 from jobs.ledger import Ledger
 from jobs.mailer import send_weekly
-from jobs.render import render_weekly, write_weekly
+from jobs.render import render_weekly, report_json, write_weekly
 from jobs.settings import Settings
 from jobs.weekly import WeeklyReport, build_weekly, last_complete_week, monday_of
 
@@ -66,19 +66,25 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--week-of: {args.week_of!r} is not a date (YYYY-MM-DD)") from None
     if args.send:
         settings.require("smtp")
+    as_json = getattr(args, "json", False)
+    # With --json stdout carries the JSON alone; what else there is to say goes to stderr.
+    say = sys.stderr if as_json else sys.stdout
     with Ledger.open(settings.run.state_dir) as ledger:
         report = build_from_settings(settings, ledger, week_of, datetime.now(UTC))
         code = 1 if report.needs_you else 0
+        if as_json:
+            sys.stdout.write(report_json(report))
         if args.out:
             for kind, path in write_weekly(report, args.out).items():
-                print(f"{kind:<5} {path}")
+                print(f"{kind:<5} {path}", file=say)
         if args.send:
             result = send_weekly(report, settings.smtp, ledger)
             if not result.sent or result.refused:
                 print(f"reconcile: the report was not sent to everyone: {result.error}; kept at "
                       f"{result.kept}", file=sys.stderr)
                 return max(code, result.exit_code)
-            print(f"sent {report.label} to {len(settings.smtp.report_to)} recipient(s)")
-        if not args.out and not args.send:
+            print(f"sent {report.label} to {len(settings.smtp.report_to)} recipient(s)",
+                  file=say)
+        if not args.out and not args.send and not as_json:
             sys.stdout.write(render_weekly(report).text)
     return code

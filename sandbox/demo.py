@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"    run report (JSON)     {out / 'run-report.json'}")
     say(f"    weekly report (HTML)  file://{out / 'weekly' / 'report.html'}")
     say(f"    weekly report (text)  {out / 'weekly' / 'report.txt'}")
+    say(f"    every purchase (CSV)  {out / 'weekly' / 'report.csv'}")
     say(f"    ground truth          {files['truth']}")
     say(f"    ledger / status       RECONCILER_STATE_DIR={out / 'state'} "
         f"{sys.executable} -m jobs status")

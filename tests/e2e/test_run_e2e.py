@@ -143,3 +143,28 @@ def test_cannot_run_is_exit_2_with_one_line_and_no_write(
     assert len(lines) == 1 and says in lines[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert world.docs() == before
+
+
+def test_ctrl_c_mid_read_exits_130_with_one_line_and_writes_nothing(world: Sandbox) -> None:
+    before = world.docs()
+    world.stripe.controls.set_latency(0.05)
+    proc = subprocess.Popen(world.command("run", *world.window_args, "--json"), cwd=world.root,
+                            env=world.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 30
+    while len(world.stripe.controls.log()) < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never reached Stripe"
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before Ctrl-C"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    world.stripe.controls.set_latency(0)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("reconcile:")]
+    assert len(said) == 1 and "interrupted" in said[0]
+    report = json.loads(out)  # the report of what was done is still whole on stdout
+    assert report["error"] == "interrupted before writing; nothing written"
+    assert world.docs() == before  # stopped while reading: nothing was written
+    runs = json.loads(world.run("status", "--json").stdout)["runs"]
+    assert runs[0]["status"] == "interrupted"

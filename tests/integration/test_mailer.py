@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import smtplib
 import stat
@@ -67,12 +69,13 @@ def parts(message: EmailMessage) -> dict[str, Any]:
     body_html = message.get_body(preferencelist=("html",))
     assert body_text is not None and body_html is not None
     attachments = list(message.iter_attachments())
-    assert len(attachments) == 1
-    attachment = attachments[0]
-    assert attachment.get_content_type() == "application/json"
+    assert [a.get_content_type() for a in attachments] == ["application/json", "text/csv"]
+    attachment, table = attachments
+    rows = list(csv.DictReader(io.StringIO(table.get_content())))
     return {"text": body_text.get_content(), "html": body_html.get_content(),
             "json": json.loads(attachment.get_content()),
-            "filename": attachment.get_filename()}
+            "filename": attachment.get_filename(), "csv": rows,
+            "csv_filename": table.get_filename()}
 
 
 def check_report(message: EmailMessage, report: WeeklyReport) -> None:
@@ -84,7 +87,12 @@ def check_report(message: EmailMessage, report: WeeklyReport) -> None:
     assert alternative.get_content_type() == "multipart/alternative"
     got = parts(message)
     assert got["filename"] == "pass-report-2024-W19.json"
+    assert got["csv_filename"] == "pass-report-2024-W19.csv"
     data = got["json"]
+    # The CSV holds every row the HTML may leave out: needing a person, then created.
+    assert [(r["list"], r["session_id"]) for r in got["csv"]] == (
+        [("needs_you", n["session_id"]) for n in data["needs_you"]]
+        + [("created", c["session_id"]) for c in data["created"]])
     assert data == json.loads(json.dumps(report.to_json()))
     expected = world.EXPECTED
     h = data["headline"]
@@ -314,6 +322,6 @@ def test_without_mail_settings_the_report_files_are_kept(report: WeeklyReport,
     assert (result.sent, result.error_kind, result.exit_code) == (False, "config", 2)
     assert result.kept is not None
     assert sorted(p.name for p in result.kept.iterdir()) == [
-        "report.html", "report.json", "report.txt"]
+        "report.csv", "report.html", "report.json", "report.txt"]
     [kept] = ledger.unsent_reports()
     assert (kept.path, kept.error) == (result.kept, "REPORT_TO is not set")

@@ -109,10 +109,11 @@ def test_html_is_e_mail_safe_and_escapes_what_it_shows() -> None:
                          for h in hrefs)
     # The chart is coloured table cells (bgcolor for Outlook, background-color for the rest).
     assert 'bgcolor="#2e7d32"' in html and "background-color:#2e7d32" in html
-    # "Needs you" comes before the figures; the first words say what needs doing.
+    # The verdict first, then the figures (a clip or a phone screen must not hide them),
+    # then the cards saying what needs doing.
     assert html.index("1 purchase needs you.") < html.index("This week in figures")
-    assert html.index("Several student accounts have the same sign-in id") < html.index(
-        "This week in figures")
+    assert html.index("This week in figures") < html.index(
+        "Several student accounts have the same sign-in id")
 
 
 def test_text_part_carries_the_same_facts_without_html() -> None:
@@ -161,11 +162,12 @@ def test_webhook_health_is_shown_whatever_its_shape() -> None:
     assert "No problems found." in html
 
 
-def test_write_weekly_writes_three_private_files(tmp_path: Path) -> None:
+def test_write_weekly_writes_four_private_files(tmp_path: Path) -> None:
     report = weekly([row("a", "already_present")])
     paths = write_weekly(report, tmp_path / "out")
     assert {k: p.name for k, p in paths.items()} == {
-        "html": "report.html", "text": "report.txt", "json": "report.json"}
+        "html": "report.html", "text": "report.txt", "json": "report.json",
+        "csv": "report.csv"}
     for path in paths.values():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(paths["json"].read_text()) == report.to_json()

@@ -16,7 +16,9 @@ GRACE = timedelta(minutes=10)
 @pytest.mark.parametrize(("text", "expected"), [
     ("90s", timedelta(seconds=90)), ("10m", timedelta(minutes=10)), ("2h", timedelta(hours=2)),
     ("3d", timedelta(days=3)), ("600", timedelta(seconds=600)), (600, timedelta(seconds=600)),
-    ("2 h", timedelta(hours=2)),
+    ("2 h", timedelta(hours=2)), ("1h30m", timedelta(hours=1, minutes=30)),
+    ("2d12h", timedelta(days=2, hours=12)), ("1h 30m 15s", timedelta(seconds=5415)),
+    ("2D12H", timedelta(days=2, hours=12)),
 ])
 def test_parse_duration(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -25,6 +27,8 @@ def test_parse_duration(text: str | int, expected: timedelta) -> None:
 @pytest.mark.parametrize(("text", "problem"), [
     ("", "not a duration"), ("2w", "not a duration"), ("1.5h", "not a duration"),
     ("-2h", "not a duration"), ("0", "must be positive"), ("99999d", "longer than"),
+    ("1h30", "not a duration"), ("h30m", "not a duration"), ("1.5h30m", "not a duration"),
+    ("0h0m", "must be positive"), ("3000d3000d", "longer than"),
 ])
 def test_parse_duration_rejects(text: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=f"^--window: .*{problem}"):
@@ -83,3 +87,14 @@ def test_local_now_gives_utc_bounds() -> None:
 def test_window_errors(kwargs: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         parse_window(now=NOW, grace=GRACE, **kwargs)  # type: ignore[arg-type]
+
+
+def test_compound_durations_reach_the_window_and_the_settings() -> None:
+    from jobs.settings import load_settings
+
+    window = parse_window(now=NOW, window="1h30m", grace=GRACE)
+    assert window.since == NOW - timedelta(hours=1, minutes=30)
+    settings = load_settings({"HOME": "/nonexistent", "RECONCILER_DEEP_WINDOW": "2d12h"})
+    assert settings.schedule.deep_window == timedelta(days=2, hours=12)
+    with pytest.raises(ConfigError, match="RECONCILER_DEEP_WINDOW: '2d12' is not a duration"):
+        load_settings({"HOME": "/nonexistent", "RECONCILER_DEEP_WINDOW": "2d12"})
