@@ -23,6 +23,7 @@ from jobs.lock import RunLock
 from jobs.ports import SanityStore, StripeSource
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
+from jobs.student_mail import StudentMail
 
 log = structlog.get_logger("jobs.service")
 
@@ -123,10 +124,13 @@ def execute_run(
         log.info("run_started", kind=options.kind, since=earliest, until=req.until,
                  dry_run=options.dry_run)
         key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
+        students = student_mail(settings, ledger, sanity, options.dry_run)
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
-                                workers=workers or settings.stripe.concurrency, cancel=cancel)
+                                workers=workers or settings.stripe.concurrency, cancel=cancel,
+                                before_commit=None if students is None else (
+                                    lambda ds: students.before_commit(ds, run_id)))
         try:
             with few_collections():
                 report = reconciler.run(req)
@@ -148,6 +152,8 @@ def execute_run(
         if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
             ledger.advance_watermarks_from_report(data, "quick")
         _log_outcomes(data)
+        if students is not None:
+            data["student_emails"] = tell_students(students, data, run_id)
         log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
         if notify is not None and not options.dry_run:
             notify(data, ledger)
@@ -214,6 +220,30 @@ def _notify_quietly(notify: Notify, ledger: Ledger) -> None:
         notify(None, ledger)
     except Exception as error:  # logged; the run's error is what the caller reports
         log.error("alerting_failed", error=_one_line(error))
+
+
+def student_mail(settings: Settings, ledger: Ledger, sanity: Any,
+                 dry_run: bool) -> StudentMail | None:
+    """The student e-mails of a real pass, when `notify.students` is on."""
+    if dry_run or not settings.notify.students:
+        return None
+    return StudentMail(settings, ledger, sanity)
+
+
+def tell_students(students: StudentMail, report: Mapping[str, Any],
+                  run_id: str) -> dict[str, Any] | None:
+    """Send what is owed; a mail or Sanity problem here is logged, never the run's failure
+    (what was not sent stays owed in the ledger for the next pass)."""
+    created = [item["session_id"] for item in report.get("created") or ()]
+    try:
+        summary = students.after_pass(created, run_id)
+    except ReconcilerError as error:
+        log.error("student_emails_failed", error=_one_line(error))
+        return None
+    if summary.told or summary.unsent or summary.problems:
+        log.info("student_emails", told=summary.told, waiting=summary.unsent,
+                 not_delivered=len(summary.problems))
+    return summary.to_json()
 
 
 def _one_line(error: BaseException) -> str:
