@@ -222,3 +222,30 @@ def test_the_school_language_and_exclusion_settings(
     assert only.message["Content-Language"] == "en"
     assert "31 December 2026" not in only.message.get_body(("plain",)).get_content()
     assert "1 January 2027" in only.message.get_body(("plain",)).get_content()
+
+
+def test_the_weekly_report_counts_students_told_and_lists_undelivered_emails(
+        ledger: Ledger, mail: Server, clock: Clock) -> None:
+    from jobs.render import render_weekly
+    from jobs.weekly_cmd import build_from_settings
+
+    settings = settings_for(mail.port)
+    job = no_sleep_mail(settings, ledger, FakeSanity(), clock)
+    told, gone = [purchase(1), purchase(2)], purchase(3, email="gone@example.org")
+    job.before_commit([*told, gone], "run-1")
+    job.after_pass([d.session_id for d in (*told, gone)], "run-1")
+    report = build_from_settings(settings, ledger, T0.date(), clock.now + timedelta(days=7))
+    assert report.students is not None and report.students.told == 2
+    (undelivered,) = report.students.not_delivered
+    assert (undelivered.email, undelivered.state) == ("gone@example.org", "refused")
+    rendered = render_weekly(report)
+    assert "2 students told this week" in rendered.text
+    assert "gone@example.org (tenant-nord), cs_test_student003: refused by the mail server" \
+        in rendered.text
+    assert "<b>2</b> students told this week" in rendered.html
+    assert "1 e-mail not delivered" in rendered.html
+    assert '"told": 2' in (rendered.json or "")
+    # The week before knows nothing of them.
+    earlier = build_from_settings(settings, ledger, (T0 - timedelta(days=7)).date(), clock.now)
+    assert earlier.students is not None and earlier.students.told == 0
+    assert earlier.students.not_delivered == ()
