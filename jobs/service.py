@@ -152,7 +152,9 @@ def execute_run(
         if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
             ledger.advance_watermarks_from_report(data, "quick")
         _log_outcomes(data)
-        if students is not None:
+        if students is not None and not cancel.is_set():
+            # A stopping daemon does not wait for a mail server: what this pass wrote is
+            # recorded as intended, and the next pass sends it.
             data["student_emails"] = tell_students(students, data, run_id)
         log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
         if notify is not None and not options.dry_run:
