@@ -33,6 +33,7 @@ from jobs.settings import Settings
 from jobs.student_notice import (
     School,
     address_problem,
+    content_problem,
     message_id,
     notice_row,
     render_notice,
@@ -133,18 +134,24 @@ class StudentMail:
     def _send(self, due: Sequence[NoticeRow], summary: NoticeSummary) -> None:
         schools = self._schools()
         notify = self.settings.notify
+        down: str | None = None  # set when the server cannot take mail: the rest wait
         for row in due:
             school = schools.get(row.tenant or "")
             slug = school.slug if school else None
             if notify.excludes(row.tenant, slug):
                 self.book.forget(row.session_id)
                 continue
-            problem = address_problem(row.email)
+            # Checked whether or not the server answers: a bad address is reported now.
+            problem = (address_problem(row.email)
+                       or content_problem(row.content, self._clock()))
             if problem is not None:
                 self.book.mark(row.session_id, "skipped", reason=problem)
                 summary.problems.append({"session_id": row.session_id, "state": "skipped",
                                          "reason": problem})
                 log.warning("student_email_skipped", session_id=row.session_id, reason=problem)
+                continue
+            if down is not None:
+                self.book.mark(row.session_id, "unsent", reason=down)
                 continue
             message = self._compose(row, school, notify.language_of(row.tenant, slug))
             self.book.mark(row.session_id, "sending", message_id=str(message["Message-ID"]))
@@ -152,23 +159,19 @@ class StudentMail:
             if result.complete:
                 self.book.mark(row.session_id, "sent")
                 summary.told += 1
-                log.info("student_email_sent", session_id=row.session_id,
-                         tenant=row.tenant)
-                continue
-            if result.error_kind == "refused":
+                log.info("student_email_sent", session_id=row.session_id, tenant=row.tenant)
+            elif result.error_kind == "refused":
                 # The server refused this address for good: no retry mends it.
                 reason = "; ".join(result.refused.values()) or result.error or "refused"
                 self.book.mark(row.session_id, "refused", reason=reason)
                 summary.problems.append({"session_id": row.session_id, "state": "refused",
                                          "reason": reason})
                 log.warning("student_email_refused", session_id=row.session_id, reason=reason)
-                continue
-            # The server cannot take mail now: this and the rest wait for a later pass.
-            self.book.mark(row.session_id, "unsent", reason=result.error)
-            log.warning("student_email_unsent", session_id=row.session_id,
-                        error_kind=result.error_kind, error=result.error,
-                        waiting=len(due) - due.index(row))
-            break
+            else:
+                # The server cannot take mail now: a later pass tries again.
+                down = result.error or "the mail server did not take the e-mail"
+                self.book.mark(row.session_id, "unsent", reason=down)
+                log.warning("student_emails_waiting", error_kind=result.error_kind, error=down)
 
     def _compose(self, row: NoticeRow, school: School | None, language: str) -> EmailMessage:
         notify, smtp = self.settings.notify, self.settings.smtp

@@ -69,6 +69,20 @@ def address_problem(email: str | None) -> str | None:
     return None
 
 
+def content_problem(content: Mapping[str, Any], now: datetime) -> str | None:
+    """Why this pass should not be announced (None: it can be). A pass created already
+    expired (anomaly `expired_on_arrival`) would tell the student of a pass they cannot use:
+    a person decides what to say."""
+    end = content.get("end_date")
+    try:
+        moment = datetime.fromisoformat(str(end).replace("Z", "+00:00")) if end else None
+    except ValueError:
+        moment = None
+    if moment is not None and moment <= now:
+        return "the pass had already expired when it was created (expired_on_arrival)"
+    return None
+
+
 def message_id(session_id: str, domain: str) -> str:
     """The same Message-ID for every attempt of one purchase's e-mail (no session id in it)."""
     digest = hashlib.sha256(session_id.encode()).hexdigest()[:32]

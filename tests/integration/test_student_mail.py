@@ -57,10 +57,11 @@ class FakeSanity:
         self.docs[doc["_id"]] = doc
 
 
-def purchase(n: int, *, email: str | None = None, tenant: str = "tenant-nord") -> Decision:
+def purchase(n: int, *, email: str | None = None, tenant: str = "tenant-nord",
+             end: str = "2026-12-31T23:30:00.000Z") -> Decision:
     sid = f"cs_test_student{n:03d}"
     doc = {"_id": f"subscription-{sid}", "_type": "subscription", "passName": f"Pass {n}",
-           "type": "clipcard", "endDate": "2026-12-31T23:30:00.000Z", "remainingClips": 10,
+           "type": "clipcard", "endDate": end, "remainingClips": 10,
            "stripeSessionId": sid, "createdViaRecovery": True}
     return Decision(sid, "acct_nord", "created", tenant=tenant, pass_name=f"Pass {n}",
                     email=email if email is not None else f"student{n}@example.org",
@@ -185,10 +186,14 @@ def test_bad_or_refused_addresses_are_reported_once_and_never_retried(
     job = no_sleep_mail(settings_for(mail.port), ledger, FakeSanity(), clock)
     missing, bad, gone, fine = (purchase(1, email=""), purchase(2, email="not an address"),
                                 purchase(3, email="gone@example.org"), purchase(4))
-    job.before_commit([missing, bad, gone, fine], "run-1")
-    summary = job.after_pass([d.session_id for d in (missing, bad, gone, fine)], "run-1")
+    expired = purchase(5, end="2026-10-01T00:00:00.000Z")  # before T0: expired_on_arrival
+    job.before_commit([missing, bad, gone, fine, expired], "run-1")
+    summary = job.after_pass([d.session_id for d in (missing, bad, gone, fine, expired)],
+                             "run-1")
     assert summary.told == 1
     states = {p["session_id"]: (p["state"], p["reason"]) for p in summary.problems}
+    assert states[expired.session_id][0] == "skipped"
+    assert "expired_on_arrival" in states[expired.session_id][1]
     assert states[missing.session_id] == ("skipped", "no e-mail address on the Checkout Session")
     assert states[bad.session_id] == ("skipped", "not a usable e-mail address")
     assert states[gone.session_id][0] == "refused" and "550" in states[gone.session_id][1]
