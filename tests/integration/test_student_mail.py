@@ -254,3 +254,20 @@ def test_the_weekly_report_counts_students_told_and_lists_undelivered_emails(
     earlier = build_from_settings(settings, ledger, (T0 - timedelta(days=7)).date(), clock.now)
     assert earlier.students is not None and earlier.students.told == 0
     assert earlier.students.not_delivered == ()
+
+
+def test_a_purchase_once_told_stays_told_whatever_is_intended_later(
+        ledger: Ledger, mail: Server, clock: Clock) -> None:
+    sanity = FakeSanity()
+    job = no_sleep_mail(settings_for(mail.port), ledger, sanity, clock)
+    first = purchase(1)
+    job.before_commit([first], "run-1")
+    job.after_pass([first.session_id], "run-1")
+    # A later write of the same purchase (e.g. `diagnose --fix` racing a rerun) intends again,
+    # and its document even carries the later run's id: the row stays sent, nobody is told twice.
+    job.before_commit([first], "run-2")
+    sanity.write(first, "run-2")
+    assert job.after_pass([first.session_id], "run-2").told == 0
+    row = NoticeBook(ledger).row(first.session_id)
+    assert row is not None and (row.state, row.run_id, row.attempts) == ("sent", "run-1", 1)
+    assert len(mail.messages) == 1
