@@ -115,7 +115,8 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.bootstrap import build_services
     from jobs.ledger import Ledger
     from jobs.lock import RunLock
-    from jobs.service import new_run_id, student_mail, tell_students
+    from jobs.service import new_run_id
+    from jobs.student_mail import student_mail, tell_students
 
     query = Query(email=args.email, session=args.session, user=args.user)
     if query.session is not None and not query.session.startswith("cs_"):

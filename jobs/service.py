@@ -23,7 +23,7 @@ from jobs.lock import RunLock
 from jobs.ports import SanityStore, StripeSource
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
-from jobs.student_mail import StudentMail
+from jobs.student_mail import student_mail, tell_students
 
 log = structlog.get_logger("jobs.service")
 
@@ -222,30 +222,6 @@ def _notify_quietly(notify: Notify, ledger: Ledger) -> None:
         notify(None, ledger)
     except Exception as error:  # logged; the run's error is what the caller reports
         log.error("alerting_failed", error=_one_line(error))
-
-
-def student_mail(settings: Settings, ledger: Ledger, sanity: Any,
-                 dry_run: bool) -> StudentMail | None:
-    """The student e-mails of a real pass, when `notify.students` is on."""
-    if dry_run or not settings.notify.students:
-        return None
-    return StudentMail(settings, ledger, sanity)
-
-
-def tell_students(students: StudentMail, report: Mapping[str, Any],
-                  run_id: str) -> dict[str, Any] | None:
-    """Send what is owed; a mail or Sanity problem here is logged, never the run's failure
-    (what was not sent stays owed in the ledger for the next pass)."""
-    created = [item["session_id"] for item in report.get("created") or ()]
-    try:
-        summary = students.after_pass(created, run_id)
-    except ReconcilerError as error:
-        log.error("student_emails_failed", error=_one_line(error))
-        return None
-    if summary.told or summary.unsent or summary.problems:
-        log.info("student_emails", told=summary.told, waiting=summary.unsent,
-                 not_delivered=len(summary.problems))
-    return summary.to_json()
 
 
 def _one_line(error: BaseException) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from jobs.errors import ReconcilerError
 from jobs.ledger import Ledger
 from jobs.mailer import Sender, deliver_message, smtp_sender
 from jobs.model import Decision
@@ -194,3 +195,28 @@ class StudentMail:
         # After the parts exist: a Content-* header set earlier moves into the first part.
         message["Content-Language"] = language
         return message
+
+
+def student_mail(settings: Settings, ledger: Ledger, sanity: NoticeStore,
+                 dry_run: bool) -> StudentMail | None:
+    """The student e-mails of a real pass, when `notify.students` is on."""
+    if dry_run or not settings.notify.students:
+        return None
+    return StudentMail(settings, ledger, sanity)
+
+
+def tell_students(students: StudentMail, report: Mapping[str, Any],
+                  run_id: str) -> dict[str, Any] | None:
+    """Send what is owed; a mail or Sanity problem here is logged, never the run's failure
+    (what was not sent stays owed in the ledger for the next pass)."""
+    created = [item["session_id"] for item in report.get("created") or ()]
+    try:
+        summary = students.after_pass(created, run_id)
+    except ReconcilerError as error:
+        log.error("student_emails_failed", error=str(error).strip().splitlines()[0]
+                  if str(error).strip() else type(error).__name__)
+        return None
+    if summary.told or summary.unsent or summary.problems:
+        log.info("student_emails", told=summary.told, waiting=summary.unsent,
+                 not_delivered=len(summary.problems))
+    return summary.to_json()
