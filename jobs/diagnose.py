@@ -59,9 +59,11 @@ log = structlog.get_logger("jobs.diagnose")
 
 def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dry_run: bool,
               max_creates: int, now: datetime,
-              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> JSON:
+              clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+              before_commit: Callable[[list[Any]], None] | None = None) -> JSON:
     """Write the planned creations of exactly these purchases in ONE transaction (or none),
-    and record it as a `diagnose` run. Credentials refused propagate (exit 2)."""
+    and record it as a `diagnose` run. Credentials refused propagate (exit 2).
+    `before_commit` sees the purchases just before a real write (the student e-mails)."""
     decisions = diagnosis.decisions()
     creations = [d for d in decisions if d.creation is not None]
     times = [s.created for s, _, _ in diagnosis.purchases if s is not None]
@@ -80,6 +82,8 @@ def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dr
                  f"max_creates={max_creates}; nothing written (raise --max-creates)")
     elif creations:
         try:
+            if before_commit is not None and not dry_run:
+                before_commit(creations)
             sanity.commit(transaction_mutations(creations), f"{run_id}-diagnose",
                           dry_run=dry_run)
         except CredentialsRejected as refused:
@@ -112,6 +116,7 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.ledger import Ledger
     from jobs.lock import RunLock
     from jobs.service import new_run_id
+    from jobs.student_mail import student_mail, tell_students
 
     query = Query(email=args.email, session=args.session, user=args.user)
     if query.session is not None and not query.session.startswith("cs_"):
@@ -134,10 +139,17 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
         else:
             try:
                 with Ledger.open(settings.run.state_dir) as ledger:
+                    students = student_mail(settings, ledger, services.sanity, args.dry_run)
                     result.fix = apply_fix(
                         result, services.sanity, ledger, run_id=run_id, dry_run=args.dry_run,
                         max_creates=args.max_creates if args.max_creates is not None
-                        else settings.run.max_creates, now=now)
+                        else settings.run.max_creates, now=now,
+                        before_commit=None if students is None else (
+                            lambda ds: students.before_commit(ds, run_id)))
+                    if students is not None:
+                        # Owed only where Sanity holds this run's own document (the webhook
+                        # may have written the purchase first).
+                        result.fix["student_emails"] = tell_students(students, {}, run_id)
             finally:
                 lock.release()
     view = to_json(result)

@@ -36,6 +36,10 @@ def render_text(view: JSON) -> str:
         mode = "dry run, nothing written" if f["dry_run"] else "written"
         lines.append(f"Fix (run {f['run_id']}, {mode}): " + (
             f["error"] or (", ".join(f["created"]) or "nothing to create")))
+        told = f.get("student_emails")
+        if told:
+            lines.append(f"Student e-mails: {told['told']} sent, {told['unsent']} waiting for "
+                         f"the mail server, {len(told['not_delivered'])} not deliverable")
     return "\n".join(lines) + "\n"
 
 

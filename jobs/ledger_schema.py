@@ -32,6 +32,14 @@ OUTCOMES = (
     "ignored",
 )
 
+# A student e-mail: `intent` is written before the transaction that creates the pass, `owed`
+# once that transaction is known to have created it, `sending` during the SMTP conversation;
+# `unsent` waits for a later pass (mail server down); `sent`, `skipped` (no usable address),
+# `refused` (5xx), `expired` (unsent for 3 days) and `uncertain` (the process died during the
+# SMTP conversation: never sent again) are final.
+NOTICE_STATES = ("intent", "owed", "sending", "unsent", "sent", "skipped", "refused", "expired",
+                 "uncertain")
+
 
 def _check(column: str, values: Sequence[str]) -> str:
     return f"CHECK ({column} IN ({', '.join(repr(v) for v in values)}))"
@@ -119,6 +127,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             path TEXT PRIMARY KEY,
             error TEXT NOT NULL,
             kept_at REAL NOT NULL)""",
+    ),
+    # 2: the e-mails that tell a student their lost pass was repaired (`jobs.student_mail`).
+    # Portable SQL (SQLite and PostgreSQL): plain types, unix seconds as INTEGER.
+    (
+        f"""CREATE TABLE student_notices (
+            session_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            account TEXT NOT NULL,
+            tenant TEXT,
+            email TEXT,
+            content TEXT NOT NULL,
+            state TEXT NOT NULL {_check("state", NOTICE_STATES)},
+            reason TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            message_id TEXT,
+            recorded_at INTEGER NOT NULL,
+            owed_at INTEGER,
+            last_attempt_at INTEGER,
+            sent_at INTEGER,
+            updated_at INTEGER NOT NULL)""",
+        "CREATE INDEX student_notices_by_state ON student_notices (state)",
+        "CREATE INDEX student_notices_by_update ON student_notices (updated_at)",
     ),
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,3 +46,5 @@ class SanityStore(Protocol):
     def commit(
         self, mutations: Sequence[dict[str, Any]], transaction_id: str, *, dry_run: bool = False
     ) -> Any: ...
+
+    def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]: ...

@@ -208,6 +208,7 @@ class Reconciler:
         cancel: threading.Event | None = None,
         key_mode: str | None = None,
         progress: ReadProgress | None = None,
+        before_commit: Callable[[Sequence[Decision]], None] | None = None,
     ) -> None:
         """`key_mode` ("live"/"test"): data of the other mode stops the run before it writes.
         `workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
@@ -226,6 +227,9 @@ class Reconciler:
         # Set from a signal handler: stop reading, finish the transaction under way, write no more.
         self.cancel = cancel or threading.Event()
         self.key_mode = key_mode
+        # Called with a transaction's purchases just before it is written (the student
+        # e-mails record their intent there, so a kill after the write still owes them).
+        self.before_commit = before_commit
 
     def run(self, req: RunRequest) -> RunReport:
         started = self.clock()
@@ -463,6 +467,8 @@ class Reconciler:
         if self.cancel.is_set():
             return [(d, "not written: run interrupted") for d in decisions]
         name = f"{req.run_id}-{tx.suffix}"
+        if self.before_commit is not None:
+            self.before_commit(decisions)
         try:
             results = self.sanity.commit(transaction_mutations(decisions), name)
             return [(written_or_present(d, results), None) for d in decisions]

@@ -24,6 +24,7 @@ from jobs.ports import SanityStore, StripeSource
 from jobs.progress import ReadProgress
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
+from jobs.student_mail import student_mail, tell_students
 
 log = structlog.get_logger("jobs.service")
 
@@ -130,11 +131,14 @@ def execute_run(
         log.info("run_started", kind=options.kind, since=earliest, until=req.until,
                  dry_run=options.dry_run)
         key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
+        students = student_mail(settings, ledger, sanity, options.dry_run)
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
                                 workers=workers or settings.stripe.concurrency, cancel=cancel,
-                                progress=progress)
+                                progress=progress,
+                                before_commit=None if students is None else (
+                                    lambda ds: students.before_commit(ds, run_id)))
         try:
             with few_collections():
                 report = reconciler.run(req)
@@ -156,6 +160,10 @@ def execute_run(
         if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
             ledger.advance_watermarks_from_report(data, "quick")
         _log_outcomes(data)
+        if students is not None and not cancel.is_set():
+            # A stopping daemon does not wait for a mail server: what this pass wrote is
+            # recorded as intended, and the next pass sends it.
+            data["student_emails"] = tell_students(students, data, run_id)
         log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
         if notify is not None and not options.dry_run:
             notify(data, ledger)

@@ -85,6 +85,15 @@ SETTINGS: Mapping[str, Mapping[str, SettingSpec]] = {
         "listen": SettingSpec(("RECONCILER_METRICS_LISTEN",), v.loopback_listen),
         "textfile": SettingSpec(("RECONCILER_METRICS_TEXTFILE",), v.path),
     },
+    "notify": {
+        "students": SettingSpec(("RECONCILER_NOTIFY_STUDENTS",), v.boolean),
+        "sender": SettingSpec(("RECONCILER_NOTIFY_FROM",), v.address),
+        "reply_to": SettingSpec(("RECONCILER_NOTIFY_REPLY_TO",), v.address),
+        "app_url": SettingSpec(("RECONCILER_APP_URL", "NEXT_PUBLIC_BASE_URL"), v.base_url),
+        "language": SettingSpec(("RECONCILER_NOTIFY_LANGUAGE",), v.choice("nb", "en")),
+        "languages": SettingSpec(("RECONCILER_NOTIFY_LANGUAGES",), v.language_map),
+        "exclude": SettingSpec(("RECONCILER_NOTIFY_EXCLUDE",), v.name_list),
+    },
 }
 _SECRETISH = ("token", "password", "secret", "secret_key", "api_key", "heartbeat_url",
               "webhook_url")

@@ -299,3 +299,33 @@ def retention(raw: object, where: str) -> timedelta:
     if value < MIN_RETENTION:
         fail(where, f"must be at least {MIN_RETENTION.days}d (the weekly report's 8-week trend)")
     return value
+
+
+def name_list(raw: object, where: str) -> tuple[str, ...]:
+    """Names (e.g. tenant ids or slugs): comma-separated in the environment, a TOML list."""
+    items = list(raw) if isinstance(raw, list) else text(raw, where).split(",")
+    if any(not isinstance(item, str) for item in items):
+        fail(where, "must be a list of names")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def language_map(raw: object, where: str) -> dict[str, str]:
+    """School -> language (`nb` or `en`): a TOML table `{ "<tenant id or slug>" = "en" }`, or
+    `school=en,other=nb` in the environment."""
+    if isinstance(raw, dict):
+        pairs = [(str(k), v) for k, v in raw.items()]
+    else:
+        pairs = []
+        for piece in text(raw, where).split(","):
+            if piece.strip():
+                school, sep, lang = piece.partition("=")
+                if not sep:
+                    fail(where, f"{_show(piece.strip())} is not SCHOOL=LANGUAGE")
+                pairs.append((school.strip(), lang.strip()))
+    out: dict[str, str] = {}
+    for school, lang in pairs:
+        if lang not in ("nb", "en"):
+            fail(where, f"{_show(str(lang))} for {school} is not a language of the student "
+                 "e-mail (nb, en)")
+        out[school] = str(lang)
+    return out

@@ -35,6 +35,7 @@ __all__ = [
     "AlertSettings",
     "LogSettings",
     "MetricsSettings",
+    "NotifySettings",
     "Part",
     "RunSettings",
     "SanitySettings",
@@ -165,6 +166,28 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """The e-mail that tells a student their lost pass was repaired (off by default)."""
+
+    students: bool = False
+    sender: str | None = None  # None: REPORT_FROM
+    reply_to: str | None = None
+    app_url: str | None = None  # the app's base URL (NEXT_PUBLIC_BASE_URL) for the link
+    language: str = "nb"  # Norwegian Bokmål unless a school says otherwise
+    languages: Mapping[str, str] = field(default_factory=dict)  # tenant id or slug -> language
+    exclude: tuple[str, ...] = ()  # tenant ids or slugs whose students are never e-mailed
+
+    def language_of(self, tenant_id: str | None, slug: str | None) -> str:
+        for key in (tenant_id, slug):
+            if key is not None and key in self.languages:
+                return self.languages[key]
+        return self.language
+
+    def excludes(self, tenant_id: str | None, slug: str | None) -> bool:
+        return any(key is not None and key in self.exclude for key in (tenant_id, slug))
+
+
+@dataclass(frozen=True)
 class Settings:
     stripe: StripeSettings = field(default_factory=StripeSettings)
     sanity: SanitySettings = field(default_factory=SanitySettings)
@@ -175,6 +198,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     config_path: Path | None = None  # the TOML file read, if any
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def missing(self, part: Part) -> tuple[str, ...]:
         """The variables `part` needs that are not set, in the order they are reported."""
@@ -226,6 +250,7 @@ _SECTIONS = {
     "stripe": StripeSettings, "sanity": SanitySettings, "smtp": SmtpSettings,
     "run": RunSettings, "schedule": ScheduleSettings, "alerts": AlertSettings, "log": LogSettings,
     "metrics": MetricsSettings,
+    "notify": NotifySettings,
 }
 
 
@@ -260,6 +285,13 @@ def load_settings(
         smtp["starttls"] = False
         smtp.setdefault("port", 465)
     sections["run"].setdefault("state_dir", default_state_dir(environ))
+    if sections["notify"].get("students") and not smtp.get("host"):
+        raise ConfigError("RECONCILER_NOTIFY_STUDENTS is on but SMTP_HOST is not set: the "
+                          "students' e-mails need a mail server")
+    if (sections["notify"].get("students") and not sections["notify"].get("sender")
+            and not smtp.get("report_from")):
+        raise ConfigError("RECONCILER_NOTIFY_STUDENTS is on but neither RECONCILER_NOTIFY_FROM "
+                          "nor REPORT_FROM is set: the students' e-mails need a sender")
 
     parts = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
     return Settings(**parts, config_path=config_path)

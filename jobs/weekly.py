@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from jobs.ledger_schema import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.model import PLATFORM
 from jobs.reasons import explain_anomaly, explain_outcome
+from jobs.weekly_students import StudentEmails
 
 TARGET_AUTOMATIC_RATE = 0.98
 TARGET_MANUAL_RATE = 0.02
@@ -296,6 +297,7 @@ class WeeklyReport:
     trend: tuple[TrendWeek, ...]
     webhook_health: Mapping[str, Any] | None = None
     version: int = field(default=REPORT_VERSION)
+    students: StudentEmails | None = None  # the student e-mails, when they are on or were sent
 
     @property
     def label(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -12,9 +13,11 @@ import structlog
 from jobs.errors import ConfigError
 from jobs.ledger import Ledger
 from jobs.mailer import send_weekly
+from jobs.notice_ledger import NoticeBook
 from jobs.render import render_weekly, report_json, write_weekly
 from jobs.settings import Settings
-from jobs.weekly import WeeklyReport, build_weekly, last_complete_week, monday_of
+from jobs.weekly import WeeklyReport, build_weekly, last_complete_week, monday_of, week_bounds
+from jobs.weekly_students import student_emails
 
 log = structlog.get_logger("jobs.weekly_cmd")
 
@@ -44,9 +47,14 @@ def build_from_settings(settings: Settings, ledger: Ledger, week_of: date | None
     week_start = monday_of(week_of) if week_of else last_complete_week(now, tz)
     health, names = _webhook_facts(settings, now)
     key_mode = settings.stripe.key_mode if settings.stripe.secret_key else "test"
-    return build_weekly(ledger, week_start, now, tz=tz,
-                        dashboard_base=settings.stripe.dashboard_url, key_mode=key_mode,
-                        webhook_health=health, tenant_names=names)
+    report = build_weekly(ledger, week_start, now, tz=tz,
+                          dashboard_base=settings.stripe.dashboard_url, key_mode=key_mode,
+                          webhook_health=health, tenant_names=names)
+    start, end = week_bounds(week_start, tz)
+    told = student_emails(NoticeBook(ledger), start, end, names)
+    if settings.notify.students or told.told or told.not_delivered:
+        report = replace(report, students=told)
+    return report
 
 
 def send_weekly_from_settings(settings: Settings, ledger: Ledger) -> None:

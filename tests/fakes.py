@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from jobs.errors import AccountError, ReconcilerError, WriteRejected
@@ -87,6 +87,9 @@ class FakeSanity:
         upgrades = [d for d in self.of_type("subscription") if d["_id"] in upgrade_ids]
         return copy.deepcopy({"subs": subs, "users": users, "manual": manual,
                               "upgrades": upgrades})
+
+    def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        return [copy.deepcopy(self.docs[i]) for i in ids if i in self.docs]
 
     def commit(self, mutations: Sequence[dict[str, Any]], transaction_id: str, *,
                dry_run: bool = False) -> list[dict[str, Any]]:

@@ -227,3 +227,30 @@ def test_a_rechecked_session_inside_the_window_is_counted_once():
     assert report.counts["sessions_scanned"] == 3 and report.counts["created"] == 3
     assert sorted(c["session_id"] for c in report.created) == [
         "cs_test_0000", "cs_test_0001", "cs_test_0002"]
+
+
+def test_before_commit_sees_each_transactions_purchases_before_it_is_written():
+    stripe, sanity = world(7)  # pages of 3: three transactions
+    seen: list[tuple[list[str], int]] = []
+
+    def before(decisions):
+        # What Sanity held when the hook ran: this transaction is not written yet.
+        written = sum(1 for d in decisions if f"subscription-{d.session_id}" in sanity.docs)
+        seen.append(([d.session_id for d in decisions], written))
+
+    req = RunRequest(run_id="r1", since=NOW - 86400, until=NOW)
+    Reconciler(stripe, sanity, clock=lambda: float(NOW), workers=1,
+               before_commit=before).run(req)
+    assert sorted(s for ids, _ in seen for s in ids) == [f"cs_test_{i:04d}" for i in range(7)]
+    assert [written for _, written in seen] == [0, 0, 0]
+    assert len(seen) == len([c for c in sanity.commits if not c[2]])
+
+
+def test_before_commit_is_not_called_for_a_dry_run_or_the_safety_cap():
+    calls: list[int] = []
+    for kw in ({"dry_run": True, "validate": True}, {"max_creates": 2}):
+        stripe, sanity = world(4)
+        req = RunRequest(run_id="r1", since=NOW - 86400, until=NOW, **kw)
+        Reconciler(stripe, sanity, clock=lambda: float(NOW), workers=1,
+                   before_commit=lambda ds: calls.append(len(ds))).run(req)
+    assert calls == []

@@ -399,3 +399,38 @@ def test_the_chat_webhook_url_is_a_secret_kept_out_of_messages_and_logs(tmp_path
     with pytest.raises(ConfigError, match=r"^CHAT_WEBHOOK_URL: plain http") as e:
         load({"CHAT_WEBHOOK_URL": "http://chat.example.com/hooks/abcdefgh"})
     assert "abcdefgh" not in str(e.value)
+
+
+# ---- the student e-mails (notify.*) ---------------------------------------------------------
+
+MAIL = {"SMTP_HOST": "smtp.example.org", "REPORT_FROM": "ops@example.org"}
+
+
+def test_student_emails_are_off_by_default_and_read_from_env_and_toml(tmp_path: Path) -> None:
+    assert load().notify.students is False
+    on = load({**MAIL, "RECONCILER_NOTIFY_STUDENTS": "true",
+               "NEXT_PUBLIC_BASE_URL": "https://app.example.org",
+               "RECONCILER_NOTIFY_LANGUAGES": "west=en, nord=nb",
+               "RECONCILER_NOTIFY_EXCLUDE": "tenant-x,tenant-y"})
+    assert on.notify.students and on.notify.app_url == "https://app.example.org"
+    assert on.notify.language_of("tenant-w", "west") == "en"
+    assert on.notify.language_of("tenant-q", None) == "nb"
+    assert on.notify.excludes("tenant-y", None) and not on.notify.excludes("tenant-z", "z")
+    path = write(tmp_path, "c.toml", '[notify]\nstudents = true\nsender = "S <s@example.org>"\n'
+                 'languages = { "tenant-w" = "en" }\nexclude = ["quiet"]\n')
+    toml = load({"SMTP_HOST": "smtp.example.org"}, config_path=path)
+    assert toml.notify.sender == "S <s@example.org>"
+    assert toml.notify.language_of("tenant-w", None) == "en"
+    assert toml.notify.excludes(None, "quiet")
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"RECONCILER_NOTIFY_STUDENTS": "yes"}, "RECONCILER_NOTIFY_STUDENTS is on but SMTP_HOST"),
+    ({"RECONCILER_NOTIFY_STUDENTS": "yes", "SMTP_HOST": "smtp.example.org"},
+     "neither RECONCILER_NOTIFY_FROM nor REPORT_FROM"),
+    ({"RECONCILER_NOTIFY_LANGUAGES": "west=de"}, "is not a language of the student e-mail"),
+    ({"RECONCILER_NOTIFY_LANGUAGES": "west"}, "is not SCHOOL=LANGUAGE"),
+    ({"RECONCILER_NOTIFY_REPLY_TO": "front desk"}, "is not an e-mail address"),
+])
+def test_bad_student_email_settings_are_one_line_errors(env: dict[str, str], says: str) -> None:
+    assert says in config_error(env)
