@@ -35,6 +35,10 @@ ANOMALY_KINDS = (
     "draft_only",
     "refunded_but_active",
     "expired_on_arrival",
+    "wrong_user",
+    "upgrade_incomplete",
+    "duplicate_users",
+    "currency_differs",
 )
 
 
@@ -188,6 +192,7 @@ class LookupKeys:
     payment_intents: tuple[str, ...]
     user_ids: tuple[str, ...]
     upgrade_ids: tuple[str, ...]
+    pass_ids: tuple[str, ...] = ()  # whose manual subscriptions (§4#16) are looked up
 
 
 PAYMENT_ID_FIELDS = ("stripePaymentId", "stripePaymentIntentId", "paymentId")
@@ -229,7 +234,6 @@ class PlanContext:
     now_ms: int
     run_id: str
     catalog: Catalog
-    manual_window_days: int = 7
 
 
 @dataclass

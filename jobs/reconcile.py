@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from jobs import rules
-from jobs.batches import Batch, Transaction, transactions
+from jobs.batches import Batch, Transaction, transactions, write_units
 from jobs.classify import (
     Classified,
     classify,
@@ -50,7 +50,7 @@ from jobs.model import (
     Session,
     Tenant,
 )
-from jobs.planner import lookup_keys, plan_page, transaction_mutations
+from jobs.planner import lookup_keys, plan_page, recheck, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
 from jobs.runreport import RunReport, present_row
 from jobs.segments import SegmentReader
@@ -138,6 +138,13 @@ def written_or_present(decision: Decision, results: Any) -> Decision:
         return decision
     return replace(decision, outcome="already_present", creation=None, anomalies=(),
                    detail="the app's webhook created it while this run was writing")
+
+
+def _payment_intent(decision: Decision) -> str | None:
+    if decision.creation is None:
+        return None
+    value = decision.creation.subscription.get("stripePaymentId")
+    return value if isinstance(value, str) and value else None
 
 
 def accounts_to_read(catalog: Catalog, wanted: Sequence[str] | None) -> list[str]:
@@ -371,10 +378,10 @@ class Reconciler:
         else:
             started = time.monotonic()
             txs = transactions(batches)
-            # As many transactions at once as Stripe fetchers (`stripe.concurrency`): a stop
+            # As many write units at once as Stripe fetchers (`stripe.concurrency`): a stop
             # finishes the transactions under way and writes no more.
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="write") as pool:
-                for outcomes in pool.map(lambda t: self._write(t, req), txs):
+                for outcomes in pool.map(lambda u: self._write_unit(u, req), write_units(txs)):
                     for decision, error in outcomes:
                         if error is None:
                             report.add(decision)
@@ -430,9 +437,11 @@ class Reconciler:
         keys = lookup_keys(classified)
         facts = PageFacts()
         if keys.session_ids:
+            names = [p.name for i in keys.pass_ids
+                     if (p := ctx.catalog.passes.get(i)) is not None and p.name]
             facts = PageFacts.from_result(self.sanity.lookup_page(
                 list(keys.session_ids), list(keys.payment_intents), list(keys.user_ids),
-                list(keys.upgrade_ids)))
+                list(keys.upgrade_ids), list(keys.pass_ids), names))
         return plan_page(classified, facts, ctx).decisions
 
     def _line_items(self, account: str, sessions: Sequence[Session]) -> dict[str, list[LineItem]]:
@@ -445,16 +454,45 @@ class Reconciler:
         products = self.stripe.products(account, wanted) if wanted else {}
         out = {sid: with_products(items, products) for sid, items in listed}
         for session in needing:
-            if session.line_items is None:
+            # A product the by-id listing did not return (deleted, or another request's
+            # answer lost): the session's own line items still carry it, expanded.
+            missing = session.line_items is not None and any(
+                i.product_id and i.product_id not in products for i in session.line_items)
+            if session.line_items is None or missing:
                 out[session.id] = parse_line_items(self.stripe.line_items(account, session.id))
         return out
 
-    def _write(self, tx: Transaction, req: RunRequest) -> list[tuple[Decision, str | None]]:
+    def _write_unit(self, unit: Sequence[Transaction],
+                    req: RunRequest) -> list[tuple[Decision, str | None]]:
+        """Re-check the unit's purchases (the webhook may have written since the look-up,
+        minutes ago in a large run), then write each transaction without the ones now
+        present: those are reported already present, not created."""
+        planned = [(tx, tx.decisions()) for tx in unit]
+        if self.cancel.is_set():
+            return [(d, "not written: run interrupted") for _, ds in planned for d in ds]
+        every = [d for _, ds in planned for d in ds]
+        try:
+            found = self.sanity.present(
+                [d.session_id for d in every],
+                [pi for d in every if (pi := _payment_intent(d))])
+        except CredentialsRejected:
+            raise
+        except ReconcilerError as error:
+            return [(d, f"write failed: re-check failed: {error}") for d in every]
+        out: list[tuple[Decision, str | None]] = []
+        for tx, decisions in planned:
+            checked = [recheck(d, found) for d in decisions]
+            out.extend((d, None) for d in checked if d.creation is None)
+            still = [d for d in checked if d.creation is not None]
+            if still:
+                out.extend(self._write(still, f"{req.run_id}-{tx.suffix}", req))
+        return out
+
+    def _write(self, decisions: list[Decision], name: str,
+               req: RunRequest) -> list[tuple[Decision, str | None]]:
         """One transaction; if Sanity refuses it, one per purchase to isolate the bad one."""
-        decisions = tx.decisions()
         if self.cancel.is_set():
             return [(d, "not written: run interrupted") for d in decisions]
-        name = f"{req.run_id}-{tx.suffix}"
         try:
             results = self.sanity.commit(transaction_mutations(decisions), name)
             return [(written_or_present(d, results), None) for d in decisions]

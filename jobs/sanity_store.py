@@ -41,18 +41,29 @@ CATALOG_QUERY = f"""{{
   }}
 }}"""
 
-_PERSONS = f'*[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)]'
+_SUBS_OF_PURCHASES = """*[_type == "subscription" && (
+    stripeSessionId in $sids || _id in $detIds || stripePaymentId in $pis
+    || stripePaymentIntentId in $pis || paymentId in $pis)]"""
+
+# §4#16 manual subscriptions (no Stripe session id, no payment intent) of the page's passes,
+# drafts included; whose they are is checked against the users the same look-up returns,
+# so every clause is a plain field lookup (no sub-query inside a filter).
+_MANUAL = """*[_type == "subscription"
+    && (passId in $pids || pass._ref in $pids || (!defined(passId) && passName in $pnames))
+    && (!defined(stripeSessionId) || !(string::startsWith(stripeSessionId, "cs_live_")
+        || string::startsWith(stripeSessionId, "cs_test_")))
+    && !(string::startsWith(stripePaymentId, "pi_") == true
+        || string::startsWith(stripePaymentIntentId, "pi_") == true
+        || string::startsWith(paymentId, "pi_") == true)]"""
 
 LOOKUP_QUERY = f"""{{
-  "subs": *[_type == "subscription" && (
-    stripeSessionId in $sids || _id in $detIds || stripePaymentId in $pis
-    || stripePaymentIntentId in $pis || paymentId in $pis)],
-  "users": {_PERSONS},
-  "manual": *[_type == "subscription" && {PUBLISHED}
-    && (!defined(stripeSessionId) || stripeSessionId == "")
-    && (user._ref in $uids || user._ref in {_PERSONS}._id)],
+  "subs": {_SUBS_OF_PURCHASES},
+  "users": *[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)],
+  "manual": {_MANUAL},
   "upgrades": *[_type == "subscription" && {PUBLISHED} && _id in $upIds]
 }}"""
+
+PRESENT_QUERY = _SUBS_OF_PURCHASES
 
 RUN_DOCUMENTS_QUERY = '*[_type == "subscription" && reconcileRunId == $runId]'
 
@@ -126,25 +137,31 @@ class SanityStore:
         payment_intents: list[str],
         user_ids: list[str],
         upgrade_ids: list[str],
+        pass_ids: Sequence[str] = (),
+        pass_names: Sequence[str] = (),
     ) -> dict[str, Any]:
         """What Sanity already holds for one Stripe page, in one query.
 
         `subs`: subscriptions (drafts included) by session id, deterministic id or payment
-        intent; `users`: published users by clerkId or _id; `manual`: published
-        subscriptions without a session id of those persons; `upgrades`: published
-        subscriptions by id.
+        intent; `users`: published users by clerkId or _id; `manual`: subscriptions without
+        Stripe ids of the page's passes (`pass_ids`, or `pass_names` for those with no pass
+        id); `upgrades`: published subscriptions by id.
         """
-        sids = _unique(session_ids)
-        det_ids = [f"subscription-{sid}" for sid in sids]
         params = {
-            "sids": sids,
-            "detIds": det_ids + [f"drafts.{i}" for i in det_ids],
-            "pis": _unique(payment_intents),  # never empty values: "" would match blanks
+            **_purchase_params(session_ids, payment_intents),
             "uids": _unique(user_ids),
             "upIds": _unique(upgrade_ids),
+            "pids": _unique(pass_ids),
+            "pnames": _unique(pass_names),
         }
         result = self.query(LOOKUP_QUERY, params)
         return {key: _documents(result, key) for key in ("subs", "users", "manual", "upgrades")}
+
+    def present(self, session_ids: list[str], payment_intents: list[str]) -> list[dict[str, Any]]:
+        """Subscriptions (drafts included) that record any of these purchases: the re-check
+        just before a transaction, for what the webhook wrote since the page's look-up."""
+        result = self.query(PRESENT_QUERY, _purchase_params(session_ids, payment_intents))
+        return [d for d in result or [] if isinstance(d, dict)]
 
     def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         """Documents by id (drafts included); missing ids are left out."""
@@ -289,6 +306,17 @@ class SanityStore:
 def _documents(result: Any, key: str) -> list[dict[str, Any]]:
     value = result.get(key) if isinstance(result, dict) else None
     return [d for d in value or [] if isinstance(d, dict)]
+
+
+def _purchase_params(session_ids: Iterable[str],
+                     payment_intents: Iterable[str]) -> dict[str, list[str]]:
+    sids = _unique(session_ids)
+    det_ids = [f"subscription-{sid}" for sid in sids]
+    return {
+        "sids": sids,
+        "detIds": det_ids + [f"drafts.{i}" for i in det_ids],
+        "pis": _unique(payment_intents),  # never empty values: "" would match blanks
+    }
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -47,15 +47,25 @@ WORLD: list[dict[str, Any]] = [
     {"_id": "sub-blank-pi", "_type": "subscription", "stripePaymentId": ""},
     {"_id": "sub-other", "_type": "subscription", "stripeSessionId": "cs_other"},
     {"_id": "not-a-sub", "_type": "booking", "stripeSessionId": "cs_1"},
-    # manual subscriptions of the persons
+    # manual subscriptions (no Stripe session id, no payment intent) of the page's passes;
+    # whose they are is the planner's business
     {"_id": "manual-clerk-ref", "_type": "subscription", "user": ref("user_1"), "passId": "pass-10",
      "stripePaymentId": "manual_recovery_1"},
-    {"_id": "manual-user-ref", "_type": "subscription", "user": ref("user-canon")},
-    {"_id": "manual-legacy", "_type": "subscription", "user": ref("user_2"), "stripeSessionId": ""},
-    {"_id": "drafts.manual-draft", "_type": "subscription", "user": ref("user-canon")},
+    {"_id": "manual-pass-ref", "_type": "subscription", "user": ref("user-canon"),
+     "pass": ref("pass-10")},
+    {"_id": "manual-by-name", "_type": "subscription", "user": ref("user_2"),
+     "stripeSessionId": "", "passName": "10 Clips"},
+    {"_id": "drafts.manual-draft", "_type": "subscription", "user": ref("user-canon"),
+     "passId": "pass-10", "stripeSessionId": "manual_recovery_session_1",
+     "stripePaymentId": "manual_recovery_1"},
+    {"_id": "manual-stranger", "_type": "subscription", "user": ref("someone-else"),
+     "passId": "pass-10"},
     {"_id": "paid-of-person", "_type": "subscription", "user": ref("user-canon"),
-     "stripeSessionId": "cs_old"},
-    {"_id": "manual-stranger", "_type": "subscription", "user": ref("someone-else")},
+     "passId": "pass-10", "stripeSessionId": "cs_live_old"},
+    {"_id": "paid-by-intent", "_type": "subscription", "user": ref("user-canon"),
+     "passId": "pass-10", "stripePaymentIntentId": "pi_9"},
+    {"_id": "manual-other-pass", "_type": "subscription", "user": ref("user-canon"),
+     "passId": "pass-other"},
     # upgrade sources
     {"_id": "old-sub", "_type": "subscription", "stripeSessionId": "cs_old2", "isActive": True},
     {"_id": "drafts.old-sub", "_type": "subscription", "isActive": True},
@@ -110,15 +120,28 @@ def test_lookup_page_finds_everything_in_one_query(store: SanityStore,
         payment_intents=["pi_1", "pi_2", "pi_3", ""],
         user_ids=["user_1", "user_2"],
         upgrade_ids=["old-sub", "missing-sub"],
+        pass_ids=["pass-10"],
+        pass_names=["10 Clips"],
     )
     assert ids(found["subs"]) == ["drafts.subscription-cs_3", "sub-by-sid", "sub-payid", "sub-pi",
                                   "sub-pii", "subscription-cs_2"]
     assert ids(found["users"]) == ["user-canon", "user_2"]
-    assert ids(found["manual"]) == ["manual-clerk-ref", "manual-legacy", "manual-user-ref"]
+    assert ids(found["manual"]) == ["drafts.manual-draft", "manual-by-name", "manual-clerk-ref",
+                                    "manual-pass-ref", "manual-stranger"]
     assert ids(found["upgrades"]) == ["old-sub"]
     assert found["manual"][0]["stripePaymentId"] == "manual_recovery_1"  # whole documents
+    # Four `*[…]`, every one answered from plain field lookups: no sub-query in a filter.
     (entry,) = sanity.log()
-    assert (entry["kind"], entry["perspective"], entry["index"]) == ("query", "raw", "5/5")
+    assert (entry["kind"], entry["perspective"], entry["index"]) == ("query", "raw", "4/4")
+
+
+def test_present_rechecks_purchases_drafts_included(store: SanityStore,
+                                                    sanity: SanityStandIn) -> None:
+    found = store.present(["cs_1", "cs_2", "cs_3"], ["pi_1", "pi_2", "pi_3"])
+    assert ids(found) == ["drafts.subscription-cs_3", "sub-by-sid", "sub-payid", "sub-pi",
+                          "sub-pii", "subscription-cs_2"]
+    assert store.present(["cs_none"], []) == []
+    assert [e["kind"] for e in sanity.log()] == ["query", "query"]
 
 
 def test_lookup_page_with_nothing_to_find(store: SanityStore) -> None:

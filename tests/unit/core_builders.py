@@ -21,6 +21,7 @@ from jobs.model import (
     Session,
     Tenant,
 )
+from jobs.planner import is_manual
 
 DAY_S = 86_400
 DAY_MS = 86_400_000
@@ -80,6 +81,9 @@ def default_passes() -> list[Pass]:
         pass_(P_OTHER, tenant_id=T2, type_="single", name="Salsa Drop-in", price=200,
               validity_days=30, classes_limit=None),
     ]
+
+
+PASS_NAMES = {p.id: p.name for p in default_passes()}
 
 
 def catalog(
@@ -205,10 +209,25 @@ def user_doc(id_: str = USER_DOC, **fields: Any) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def facts(subs: Iterable[Mapping[str, Any]] = (), users: Iterable[Mapping[str, Any]] = (),
+def facts(subs: Iterable[Mapping[str, Any]] = (),
+          users: Iterable[Mapping[str, Any]] | None = None,
           manual: Iterable[Mapping[str, Any]] = (),
           upgrades: Iterable[Mapping[str, Any]] = ()) -> PageFacts:
+    """A page's look-up answer; `users` default: the buyer's one user document when the
+    page finds subscriptions (the look-up returns the buyer's users with them)."""
+    if users is None:
+        users = [user_doc()] if subs else []
     return PageFacts(tuple(subs), tuple(users), tuple(manual), tuple(upgrades))
+
+
+def of_passes(doc: Mapping[str, Any], pass_ids: Iterable[str]) -> bool:
+    """The manual look-up's pass clause (passId, pass._ref; passName when no passId)."""
+    wanted = set(pass_ids)
+    pass_ref = doc.get("pass")
+    return bool(doc.get("passId") in wanted or (
+        isinstance(pass_ref, Mapping) and pass_ref.get("_ref") in wanted) or (
+        "passId" not in doc and doc.get("passName") in {
+            PASS_NAMES.get(i) for i in wanted}))
 
 
 class MemorySanity:
@@ -233,10 +252,8 @@ class MemorySanity:
                        d.get("paymentId")}))]
         users = [d for d in self.docs.values() if d.get("_type") == "user" and (
             d.get("clerkId") in uids or d["_id"] in uids)]
-        refs = uids | {d["_id"] for d in users}
         manual = [d for d in self.docs.values() if d.get("_type") == "subscription"
-                  and not d.get("stripeSessionId")
-                  and isinstance(d.get("user"), Mapping) and d["user"].get("_ref") in refs]
+                  and is_manual(d) and of_passes(d, keys.pass_ids)]
         upgrades = [d for d in self.docs.values() if d.get("_type") == "subscription"
                     and d["_id"] in set(keys.upgrade_ids)]
         return facts(subs, users, manual, upgrades)

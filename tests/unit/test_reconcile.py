@@ -173,13 +173,30 @@ def test_listed_line_items_cost_one_products_request_per_page():
     ]
     stripe.product_data = {f"prod_{n}": {"id": f"prod_{n}", "metadata": {
         "passId": "p1", "userId": "user_a", "tenantId": "t1"}} for n in (60, 61)}
+    stripe.line_item_data["cs_test_0062"] = [{"description": "10 Clip Card", "price": {
+        "product": {"id": "prod_gone", "deleted": True}}}]
     report = run(stripe, sanity)
+    # A product the by-id listing does not return costs that session's own line items
+    # (expanded), never a trip to a person; here they do not name the student either.
     assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
-        ("products", "prod_60,prod_61,prod_gone")]
-    # The product's metadata names the student; a product not found leaves only the name.
+        ("products", "prod_60,prod_61,prod_gone"), ("line_items", "cs_test_0062")]
     assert sorted(c["session_id"] for c in report.created) == ["cs_test_0060", "cs_test_0061"]
     assert [(m["session_id"], m["reason"]) for m in report.needs_manual] == [
         ("cs_test_0062", "user_unknown")]
+
+
+def test_a_product_missing_from_the_by_id_listing_falls_back_to_line_items():
+    stripe, sanity = world(0)
+    stripe.sessions[ACCT] = [session(63, metadata={"type": "pass_purchase"},
+                                     line_items=listed(("10 Clip Card", "prod_lost")))]
+    stripe.line_item_data["cs_test_0063"] = [{"description": "10 Clip Card", "price": {
+        "product": {"id": "prod_lost", "metadata": {
+            "passId": "p1", "userId": "user_a", "tenantId": "t1"}}}}]
+    report = run(stripe, sanity)
+    assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
+        ("products", "prod_lost"), ("line_items", "cs_test_0063")]
+    assert [c["session_id"] for c in report.created] == ["cs_test_0063"]
+    assert report.needs_manual == []
 
 
 def test_line_items_listed_incompletely_are_asked_for_on_their_own():
