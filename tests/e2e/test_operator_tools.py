@@ -145,12 +145,14 @@ def test_doctor_on_a_healthy_world_is_all_ok(cli: Cli, stripe_standin: Any, sani
                                              smtp_server: tuple[int, Recorder]) -> None:
     port, recorder = smtp_server
     standin = load(ow.doctor_world(now(), broken=False), stripe_standin, sanity)
-    cli.configure(standin, sanity, **mail_env(port))
+    cli.configure(standin, sanity, HEARTBEAT_URL="https://hc.example.com/ping/f00d",
+                  **mail_env(port))
     result = cli.run("doctor", "--json")
     assert result.code == 0, result.out
-    assert problems(result) == set()
+    # The stand-in's dataset is called `production` and the sandbox's key is a test key.
+    assert problems(result) == {("sanity dataset", "warn")}
     names = [c["name"] for c in result.json()["checks"]]
-    assert names == ["sanity read", "sanity write", "stripe mode", "stripe account platform",
+    assert names == ["sanity dataset", "heartbeat", "sanity read", "sanity write", "stripe mode", "stripe account platform",
                      f"stripe account {ow.ACCT_A}", f"stripe account {ow.ACCT_B}",
                      "webhook endpoints", "webhook connect endpoint", "webhook deliveries platform",
                      f"webhook deliveries {ow.ACCT_A}", f"webhook deliveries {ow.ACCT_B}",
@@ -178,6 +180,8 @@ def test_doctor_names_each_planted_problem_and_nothing_else(
         ("webhook log errors", "fail"),
         ("webhook signature failures", "fail"),
         ("smtp", "fail"),
+        ("sanity dataset", "warn"),
+        ("heartbeat", "warn"),
     }
     checks = {c["name"]: c for c in result.json()["checks"]}
     assert "2 event(s) not delivered" in checks[f"webhook deliveries {ow.ACCT_A}"]["detail"]
