@@ -490,3 +490,16 @@ def recheck(decision: Decision, found: Iterable[Doc]) -> Decision:
     return replace(decision, outcome="already_present", creation=None, subscription_ids=ids,
                    anomalies=anomalies,
                    detail="written by someone else (the app's webhook) after this run's look-up")
+
+
+def upgrade_completion(decision: Decision, old: Doc, now_ms: int) -> dict[str, Any] | None:
+    """The patch that finishes an upgrade the webhook left half done (`upgrade_incomplete`):
+    the old subscription deactivated and pointed at the new pass, as §2.8's webhook does,
+    guarded by the revision it was judged on, so a document changed since is left alone.
+    None when there is nothing (any more) to do."""
+    rev = old.get("_rev")
+    if is_draft(old) or not _upgrade_open(old) or not isinstance(rev, str) or not rev:
+        return None
+    return {"patch": {"id": old["_id"], "ifRevisionID": rev, "set": {
+        "isActive": False, "upgradedAt": rules.iso_ms(now_ms),
+        "upgradedToPassId": decision.pass_id, "upgradedToPassName": decision.pass_name}}}
