@@ -151,6 +151,7 @@ class Creation:
     subscription: Mapping[str, Any]
     user: Mapping[str, Any] | None = None
     deactivate: Mapping[str, Any] | None = None  # patch of the superseded subscription
+    person_refs: tuple[str, ...] = ()  # the buyer's user refs: the re-check's manual look-up
 
     def mutations(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -192,7 +193,6 @@ class LookupKeys:
     payment_intents: tuple[str, ...]
     user_ids: tuple[str, ...]
     upgrade_ids: tuple[str, ...]
-    pass_ids: tuple[str, ...] = ()  # whose manual subscriptions (§4#16) are looked up
 
 
 PAYMENT_ID_FIELDS = ("stripePaymentId", "stripePaymentIntentId", "paymentId")
@@ -204,7 +204,6 @@ class PageFacts:
 
     subs: tuple[Mapping[str, Any], ...] = ()
     users: tuple[Mapping[str, Any], ...] = ()
-    manual: tuple[Mapping[str, Any], ...] = ()
     upgrades: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
@@ -213,7 +212,7 @@ class PageFacts:
             value = result.get(key) or []
             return tuple(d for d in value if isinstance(d, Mapping))
 
-        return cls(docs("subs"), docs("users"), docs("manual"), docs("upgrades"))
+        return cls(docs("subs"), docs("users"), docs("upgrades"))
 
     @cached_property
     def subs_by_key(self) -> dict[tuple[str, str], list[int]]:

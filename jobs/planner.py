@@ -66,7 +66,6 @@ def lookup_keys(page: Sequence[Classified]) -> LookupKeys:
     pis: list[str] = []
     uids: list[str] = []
     upgrades: list[str] = []
-    passes: list[str] = []
     for item in page:
         if item.session is None or item.outcome not in ("candidate", "ignored"):
             continue
@@ -79,9 +78,7 @@ def lookup_keys(page: Sequence[Classified]) -> LookupKeys:
             uids.append(item.keys.user_id)
         if item.keys and item.keys.kind == "pass_upgrade" and item.keys.upgrade_from:
             upgrades.append(item.keys.upgrade_from)
-        if item.outcome == "candidate" and item.keys and item.keys.pass_id:
-            passes.append(item.keys.pass_id)
-    return LookupKeys(*(tuple(dict.fromkeys(v)) for v in (sids, pis, uids, upgrades, passes)))
+    return LookupKeys(*(tuple(dict.fromkeys(v)) for v in (sids, pis, uids, upgrades)))
 
 
 def page_matches(session: Session, facts: PageFacts) -> list[Doc]:
@@ -229,14 +226,8 @@ def _decide_purchase(
             return _manual(base, "upgrade_source_missing",
                            f"subscription {keys.upgrade_from} belongs to another student")
         user_ref, new_user = owner, None
-    refs = set(person.refs)
-
-    suspects = manual_suspects(session, pass_, refs, facts.manual)
-    if suspects:
-        return _manual(base, "manual_duplicate_suspected",
-                       "a subscription without Stripe ids exists for this person and pass: "
-                       + ", ".join(suspects), subscription_ids=tuple(suspects))
-
+    # Manual duplicates (§4#16) are looked for by the re-check just before the write
+    # (`recheck`), by the buyer's refs: a plain field lookup, no join in the page's query.
     doc = _subscription(session, keys, pass_, grant, start_ms, end_ms, tenant_id,
                         str(user_ref), old, ctx)
     deactivate = None
@@ -261,7 +252,7 @@ def _decide_purchase(
                               + ", ".join(person.by_clerk) + f"); linked to {user_ref}"),)
     return replace(base, outcome="created", user_id=str(user_ref), pass_name=pass_.name,
                    subscription_ids=(doc["_id"],), anomalies=anomalies,
-                   creation=Creation(doc, new_user, deactivate))
+                   creation=Creation(doc, new_user, deactivate, person.refs))
 
 
 def _upgrade_source(keys: PurchaseKeys, facts: PageFacts) -> Doc | None:
@@ -377,17 +368,19 @@ def is_manual(doc: Doc) -> bool:
     return not any(is_stripe_id(doc.get(f), ("pi_",)) for f in PAYMENT_ID_FIELDS)
 
 
-def manual_suspects(session: Session, pass_: Pass, refs: set[str],
+def manual_suspects(paid_ms: int, pass_id: str, pass_name: str | None, refs: Iterable[str],
                     manual: Iterable[Doc]) -> list[str]:
     """§4#16: a hand-made subscription of the same person and pass, starting no earlier than
     a day before the purchase (a recovery is run hours or days after it)."""
-    earliest = session.created * 1000 - rules.DAY_MS
+    earliest = paid_ms - rules.DAY_MS
+    people = set(refs)
     out = []
     for doc in manual:
-        if not is_manual(doc) or ref(doc, "user") not in refs:
+        if not is_manual(doc) or ref(doc, "user") not in people:
             continue
-        same_pass = pass_.id in (doc.get("passId"), ref(doc, "pass")) or (
-            not doc.get("passId") and not ref(doc, "pass") and doc.get("passName") == pass_.name)
+        same_pass = pass_id in (doc.get("passId"), ref(doc, "pass")) or (
+            not doc.get("passId") and not ref(doc, "pass") and pass_name is not None
+            and doc.get("passName") == pass_name)
         if not same_pass:
             continue
         when = next((rules.parse_instant_ms(doc.get(k)) for k in
@@ -466,30 +459,43 @@ def _subscription(session: Session, keys: PurchaseKeys, pass_: Pass, grant: rule
 
 
 
-def recheck(decision: Decision, found: Iterable[Doc]) -> Decision:
+def recheck(decision: Decision, found: Iterable[Doc], manual: Iterable[Doc] = ()) -> Decision:
     """A planned creation against what Sanity holds just before its transaction: a
     subscription (drafts included) that now records the purchase, usually the webhook's
-    late delivery, turns it into `already_present`; the creation is dropped."""
-    if decision.creation is None:
+    late delivery, turns it into `already_present`; a manual subscription of the buyer for
+    the same pass (§4#16) sends it to a person. Either way the creation is dropped."""
+    creation = decision.creation
+    if creation is None:
         return decision
-    own = decision.creation.subscription
-    pi = own.get("stripePaymentId")
+    pi = creation.subscription.get("stripePaymentId")
     session = Session(decision.session_id, decision.account, 0, None, None, None,
                       pi if isinstance(pi, str) else None, None, None, {}, None, None, None)
     matches = matching_subscriptions(session, found)
-    if not matches:
+    if matches:
+        ids = tuple(str(d.get("_id")) for d in matches)
+        anomalies = tuple(a for a in (
+            Anomaly("duplicate_subscriptions", session.id, ids,
+                    f"{len(ids)} subscriptions record this purchase")
+            if len({i.removeprefix("drafts.") for i in ids}) > 1 else None,
+            Anomaly("draft_only", session.id, ids, "only a draft records this purchase")
+            if all(is_draft(d) for d in matches) else None,
+        ) if a is not None)
+        return replace(decision, outcome="already_present", creation=None,
+                       subscription_ids=ids, anomalies=anomalies,
+                       detail="written by someone else (the app's webhook) after this run's "
+                              "look-up")
+    paid_ms = rules.parse_instant_ms(creation.subscription.get("startDate"))
+    pass_id = creation.subscription.get("passId")
+    if paid_ms is None or not isinstance(pass_id, str):
         return decision
-    ids = tuple(str(d.get("_id")) for d in matches)
-    anomalies = tuple(a for a in (
-        Anomaly("duplicate_subscriptions", session.id, ids,
-                f"{len(ids)} subscriptions record this purchase")
-        if len({i.removeprefix("drafts.") for i in ids}) > 1 else None,
-        Anomaly("draft_only", session.id, ids, "only a draft records this purchase")
-        if all(is_draft(d) for d in matches) else None,
-    ) if a is not None)
-    return replace(decision, outcome="already_present", creation=None, subscription_ids=ids,
-                   anomalies=anomalies,
-                   detail="written by someone else (the app's webhook) after this run's look-up")
+    suspects = manual_suspects(paid_ms, pass_id, decision.pass_name, creation.person_refs,
+                               manual)
+    if not suspects:
+        return decision
+    return replace(decision, outcome="needs_manual", reason="manual_duplicate_suspected",
+                   detail="a subscription without Stripe ids exists for this person and pass: "
+                          + ", ".join(suspects),
+                   subscription_ids=tuple(suspects), anomalies=(), creation=None)
 
 
 def upgrade_completion(decision: Decision, old: Doc, now_ms: int) -> dict[str, Any] | None:

@@ -41,12 +41,10 @@ class SanityStore(Protocol):
         payment_intents: list[str],
         user_ids: list[str],
         upgrade_ids: list[str],
-        pass_ids: Sequence[str] = (),
-        pass_names: Sequence[str] = (),
     ) -> dict[str, Any]: ...
 
-    def present(self, session_ids: list[str], payment_intents: list[str]) -> list[dict[str, Any]]:
-        ...
+    def recheck(self, session_ids: list[str], payment_intents: list[str],
+                person_refs: list[str]) -> dict[str, Any]: ...
 
     def commit(
         self, mutations: Sequence[dict[str, Any]], transaction_id: str, *, dry_run: bool = False

@@ -408,6 +408,7 @@ class Reconciler:
         """Plan the given raw sessions of one account exactly as a run plans one page (line
         items where needed, one Sanity lookup); nothing is written. `refunds` (refunded minor
         units per payment intent) default to the account's refunds since the oldest session.
+        The planned creations are re-checked as a write would (`settle`).
         For `reconcile diagnose`, which picks its sessions itself."""
         if not raws:
             return []
@@ -415,7 +416,7 @@ class Reconciler:
             created = [r.get("created") for r in raws if isinstance(r, Mapping)]
             since = min((c for c in created if isinstance(c, int)), default=0)
             refunds = refunded_by_intent(self.stripe.refunds(account, since))
-        return self._plan_page(raws, account, refunds, ctx)
+        return self.settle(self._plan_page(raws, account, refunds, ctx))
 
     def _plan_page(self, raws: list[dict[str, Any]], account: str, refunds: Mapping[str, int],
                    ctx: PlanContext) -> list[Decision]:
@@ -437,11 +438,9 @@ class Reconciler:
         keys = lookup_keys(classified)
         facts = PageFacts()
         if keys.session_ids:
-            names = [p.name for i in keys.pass_ids
-                     if (p := ctx.catalog.passes.get(i)) is not None and p.name]
             facts = PageFacts.from_result(self.sanity.lookup_page(
                 list(keys.session_ids), list(keys.payment_intents), list(keys.user_ids),
-                list(keys.upgrade_ids), list(keys.pass_ids), names))
+                list(keys.upgrade_ids)))
         return plan_page(classified, facts, ctx).decisions
 
     def _line_items(self, account: str, sessions: Sequence[Session]) -> dict[str, list[LineItem]]:
@@ -472,21 +471,33 @@ class Reconciler:
             return [(d, "not written: run interrupted") for _, ds in planned for d in ds]
         every = [d for _, ds in planned for d in ds]
         try:
-            found = self.sanity.present(
-                [d.session_id for d in every],
-                [pi for d in every if (pi := _payment_intent(d))])
+            checked_all = iter(self.settle(every))
         except CredentialsRejected:
             raise
         except ReconcilerError as error:
             return [(d, f"write failed: re-check failed: {error}") for d in every]
         out: list[tuple[Decision, str | None]] = []
         for tx, decisions in planned:
-            checked = [recheck(d, found) for d in decisions]
+            checked = [next(checked_all) for _ in decisions]
             out.extend((d, None) for d in checked if d.creation is None)
             still = [d for d in checked if d.creation is not None]
             if still:
                 out.extend(self._write(still, f"{req.run_id}-{tx.suffix}", req))
         return out
+
+    def settle(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """The planned creations against Sanity now, in one query (`planner.recheck`): what
+        the webhook wrote since the look-up, and the buyers' manual subscriptions."""
+        creating = [d for d in decisions if d.creation is not None]
+        if not creating:
+            return list(decisions)
+        found = self.sanity.recheck(
+            [d.session_id for d in creating],
+            [pi for d in creating if (pi := _payment_intent(d))],
+            list(dict.fromkeys(r for d in creating if d.creation
+                               for r in d.creation.person_refs)))
+        subs, manual = found.get("subs") or [], found.get("manual") or []
+        return [recheck(d, subs, manual) for d in decisions]
 
     def _write(self, decisions: list[Decision], name: str,
                req: RunRequest) -> list[tuple[Decision, str | None]]:
@@ -518,19 +529,34 @@ class Reconciler:
         return out
 
     def _dry_run(self, txs: list[Transaction], report: RunReport, req: RunRequest) -> None:
-        for tx in txs:
-            decisions = tx.decisions()
-            error: str | None = None
-            if req.validate:
-                try:
-                    self.sanity.commit(transaction_mutations(decisions),
-                                       f"{req.run_id}-{tx.suffix}", dry_run=True)
-                except CredentialsRejected:
-                    raise
-                except (WriteRejected, AccountError, ReconcilerError) as failure:
-                    error = f"validation failed: {failure}"
-            for decision in decisions:
-                if error is None:
-                    report.add(decision)
-                else:
-                    report.add_write_failure(decision, error)
+        """What a write would do, re-checks included, without writing (`validate`: Sanity
+        validates each transaction as a dry run)."""
+        for unit in write_units(txs):
+            planned = [(tx, tx.decisions()) for tx in unit]
+            settled = iter(self.settle([d for _, ds in planned for d in ds]))
+            for tx, decisions in planned:
+                checked = [next(settled) for _ in decisions]
+                for decision in checked:
+                    if decision.creation is None:
+                        report.add(decision)
+                self._dry_run_tx(tx, [d for d in checked if d.creation is not None],
+                                 report, req)
+
+    def _dry_run_tx(self, tx: Transaction, decisions: list[Decision], report: RunReport,
+                    req: RunRequest) -> None:
+        if not decisions:
+            return
+        error: str | None = None
+        if req.validate:
+            try:
+                self.sanity.commit(transaction_mutations(decisions),
+                                   f"{req.run_id}-{tx.suffix}", dry_run=True)
+            except CredentialsRejected:
+                raise
+            except (WriteRejected, AccountError, ReconcilerError) as failure:
+                error = f"validation failed: {failure}"
+        for decision in decisions:
+            if error is None:
+                report.add(decision)
+            else:
+                report.add_write_failure(decision, error)

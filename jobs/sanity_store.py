@@ -45,25 +45,25 @@ _SUBS_OF_PURCHASES = """*[_type == "subscription" && (
     stripeSessionId in $sids || _id in $detIds || stripePaymentId in $pis
     || stripePaymentIntentId in $pis || paymentId in $pis)]"""
 
-# §4#16 manual subscriptions (no Stripe session id, no payment intent) of the page's passes,
-# drafts included; whose they are is checked against the users the same look-up returns,
-# so every clause is a plain field lookup (no sub-query inside a filter).
-_MANUAL = """*[_type == "subscription"
-    && (passId in $pids || pass._ref in $pids || (!defined(passId) && passName in $pnames))
+LOOKUP_QUERY = f"""{{
+  "subs": {_SUBS_OF_PURCHASES},
+  "users": *[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)],
+  "upgrades": *[_type == "subscription" && {PUBLISHED} && _id in $upIds]
+}}"""
+
+# Just before a transaction: what now records its purchases (the webhook may have written
+# since the look-up), and the buyers' §4#16 manual subscriptions (no Stripe session id, no
+# payment intent), drafts included. Every clause a plain field lookup: the buyers' refs come
+# from the page's look-up, not from a sub-query inside the filter.
+RECHECK_QUERY = f"""{{
+  "subs": {_SUBS_OF_PURCHASES},
+  "manual": *[_type == "subscription" && user._ref in $refs
     && (!defined(stripeSessionId) || !(string::startsWith(stripeSessionId, "cs_live_")
         || string::startsWith(stripeSessionId, "cs_test_")))
     && !(string::startsWith(stripePaymentId, "pi_") == true
         || string::startsWith(stripePaymentIntentId, "pi_") == true
-        || string::startsWith(paymentId, "pi_") == true)]"""
-
-LOOKUP_QUERY = f"""{{
-  "subs": {_SUBS_OF_PURCHASES},
-  "users": *[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)],
-  "manual": {_MANUAL},
-  "upgrades": *[_type == "subscription" && {PUBLISHED} && _id in $upIds]
+        || string::startsWith(paymentId, "pi_") == true)]
 }}"""
-
-PRESENT_QUERY = _SUBS_OF_PURCHASES
 
 RUN_DOCUMENTS_QUERY = '*[_type == "subscription" && reconcileRunId == $runId]'
 
@@ -137,31 +137,30 @@ class SanityStore:
         payment_intents: list[str],
         user_ids: list[str],
         upgrade_ids: list[str],
-        pass_ids: Sequence[str] = (),
-        pass_names: Sequence[str] = (),
     ) -> dict[str, Any]:
         """What Sanity already holds for one Stripe page, in one query.
 
         `subs`: subscriptions (drafts included) by session id, deterministic id or payment
-        intent; `users`: published users by clerkId or _id; `manual`: subscriptions without
-        Stripe ids of the page's passes (`pass_ids`, or `pass_names` for those with no pass
-        id); `upgrades`: published subscriptions by id.
+        intent; `users`: published users by clerkId or _id; `upgrades`: published
+        subscriptions by id.
         """
         params = {
             **_purchase_params(session_ids, payment_intents),
             "uids": _unique(user_ids),
             "upIds": _unique(upgrade_ids),
-            "pids": _unique(pass_ids),
-            "pnames": _unique(pass_names),
         }
         result = self.query(LOOKUP_QUERY, params)
-        return {key: _documents(result, key) for key in ("subs", "users", "manual", "upgrades")}
+        return {key: _documents(result, key) for key in ("subs", "users", "upgrades")}
 
-    def present(self, session_ids: list[str], payment_intents: list[str]) -> list[dict[str, Any]]:
-        """Subscriptions (drafts included) that record any of these purchases: the re-check
-        just before a transaction, for what the webhook wrote since the page's look-up."""
-        result = self.query(PRESENT_QUERY, _purchase_params(session_ids, payment_intents))
-        return [d for d in result or [] if isinstance(d, dict)]
+    def recheck(self, session_ids: list[str], payment_intents: list[str],
+                person_refs: list[str]) -> dict[str, Any]:
+        """Just before a transaction, in one query: `subs`, subscriptions (drafts included)
+        that now record any of these purchases; `manual`, subscriptions of these persons
+        without Stripe ids (drafts included)."""
+        params = {**_purchase_params(session_ids, payment_intents),
+                  "refs": _unique(person_refs)}
+        result = self.query(RECHECK_QUERY, params)
+        return {key: _documents(result, key) for key in ("subs", "manual")}
 
     def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         """Documents by id (drafts included); missing ids are left out."""

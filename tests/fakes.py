@@ -81,24 +81,22 @@ class FakeSanity:
                 or any(d.get(k) in payment_intents
                        for k in ("stripePaymentId", "stripePaymentIntentId", "paymentId"))]
 
-    def present(self, session_ids: list[str], payment_intents: list[str]) -> list[dict[str, Any]]:
+    def recheck(self, session_ids: list[str], payment_intents: list[str],
+                person_refs: list[str]) -> dict[str, Any]:
         self.rechecks += 1
-        return copy.deepcopy(self._recording(session_ids, payment_intents))
+        manual = [d for d in self.of_type("subscription")
+                  if is_manual(d) and _ref(d, "user") in person_refs]
+        return copy.deepcopy({"subs": self._recording(session_ids, payment_intents),
+                              "manual": manual})
 
     def lookup_page(self, session_ids: list[str], payment_intents: list[str],
-                    user_ids: list[str], upgrade_ids: list[str],
-                    pass_ids: Sequence[str] = (),
-                    pass_names: Sequence[str] = ()) -> dict[str, Any]:
+                    user_ids: list[str], upgrade_ids: list[str]) -> dict[str, Any]:
         self.lookups += 1
         subs = self._recording(session_ids, payment_intents)
         users = [d for d in self.of_type("user") if not d["_id"].startswith("drafts.")
                  and (d.get("clerkId") in user_ids or d["_id"] in user_ids)]
-        manual = [d for d in self.of_type("subscription") if is_manual(d) and (
-            d.get("passId") in pass_ids or _ref(d, "pass") in pass_ids
-            or ("passId" not in d and d.get("passName") in pass_names))]
         upgrades = [d for d in self.of_type("subscription") if d["_id"] in upgrade_ids]
-        return copy.deepcopy({"subs": subs, "users": users, "manual": manual,
-                              "upgrades": upgrades})
+        return copy.deepcopy({"subs": subs, "users": users, "upgrades": upgrades})
 
     def commit(self, mutations: Sequence[dict[str, Any]], transaction_id: str, *,
                dry_run: bool = False) -> list[dict[str, Any]]:

@@ -63,9 +63,8 @@ class RacingStore:
             self._after_catalog()
         return result
 
-    def lookup_page(self, session_ids: list[str], payment_intents: list[str],
-                    user_ids: list[str], upgrade_ids: list[str]) -> dict[str, Any]:
-        result = self._inner.lookup_page(session_ids, payment_intents, user_ids, upgrade_ids)
+    def lookup_page(self, session_ids: list[str], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = self._inner.lookup_page(session_ids, *args, **kwargs)
         if self._after_lookup is not None:
             self._after_lookup(session_ids)
         return result

@@ -47,8 +47,7 @@ WORLD: list[dict[str, Any]] = [
     {"_id": "sub-blank-pi", "_type": "subscription", "stripePaymentId": ""},
     {"_id": "sub-other", "_type": "subscription", "stripeSessionId": "cs_other"},
     {"_id": "not-a-sub", "_type": "booking", "stripeSessionId": "cs_1"},
-    # manual subscriptions (no Stripe session id, no payment intent) of the page's passes;
-    # whose they are is the planner's business
+    # manual subscriptions (no Stripe session id, no payment intent) of the buyers' refs
     {"_id": "manual-clerk-ref", "_type": "subscription", "user": ref("user_1"), "passId": "pass-10",
      "stripePaymentId": "manual_recovery_1"},
     {"_id": "manual-pass-ref", "_type": "subscription", "user": ref("user-canon"),
@@ -60,6 +59,8 @@ WORLD: list[dict[str, Any]] = [
      "stripePaymentId": "manual_recovery_1"},
     {"_id": "manual-stranger", "_type": "subscription", "user": ref("someone-else"),
      "passId": "pass-10"},
+    {"_id": "manual-legacy-ref", "_type": "subscription", "user": ref("user_2"),
+     "passId": "pass-other"},
     {"_id": "paid-of-person", "_type": "subscription", "user": ref("user-canon"),
      "passId": "pass-10", "stripeSessionId": "cs_live_old"},
     {"_id": "paid-by-intent", "_type": "subscription", "user": ref("user-canon"),
@@ -120,33 +121,35 @@ def test_lookup_page_finds_everything_in_one_query(store: SanityStore,
         payment_intents=["pi_1", "pi_2", "pi_3", ""],
         user_ids=["user_1", "user_2"],
         upgrade_ids=["old-sub", "missing-sub"],
-        pass_ids=["pass-10"],
-        pass_names=["10 Clips"],
     )
     assert ids(found["subs"]) == ["drafts.subscription-cs_3", "sub-by-sid", "sub-payid", "sub-pi",
                                   "sub-pii", "subscription-cs_2"]
     assert ids(found["users"]) == ["user-canon", "user_2"]
-    assert ids(found["manual"]) == ["drafts.manual-draft", "manual-by-name", "manual-clerk-ref",
-                                    "manual-pass-ref", "manual-stranger"]
     assert ids(found["upgrades"]) == ["old-sub"]
-    assert found["manual"][0]["stripePaymentId"] == "manual_recovery_1"  # whole documents
-    # Four `*[…]`, every one answered from plain field lookups: no sub-query in a filter.
+    assert found["users"][0]["email"] == "x@example.com"  # whole documents
+    # Three `*[…]`, every one answered from plain field lookups: no sub-query in a filter.
     (entry,) = sanity.log()
-    assert (entry["kind"], entry["perspective"], entry["index"]) == ("query", "raw", "4/4")
+    assert (entry["kind"], entry["perspective"], entry["index"]) == ("query", "raw", "3/3")
 
 
-def test_present_rechecks_purchases_drafts_included(store: SanityStore,
-                                                    sanity: SanityStandIn) -> None:
-    found = store.present(["cs_1", "cs_2", "cs_3"], ["pi_1", "pi_2", "pi_3"])
-    assert ids(found) == ["drafts.subscription-cs_3", "sub-by-sid", "sub-payid", "sub-pi",
-                          "sub-pii", "subscription-cs_2"]
-    assert store.present(["cs_none"], []) == []
-    assert [e["kind"] for e in sanity.log()] == ["query", "query"]
+def test_recheck_finds_purchases_and_the_buyers_manual_subscriptions(
+        store: SanityStore, sanity: SanityStandIn) -> None:
+    found = store.recheck(["cs_1", "cs_2", "cs_3"], ["pi_1", "pi_2", "pi_3"],
+                          ["user_1", "user-canon", "user_2"])
+    assert ids(found["subs"]) == ["drafts.subscription-cs_3", "sub-by-sid", "sub-payid",
+                                  "sub-pi", "sub-pii", "subscription-cs_2"]
+    # Drafts too; not a real Stripe session id or payment intent; only these persons'.
+    # (which pass they are for is the planner's business).
+    assert ids(found["manual"]) == ["drafts.manual-draft", "manual-by-name", "manual-clerk-ref",
+                                    "manual-legacy-ref", "manual-other-pass", "manual-pass-ref"]
+    assert store.recheck(["cs_none"], [], []) == {"subs": [], "manual": []}
+    (first, _) = sanity.log()
+    assert (first["kind"], first["perspective"], first["index"]) == ("query", "raw", "2/2")
 
 
 def test_lookup_page_with_nothing_to_find(store: SanityStore) -> None:
     assert store.lookup_page(["cs_none"], [], [], []) == {
-        "subs": [], "users": [], "manual": [], "upgrades": []}
+        "subs": [], "users": [], "upgrades": []}
 
 
 def test_queries_see_drafts_whatever_the_api_version(sanity: SanityStandIn,

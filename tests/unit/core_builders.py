@@ -13,6 +13,7 @@ from typing import Any
 from jobs.classify import Classified, classify_raw, parse_line_items, parse_session
 from jobs.model import (
     Catalog,
+    Decision,
     LineItem,
     LookupKeys,
     PageFacts,
@@ -21,7 +22,7 @@ from jobs.model import (
     Session,
     Tenant,
 )
-from jobs.planner import is_manual
+from jobs.planner import is_manual, recheck
 
 DAY_S = 86_400
 DAY_MS = 86_400_000
@@ -81,9 +82,6 @@ def default_passes() -> list[Pass]:
         pass_(P_OTHER, tenant_id=T2, type_="single", name="Salsa Drop-in", price=200,
               validity_days=30, classes_limit=None),
     ]
-
-
-PASS_NAMES = {p.id: p.name for p in default_passes()}
 
 
 def catalog(
@@ -211,23 +209,12 @@ def user_doc(id_: str = USER_DOC, **fields: Any) -> dict[str, Any]:
 
 def facts(subs: Iterable[Mapping[str, Any]] = (),
           users: Iterable[Mapping[str, Any]] | None = None,
-          manual: Iterable[Mapping[str, Any]] = (),
           upgrades: Iterable[Mapping[str, Any]] = ()) -> PageFacts:
     """A page's look-up answer; `users` default: the buyer's one user document when the
     page finds subscriptions (the look-up returns the buyer's users with them)."""
     if users is None:
         users = [user_doc()] if subs else []
-    return PageFacts(tuple(subs), tuple(users), tuple(manual), tuple(upgrades))
-
-
-def of_passes(doc: Mapping[str, Any], pass_ids: Iterable[str]) -> bool:
-    """The manual look-up's pass clause (passId, pass._ref; passName when no passId)."""
-    wanted = set(pass_ids)
-    pass_ref = doc.get("pass")
-    return bool(doc.get("passId") in wanted or (
-        isinstance(pass_ref, Mapping) and pass_ref.get("_ref") in wanted) or (
-        "passId" not in doc and doc.get("passName") in {
-            PASS_NAMES.get(i) for i in wanted}))
+    return PageFacts(tuple(subs), tuple(users), tuple(upgrades))
 
 
 class MemorySanity:
@@ -252,11 +239,17 @@ class MemorySanity:
                        d.get("paymentId")}))]
         users = [d for d in self.docs.values() if d.get("_type") == "user" and (
             d.get("clerkId") in uids or d["_id"] in uids)]
-        manual = [d for d in self.docs.values() if d.get("_type") == "subscription"
-                  and is_manual(d) and of_passes(d, keys.pass_ids)]
         upgrades = [d for d in self.docs.values() if d.get("_type") == "subscription"
                     and d["_id"] in set(keys.upgrade_ids)]
-        return facts(subs, users, manual, upgrades)
+        return facts(subs, users, upgrades)
+
+    def recheck(self, decisions: Iterable[Decision]) -> list[Decision]:
+        """The re-check just before the write, as the GROQ adapter answers it."""
+        docs = [d for d in self.docs.values() if d.get("_type") == "subscription"]
+        refs = {r for d in decisions if d.creation for r in d.creation.person_refs}
+        manual = [d for d in docs if is_manual(d) and isinstance(d.get("user"), Mapping)
+                  and d["user"].get("_ref") in refs]
+        return [recheck(d, docs, manual) for d in decisions]
 
     def apply(self, mutations: Iterable[Mapping[str, Any]]) -> None:
         """createIfNotExists and patch-set, as Sanity applies them."""

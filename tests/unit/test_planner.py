@@ -504,6 +504,12 @@ def test_product_metadata_tenant_is_checked_too():
 
 # #16 manual duplicates -----------------------------------------------------------------------
 
+def rechecked(d: Decision, *, manual=()) -> Decision:
+    """The planned creation after the re-check just before its write."""
+    assert d.outcome == "created"
+    return recheck(d, [], manual)
+
+
 def manual_doc(**fields):
     base = {"stripeSessionId": None, "stripePaymentId": "manual_recovery_1755000000000",
             "startDate": rules.iso_ms((CREATED_S + 3 * DAY_S) * 1000)}
@@ -527,13 +533,13 @@ def manual_doc(**fields):
         "legacy-user-ref", "20-hours-before", "purchase-date", "nine-days-after",
         "recovery-session-id", "blank-session-id", "draft", "pass-name"])
 def test_manual_subscription_of_same_person_and_pass_blocks_creation(fields):
-    d = one(f=facts(users=[user_doc()], manual=[manual_doc(**fields)]))
+    d = rechecked(one(f=facts(users=[user_doc()])), manual=[manual_doc(**fields)])
     assert_manual(d, "manual_duplicate_suspected")
     assert [i.removeprefix("drafts.") for i in d.subscription_ids] == ["manual1"]
 
 
 def test_manual_duplicate_of_a_student_without_user_doc():
-    d = one(f=facts(manual=[manual_doc(user=ref(USER))]))
+    d = rechecked(one(f=facts()), manual=[manual_doc(user=ref(USER))])
     assert_manual(d, "manual_duplicate_suspected")
 
 
@@ -549,8 +555,8 @@ def test_manual_duplicate_of_a_student_without_user_doc():
         "2-days-before", "8-days-before"])
 def test_not_a_manual_duplicate(fields):
     doc = {**manual_doc(), **fields}
-    d = one(f=facts(users=[user_doc()], manual=[doc]))
-    assert d.outcome == "created"
+    planned = one(f=facts(users=[user_doc()]))
+    assert rechecked(planned, manual=[doc]) is planned
 
 
 # #20 inactive pass, #21 unusable pass --------------------------------------------------------

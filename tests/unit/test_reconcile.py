@@ -244,3 +244,37 @@ def test_a_rechecked_session_inside_the_window_is_counted_once():
     assert report.counts["sessions_scanned"] == 3 and report.counts["created"] == 3
     assert sorted(c["session_id"] for c in report.created) == [
         "cs_test_0000", "cs_test_0001", "cs_test_0002"]
+
+
+def test_the_recheck_before_writing_drops_late_webhooks_and_manual_recoveries():
+    stripe, sanity = world(0)
+    # A manual recovery matches the person and the pass, not the session: user_b's
+    # purchases of the same pass are not held back by user_a's recovery.
+    stripe.sessions[ACCT] = [session(0), session(1), session(2, user="user_b"),
+                             session(3, user="user_b")]
+
+    class Late(FakeSanity):
+        def lookup_page(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            found = super().lookup_page(*args, **kwargs)
+            # After the look-up: the webhook's late delivery (random id) for session 0, and
+            # an operator's manual recovery of session 1, days after the purchase.
+            self.docs["whRandom"] = {"_id": "whRandom", "_type": "subscription",
+                                     "stripeSessionId": "cs_test_0000", "passId": "p1"}
+            self.docs["manualRec"] = {
+                "_id": "manualRec", "_type": "subscription", "passId": "p1",
+                "user": {"_type": "reference", "_ref": "u1"},
+                "stripeSessionId": "manual_recovery_session_1790100000000",
+                "stripePaymentId": "manual_recovery_1790100000000",
+                "startDate": "2026-09-23T12:00:00.000Z"}
+            return found
+
+    late = Late(list(sanity.docs.values()))
+    report = run(stripe, late)
+    assert sorted(c["session_id"] for c in report.created) == ["cs_test_0002", "cs_test_0003"]
+    assert [(m["session_id"], m["reason"]) for m in report.needs_manual] == [
+        ("cs_test_0001", "manual_duplicate_suspected")]
+    assert report.counts["already_present"] == 1
+    assert "subscription-cs_test_0000" not in late.docs
+    assert "subscription-cs_test_0001" not in late.docs
+    writes = [c for c in late.commits if not c[2]]
+    assert 1 <= late.rechecks <= len(writes)  # at most one re-check per transaction
