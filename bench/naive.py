@@ -30,7 +30,8 @@ import stripe
 
 from jobs.classify import classify_raw, needs_line_items, parse_line_items, parse_session
 from jobs.model import PLATFORM, PageFacts, PlanContext
-from jobs.planner import lookup_keys, plan_page, recheck
+from jobs.planner import lookup_keys, plan_page
+from jobs.recheck import recheck
 from jobs.reconcile import accounts_to_read, catalog_from, refunded_by_intent
 from jobs.sanity_store import SanityStore
 from jobs.settings import load_settings

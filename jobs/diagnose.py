@@ -33,7 +33,8 @@ from jobs.diagnose_render import render_text
 from jobs.diagnose_view import IGNORED_WORDS, exit_code, purchase_view, to_json, verdict
 from jobs.errors import ConfigError, CredentialsRejected, ReconcilerError
 from jobs.model import Decision
-from jobs.planner import transaction_mutations, upgrade_completion
+from jobs.planner import transaction_mutations
+from jobs.recheck import upgrade_completion
 from jobs.runreport import RunReport
 from jobs.settings import Settings
 

@@ -50,8 +50,9 @@ from jobs.model import (
     Session,
     Tenant,
 )
-from jobs.planner import lookup_keys, plan_page, recheck, transaction_mutations
+from jobs.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
+from jobs.recheck import recheck
 from jobs.runreport import RunReport, present_row
 from jobs.segments import SegmentReader
 
@@ -486,7 +487,7 @@ class Reconciler:
         return out
 
     def settle(self, decisions: Sequence[Decision]) -> list[Decision]:
-        """The planned creations against Sanity now, in one query (`planner.recheck`): what
+        """The planned creations against Sanity now, in one query (`jobs.recheck`): what
         the webhook wrote since the look-up, and the buyers' manual subscriptions."""
         creating = [d for d in decisions if d.creation is not None]
         if not creating:

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from jobs.errors import AccountError, ReconcilerError, WriteRejected
-from jobs.planner import is_manual
 from jobs.ports import SessionPage
+from jobs.recheck import is_manual
 
 
 class FakeStripe:

@@ -22,7 +22,7 @@ from jobs.model import (
     Session,
     Tenant,
 )
-from jobs.planner import is_manual, recheck
+from jobs.recheck import is_manual, recheck
 
 DAY_S = 86_400
 DAY_MS = 86_400_000

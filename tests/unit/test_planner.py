@@ -7,7 +7,8 @@ import pytest
 
 from jobs import rules
 from jobs.model import PLATFORM, Decision, PageFacts
-from jobs.planner import decide, lookup_keys, plan_page, recheck, transaction_mutations
+from jobs.planner import decide, lookup_keys, plan_page, transaction_mutations
+from jobs.recheck import recheck
 from tests.unit.core_builders import (
     ACCT1,
     ACCT_UNKNOWN,
