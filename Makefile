@@ -24,7 +24,8 @@ demo: setup
 CORE := jobs/model.py jobs/rules.py jobs/classify.py jobs/planner.py jobs/runreport.py \
 	jobs/retry.py jobs/reconcile.py jobs/segments.py jobs/batches.py jobs/service.py \
 	jobs/ledger.py jobs/stripe_source.py jobs/memory.py jobs/http_session.py jobs/metrics.py \
-	jobs/progress.py jobs/cli_help.py jobs/student_notice.py jobs/student_mail.py jobs/notice_ledger.py
+	jobs/progress.py jobs/cli_help.py jobs/student_notice.py jobs/student_mail.py jobs/notice_ledger.py \
+	jobs/recheck.py
 
 test: setup
 	$(PY) -m ruff check jobs sandbox tests bench

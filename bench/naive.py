@@ -1,7 +1,9 @@
 """The naive baseline: the reconciler written the way the original one-off scripts work.
 
 Sequential; the SDK's auto-paging iterator with its StripeObjects; one Sanity query per
-session that has anything to look up; one request per missing document (the student, the
+session that has anything to look up, and one more before writing a missing one (the job's
+re-check: what records it now, and the buyer's manual subscriptions); one request per
+missing document (the student, the
 subscription, and the old subscription's deactivation of an upgrade, each on its own, as
 the scripts' `client.create(...)` / `client.patch(...).commit()` calls did). It decides
 exactly as the job does (the same pure classify/plan functions), so the two runs are
@@ -29,6 +31,7 @@ import stripe
 from jobs.classify import classify_raw, needs_line_items, parse_line_items, parse_session
 from jobs.model import PLATFORM, PageFacts, PlanContext
 from jobs.planner import lookup_keys, plan_page
+from jobs.recheck import recheck
 from jobs.reconcile import accounts_to_read, catalog_from, refunded_by_intent
 from jobs.sanity_store import SanityStore
 from jobs.settings import load_settings
@@ -89,6 +92,12 @@ def run(since: int, until: int, max_per_account: int | None) -> dict[str, Any]:
                     list(keys.upgrade_ids)))
                 counts["queries"] += 1
             (decision,) = plan_page([item], facts, ctx).decisions
+            if decision.creation is not None:  # the job's re-check, for this one session
+                found = sanity.recheck([decision.session_id],
+                                       [keys.payment_intents[0]] if keys.payment_intents else [],
+                                       list(decision.creation.person_refs))
+                decision = recheck(decision, found["subs"], found["manual"])
+                counts["queries"] += 1
             outcomes[decision.outcome] = outcomes.get(decision.outcome, 0) + 1
             if decision.creation is not None:  # one request per missing document
                 for n, mutation in enumerate(decision.creation.mutations()):

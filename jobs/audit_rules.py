@@ -40,16 +40,15 @@ END_DATE_OFF = Explanation(
     "validity (or the pass's fixed expiry date), if the student should have that.",
 )
 
-# The run's words for draft_only say the job already created the published copy; in an audit
-# nothing was created, so it gets its own.
+# The audit's words for draft_only: it looks at subscriptions, not at one run's purchase.
 DRAFT_ONLY = Explanation(
     "draft_only",
     "A subscription exists only as an unpublished draft",
     "A draft subscription was never published and no published subscription records its "
-    "purchase, so the student does not see the pass.",
-    "If it records a paid purchase, check it with `reconcile diagnose --session <session id>`: "
-    "`--fix` (or the next run covering its date) creates the published subscription. Then "
-    "delete the draft in Sanity Studio so nobody publishes a second copy.",
+    "purchase. The app reads drafts too, so the student sees and books with it; the job "
+    "counts it as present and never creates a second one.",
+    "Publish the draft in Sanity Studio, so readers of published documents see it too. Never "
+    "create another subscription for its purchase.",
 )
 AUDIT_WORDS = {e.code: e for e in (END_DATE_OFF, DRAFT_ONLY)}
 
@@ -245,7 +244,8 @@ def drafts_only(drafts: Sequence[Doc], published: Sequence[Doc]) -> list[Finding
                 payment_intents(draft) & payments):
             continue
         out.append(Finding("draft_only", (own,),
-                           "only a draft, never published: the app does not show drafts", sid))
+                           "only a draft, never published (the app shows it; published-only "
+                           "readers do not)", sid))
     return out
 
 

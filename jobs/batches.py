@@ -78,3 +78,25 @@ def transactions(batches: Sequence[Batch], *, pack_above: int = PACK_ABOVE,
     if group:
         out.append(Transaction(group[0].account, tuple(group)))
     return out
+
+
+PURCHASES_PER_RECHECK = 2 * MAX_PURCHASES_PER_TRANSACTION
+
+
+def write_units(txs: Sequence[Transaction],
+                per_unit: int = PURCHASES_PER_RECHECK) -> list[list[Transaction]]:
+    """Consecutive transactions sharing one re-check query just before they are written:
+    at most `per_unit` purchases each (a larger transaction is a unit of its own), so a
+    run asks no more re-checks than it writes transactions, and few when they are small.
+    A unit's transactions are written one after the other, as one writer thread would."""
+    out: list[list[Transaction]] = []
+    count = 0
+    for tx in txs:
+        size = sum(b.count for b in tx.batches)
+        if out and count + size <= per_unit:
+            out[-1].append(tx)
+            count += size
+        else:
+            out.append([tx])
+            count = size
+    return out

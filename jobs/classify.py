@@ -181,6 +181,8 @@ def needs_line_items(session: Session) -> bool:
     md = session.metadata
     if text(md.get("classId")):
         return False
+    if text(md.get("type")) not in (None, *PASS_KINDS):
+        return False  # an explicit non-pass type: nothing on the line item changes that
     if text(md.get("type")) == "pass_upgrade" and not text(md.get("upgradeFromSubscriptionId")):
         return True
     return not (text(md.get("passId")) and text(md.get("userId")))
@@ -218,6 +220,9 @@ def purchase_keys(
                 found["passId"], pass_via = named[0].id, "description"
     md_type = text(md.get("type"))
     upgrade = md_type == "pass_upgrade" or text(product.get("isUpgrade")) == "true"
+    # The webhook dispatches on metadata.type and skips anything else, passId or not.
+    if md_type is not None and md_type not in PASS_KINDS:
+        return None
     if md_type not in PASS_KINDS and pass_via is None:
         return None
     return PurchaseKeys(

@@ -32,7 +32,9 @@ from jobs.diagnose_model import JSON, Diagnosis, Found, Query
 from jobs.diagnose_render import render_text
 from jobs.diagnose_view import IGNORED_WORDS, exit_code, purchase_view, to_json, verdict
 from jobs.errors import ConfigError, CredentialsRejected, ReconcilerError
+from jobs.model import Decision
 from jobs.planner import transaction_mutations
+from jobs.recheck import upgrade_completion
 from jobs.runreport import RunReport
 from jobs.settings import Settings
 
@@ -96,6 +98,10 @@ def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dr
             report.add_write_failure(decision, error)
         else:
             report.add(decision)
+    written = error is None
+    completed, upgrade_error = _complete_upgrades(decisions, sanity, run_id, dry_run, now,
+                                                  error)
+    error = error or upgrade_error
     report.error = error
     report.cap_exceeded = error is not None and error.startswith("safety cap")
     report.finished_at = rules.iso_ms(int(clock().timestamp() * 1000))
@@ -103,10 +109,34 @@ def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dr
     ledger.record_report(data)
     ledger.finish_run(run_id, "partial" if error else "ok", data, error)
     log.info("diagnose_fix", run_id=run_id, dry_run=dry_run, planned=len(creations),
-             written=0 if error or dry_run else len(creations), error=error)
+             written=0 if not written or dry_run else len(creations), error=error)
     return {"run_id": run_id, "dry_run": dry_run, "error": error,
-            "created": [] if error else [d.subscription_ids[0] for d in creations],
-            "sessions": [d.session_id for d in creations]}
+            "created": [d.subscription_ids[0] for d in creations] if written else [],
+            "sessions": [d.session_id for d in creations], "upgrades_completed": completed}
+
+
+def _complete_upgrades(decisions: list[Decision], sanity: Any, run_id: str, dry_run: bool,
+                       now: datetime, error: str | None) -> tuple[list[str], str | None]:
+    """`upgrade_incomplete`: deactivate the superseded subscription, one patch each, guarded
+    by the revision just read (`ifRevisionID`): changed meanwhile, it is left as it is."""
+    wanted = {a.subscription_ids[0]: d for d in decisions for a in d.anomalies
+              if a.kind == "upgrade_incomplete" and a.subscription_ids}
+    if not wanted or error is not None:
+        return [], error
+    now_ms = int(now.timestamp() * 1000)
+    done: list[str] = []
+    for old in sanity.get_documents(list(wanted)):
+        patch = upgrade_completion(wanted[old["_id"]], old, now_ms)
+        if patch is None:
+            continue
+        try:
+            sanity.commit([patch], f"{run_id}-upgrade-{len(done)}", dry_run=dry_run)
+        except CredentialsRejected:
+            raise
+        except ReconcilerError as failure:
+            return done, f"upgrade of {old['_id']} not completed: {failure}"
+        done.append(str(old["_id"]))
+    return done, None
 
 # ---- the command ------------------------------------------------------------------------
 

@@ -29,8 +29,10 @@ from jobs.doctor_checks import (
     SmtpProbe,
     check_account,
     check_connect,
+    check_dataset_mode,
     check_deliveries,
     check_endpoints,
+    check_heartbeat,
     check_key_mode,
     check_sanity,
     check_settings,
@@ -56,8 +58,10 @@ __all__ = [
     "attempt",
     "check_account",
     "check_connect",
+    "check_dataset_mode",
     "check_deliveries",
     "check_endpoints",
+    "check_heartbeat",
     "check_key_mode",
     "check_sanity",
     "check_settings",
@@ -222,6 +226,10 @@ def run_checks(settings: Settings, *, stripe: Any | None, probe_stripe: Any | No
     missing = {"stripe": settings.missing("stripe"), "sanity": settings.missing("sanity"),
                "smtp": settings.missing("smtp")}
     checks = check_settings(missing)
+    if not missing["stripe"]:
+        mismatch = check_dataset_mode(settings.stripe.key_mode, settings.sanity.dataset)
+        checks += [mismatch] if mismatch is not None else []
+    checks.append(check_heartbeat(settings.alerts.heartbeat_url is not None))
     tenants: list[Mapping[str, Any]] = []
     if sanity is not None:
         read = attempt(sanity.load_catalog)

@@ -266,3 +266,21 @@ def exit_code(checks: Iterable[Check]) -> int:
     if any(c.blocking and c.status == "fail" for c in listed):
         return 2
     return 1 if any(c.status == "fail" for c in listed) else 0
+
+
+def check_dataset_mode(key_mode: str, dataset: str) -> Check | None:
+    """A test key writing into the `production` dataset would give real students passes
+    for test purchases (§4 #18); the reverse is no concern of this check."""
+    if key_mode == "test" and dataset == "production":
+        return Check("sanity dataset", "warn",
+                     "test-mode key with the Sanity dataset `production`: test purchases would "
+                     "become real students' passes (use a test dataset, or the live key)")
+    return None
+
+
+def check_heartbeat(configured: bool) -> Check:
+    """Alerts come from the job itself: only an outside heartbeat notices it has stopped."""
+    if configured:
+        return Check("heartbeat", "ok", "a heartbeat URL is pinged after each pass")
+    return Check("heartbeat", "warn", "no heartbeat URL set: nothing would notice the job "
+                 "itself stopping (set HEARTBEAT_URL)")

@@ -35,6 +35,10 @@ ANOMALY_KINDS = (
     "draft_only",
     "refunded_but_active",
     "expired_on_arrival",
+    "wrong_user",
+    "upgrade_incomplete",
+    "duplicate_users",
+    "currency_differs",
 )
 
 
@@ -147,6 +151,7 @@ class Creation:
     subscription: Mapping[str, Any]
     user: Mapping[str, Any] | None = None
     deactivate: Mapping[str, Any] | None = None  # patch of the superseded subscription
+    person_refs: tuple[str, ...] = ()  # the buyer's user refs: the re-check's manual look-up
 
     def mutations(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -199,7 +204,6 @@ class PageFacts:
 
     subs: tuple[Mapping[str, Any], ...] = ()
     users: tuple[Mapping[str, Any], ...] = ()
-    manual: tuple[Mapping[str, Any], ...] = ()
     upgrades: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
@@ -208,7 +212,7 @@ class PageFacts:
             value = result.get(key) or []
             return tuple(d for d in value if isinstance(d, Mapping))
 
-        return cls(docs("subs"), docs("users"), docs("manual"), docs("upgrades"))
+        return cls(docs("subs"), docs("users"), docs("upgrades"))
 
     @cached_property
     def subs_by_key(self) -> dict[tuple[str, str], list[int]]:
@@ -229,7 +233,6 @@ class PlanContext:
     now_ms: int
     run_id: str
     catalog: Catalog
-    manual_window_days: int = 7
 
 
 @dataclass

@@ -27,7 +27,6 @@ from jobs.model import (
 
 Doc = Mapping[str, Any]
 
-FAKE_PAYMENT_PREFIXES = ("manual_recovery_", "admin_created_", "debug_test_payment")
 VISIBLE_FIELDS = ("type", "startDate", "endDate", "passId", "user")
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -175,17 +174,21 @@ def _decide_purchase(
     tenant_id = _tenant(session, keys, pass_, ctx)
     base = replace(base, tenant=tenant_id, pass_id=keys.pass_id,
                    pass_name=pass_.name if pass_ else None)
+    person = _person(keys.user_id, facts.users)
+    old = _upgrade_source(keys, facts)
 
+    # Drafts count: the app reads in the raw perspective, so a student books with a draft.
     matches = page_matches(session, facts)
-    published = [d for d in matches if not is_draft(d)]
-    if published:
-        ids = tuple(str(d.get("_id")) for d in published)
-        anomalies = _present_anomalies(session, published, pass_, tenant_id, ctx)
-        return replace(base, outcome="already_present", subscription_ids=ids, anomalies=anomalies)
-    drafts = tuple(str(d.get("_id")) for d in matches)
-    draft_note = (Anomaly("draft_only", session.id, drafts,
-                          "only a draft records this purchase; the published pass was missing"),
-                  ) if drafts else ()
+    if matches:
+        ids = tuple(str(d.get("_id")) for d in matches)
+        found = _present_anomalies(session, matches, pass_, tenant_id, ctx)
+        if isinstance(person, _Person):
+            found += _wrong_users(session, matches, person)
+        if old is not None and upgrade_open(old):
+            found += (Anomaly("upgrade_incomplete", session.id, (str(old["_id"]),),
+                                  f"the upgrade to {keys.pass_id} exists, but {old['_id']} is "
+                                  "still active without upgradedToPassId"),)
+        return replace(base, outcome="already_present", subscription_ids=ids, anomalies=found)
 
     if pass_ is None:
         if keys.pass_id is None:
@@ -197,11 +200,6 @@ def _decide_purchase(
     ):
         detail = _tenant_detail(session, keys, pass_, tenant_id, ctx)
         return _manual(base, "tenant_mismatch", detail)
-    expected_currency = rules.checkout_currency(catalog.tenants[tenant_id].currency)
-    if session.currency and session.currency.lower() != expected_currency:
-        return _manual(base, "tenant_mismatch",
-                       f"paid in {session.currency.upper()}, but school {tenant_id} sells in "
-                       f"{expected_currency.upper()}")
     grant = rules.entitlement(pass_)
     if isinstance(grant, rules.Rejection):
         return _manual(base, grant.reason, grant.detail)
@@ -210,16 +208,11 @@ def _decide_purchase(
     if isinstance(end_ms, rules.Rejection):
         return _manual(base, end_ms.reason, end_ms.detail)
 
-    old: Doc | None = None
-    if keys.kind == "pass_upgrade":
-        old = next((d for d in facts.upgrades
-                    if d.get("_id") == keys.upgrade_from and not is_draft(d)), None)
-        if old is None:
-            detail = ("no upgradeFromSubscriptionId" if keys.upgrade_from is None
-                      else f"subscription {keys.upgrade_from} to upgrade from does not exist")
-            return _manual(base, "upgrade_source_missing", detail)
+    if keys.kind == "pass_upgrade" and old is None:
+        detail = ("no upgradeFromSubscriptionId" if keys.upgrade_from is None
+                  else f"subscription {keys.upgrade_from} to upgrade from does not exist")
+        return _manual(base, "upgrade_source_missing", detail)
 
-    person = _person(keys.user_id, facts.users)
     if isinstance(person, str):
         return _manual(base, *_person_problem(person, keys.user_id))
     user_ref, new_user = person.user_ref, person.new_user(session, ctx)
@@ -231,28 +224,56 @@ def _decide_purchase(
             return _manual(base, "upgrade_source_missing",
                            f"subscription {keys.upgrade_from} belongs to another student")
         user_ref, new_user = owner, None
-    refs = set(person.refs)
-
-    suspects = _manual_suspects(session, pass_, refs, facts.manual, ctx)
-    if suspects:
-        return _manual(base, "manual_duplicate_suspected",
-                       "a subscription without Stripe ids exists for this person and pass: "
-                       + ", ".join(suspects), subscription_ids=tuple(suspects))
-
+    # Manual duplicates (§4#16) are looked for by the re-check just before the write
+    # (`jobs.recheck`), by the buyer's refs: a plain field lookup, no join in the page's query.
     doc = _subscription(session, keys, pass_, grant, start_ms, end_ms, tenant_id,
                         str(user_ref), old, ctx)
     deactivate = None
-    if old is not None:
+    # A source already inactive was settled by someone else: existing documents stay as they are.
+    if old is not None and old.get("isActive") is not False:
         deactivate = {"id": old["_id"], "set": {
             "isActive": False, "upgradedAt": rules.iso_ms(ctx.now_ms),
             "upgradedToPassId": pass_.id, "upgradedToPassName": pass_.name}}
-    anomalies = draft_note
+    anomalies: tuple[Anomaly, ...] = ()
     if end_ms <= ctx.now_ms or end_ms <= start_ms:
         anomalies += (Anomaly("expired_on_arrival", session.id, (doc["_id"],),
                               f"endDate {doc['endDate']} is already past"),)
+    expected_currency = rules.checkout_currency(catalog.tenants[tenant_id].currency)
+    if session.currency and session.currency.lower() != expected_currency:
+        # §2.1: the school may have changed its currency since; the webhook writes it anyway.
+        anomalies += (Anomaly("currency_differs", session.id, (doc["_id"],),
+                              f"paid in {session.currency.upper()}, the school now sells in "
+                              f"{expected_currency.upper()}"),)
+    if len(person.by_clerk) > 1 and old is None:
+        anomalies += (Anomaly("duplicate_users", session.id, (doc["_id"],),
+                              f"{len(person.by_clerk)} user documents carry this Clerk id ("
+                              + ", ".join(person.by_clerk) + f"); linked to {user_ref}"),)
     return replace(base, outcome="created", user_id=str(user_ref), pass_name=pass_.name,
                    subscription_ids=(doc["_id"],), anomalies=anomalies,
-                   creation=Creation(doc, new_user, deactivate))
+                   creation=Creation(doc, new_user, deactivate, person.refs))
+
+
+def _upgrade_source(keys: PurchaseKeys, facts: PageFacts) -> Doc | None:
+    if keys.kind != "pass_upgrade" or keys.upgrade_from is None:
+        return None
+    return next((d for d in facts.upgrades
+                 if d.get("_id") == keys.upgrade_from and not is_draft(d)), None)
+
+
+def upgrade_open(old: Doc) -> bool:
+    """§2.8: the webhook deactivates the source and names the new pass on it."""
+    return old.get("isActive") is not False and not old.get("upgradedToPassId")
+
+
+def _wrong_users(session: Session, present: list[Doc], person: _Person) -> tuple[Anomaly, ...]:
+    out = []
+    for doc in present:
+        owner = ref(doc, "user")
+        if owner is not None and owner not in person.refs:
+            out.append(Anomaly("wrong_user", session.id, (str(doc.get("_id")),),
+                               f"linked to user {owner}, not one of the buyer's "
+                               f"({person.clerk_id})"))
+    return tuple(out)
 
 
 def _tenant(session: Session, keys: PurchaseKeys, pass_: Pass | None,
@@ -279,11 +300,13 @@ def _tenant_detail(session: Session, keys: PurchaseKeys, pass_: Pass, tenant_id:
 class _Person:
     """The student's user documents: which one a new subscription points at."""
 
-    def __init__(self, clerk_id: str, user_ref: str, refs: tuple[str, ...], exists: bool) -> None:
+    def __init__(self, clerk_id: str, user_ref: str, refs: tuple[str, ...], exists: bool,
+                 by_clerk: tuple[str, ...] = ()) -> None:
         self.clerk_id = clerk_id
         self.user_ref = user_ref
         self.refs = refs
         self.exists = exists
+        self.by_clerk = by_clerk
 
     def new_user(self, session: Session, ctx: PlanContext) -> dict[str, Any] | None:
         if self.exists:
@@ -297,6 +320,16 @@ class _Person:
         }
 
 
+def chosen_user(user_id: str, by_clerk: Sequence[Doc]) -> Doc:
+    """§2.3 step 6: the app shows a pass linked to any user with the Clerk id, so one is
+    picked the same way every time: our own `user-<clerk id>`, else the oldest document."""
+    own = user_doc_id(user_id)
+    for doc in by_clerk:
+        if doc.get("_id") == own:
+            return doc
+    return min(by_clerk, key=lambda d: (str(d.get("_createdAt") or "~"), str(d.get("_id"))))
+
+
 def _person(user_id: str | None, users: Iterable[Doc]) -> _Person | str:
     """§1.5: the clerkId user, else the legacy user whose _id is the Clerk id, else a new one."""
     if user_id is None:
@@ -307,10 +340,9 @@ def _person(user_id: str | None, users: Iterable[Doc]) -> _Person | str:
     by_clerk = [u for u in published if u.get("clerkId") == user_id]
     legacy = [u for u in published if u.get("_id") == user_id]
     refs = tuple(dict.fromkeys([user_id, *(str(u["_id"]) for u in by_clerk + legacy)]))
-    if len(by_clerk) > 1:
-        return "ambiguous:" + ", ".join(str(u["_id"]) for u in by_clerk)
     if by_clerk:
-        return _Person(user_id, str(by_clerk[0]["_id"]), refs, True)
+        ids = tuple(sorted(str(u["_id"]) for u in by_clerk))
+        return _Person(user_id, str(chosen_user(user_id, by_clerk)["_id"]), refs, True, ids)
     if legacy:
         return _Person(user_id, user_id, refs, True)
     return _Person(user_id, user_doc_id(user_id), (*refs, user_doc_id(user_id)), False)
@@ -319,41 +351,22 @@ def _person(user_id: str | None, users: Iterable[Doc]) -> _Person | str:
 def _person_problem(problem: str, user_id: str | None) -> tuple[str, str]:
     if problem == "missing":
         return "user_unknown", "no userId in the session or its line item"
-    if problem == "invalid":
-        return "user_unknown", "userId is not a usable Clerk id"
-    return "user_ambiguous", f"several user documents carry clerkId {user_id}: " + problem[10:]
-
-
-def _manual_suspects(session: Session, pass_: Pass, refs: set[str], manual: Iterable[Doc],
-                     ctx: PlanContext) -> list[str]:
-    """§4#16: a hand-made subscription for the same person and pass, near the purchase."""
-    window_ms = ctx.manual_window_days * rules.DAY_MS
-    paid_ms = session.created * 1000
-    out = []
-    for doc in manual:
-        if is_draft(doc) or doc.get("stripeSessionId") or ref(doc, "user") not in refs:
-            continue
-        payment = doc.get("stripePaymentId")
-        if isinstance(payment, str) and payment and not payment.startswith(FAKE_PAYMENT_PREFIXES):
-            continue
-        same_pass = pass_.id in (doc.get("passId"), ref(doc, "pass")) or (
-            not doc.get("passId") and not ref(doc, "pass") and doc.get("passName") == pass_.name)
-        if not same_pass:
-            continue
-        when = next((rules.parse_instant_ms(doc.get(k)) for k in
-                     ("startDate", "purchaseDate", "_createdAt") if doc.get(k)), None)
-        if when is not None and abs(when - paid_ms) <= window_ms:
-            out.append(str(doc.get("_id")))
-    return out
+    return "user_unknown", "userId is not a usable Clerk id"
 
 
 def _present_anomalies(session: Session, published: list[Doc], pass_: Pass | None,
                        tenant_id: str | None, ctx: PlanContext) -> tuple[Anomaly, ...]:
     out: list[Anomaly] = []
     ids = tuple(str(d.get("_id")) for d in published)
-    if len(published) > 1:
+    # A draft and its published version are one document in two states, not two passes.
+    documents = {i.removeprefix("drafts.") for i in ids}
+    if len(documents) > 1:
         out.append(Anomaly("duplicate_subscriptions", session.id, ids,
-                           f"{len(published)} subscriptions record this purchase"))
+                           f"{len(documents)} subscriptions record this purchase"))
+    if all(is_draft(d) for d in published):
+        out.append(Anomaly("draft_only", session.id, ids,
+                           "only a draft records this purchase (the app shows it; "
+                           "nothing is published)"))
     expected = rules.mapped_type(pass_.type) if pass_ else None
     tenant_passes = ctx.catalog.pass_ids_of(tenant_id)
     for doc in published:
@@ -406,4 +419,3 @@ def _subscription(session: Session, keys: PurchaseKeys, pass_: Pass, grant: rule
     doc["recoveredAt"] = rules.iso_ms(ctx.now_ms)
     doc["reconcileRunId"] = ctx.run_id
     return doc
-

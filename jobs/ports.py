@@ -43,6 +43,9 @@ class SanityStore(Protocol):
         upgrade_ids: list[str],
     ) -> dict[str, Any]: ...
 
+    def recheck(self, session_ids: list[str], payment_intents: list[str],
+                person_refs: list[str]) -> dict[str, Any]: ...
+
     def commit(
         self, mutations: Sequence[dict[str, Any]], transaction_id: str, *, dry_run: bool = False
     ) -> Any: ...

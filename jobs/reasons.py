@@ -158,10 +158,11 @@ ANOMALIES: dict[str, Explanation] = {
         ),
         Explanation(
             "draft_only",
-            "Only an unpublished draft existed; the job created the real one",
-            "A draft subscription for this payment was found but never published. The job "
-            "created the published subscription.",
-            "Delete the leftover draft in Sanity Studio so nobody publishes a second copy.",
+            "Only an unpublished draft records this payment",
+            "A draft subscription for this payment exists but was never published. The app "
+            "shows drafts to the student, so the pass is usable and the job wrote nothing.",
+            "Publish the draft in Sanity Studio (or delete it only if a published copy exists); "
+            "never create a second subscription for the payment.",
         ),
         Explanation(
             "refunded_but_active",
@@ -169,6 +170,38 @@ ANOMALIES: dict[str, Explanation] = {
             "The payment was fully refunded, but its subscription is still active.",
             "Ask the school whether the student should keep the pass; if not, set "
             "`isActive: false` on the subscription.",
+        ),
+        Explanation(
+            "wrong_user",
+            "A pass is linked to another student",
+            "The subscription for this payment points at a user document that is not the "
+            "buyer's (none of the buyer's Clerk id documents), so the buyer does not see it.",
+            "In Sanity Studio, set the subscription's `user` to the buyer's user document "
+            "(run `reconcile diagnose --session <id>` to see which one).",
+        ),
+        Explanation(
+            "upgrade_incomplete",
+            "An upgrade left the old pass active",
+            "The upgraded pass exists, but the pass it replaced is still active and does not "
+            "name the new pass, so the student holds both.",
+            "Run `reconcile diagnose --session <id> --fix`: it deactivates the old pass the way "
+            "the app's webhook does, only if nobody changed it meanwhile.",
+        ),
+        Explanation(
+            "duplicate_users",
+            "One student has several user documents",
+            "Several user documents carry the buyer's Clerk id. The app shows a pass linked to "
+            "any of them; the job linked the new pass to one chosen the same way every time "
+            "(`user-<clerk id>` when present, else the oldest).",
+            "Nothing is urgent. Merge the student's user documents when convenient.",
+        ),
+        Explanation(
+            "currency_differs",
+            "Paid in another currency than the school's current one",
+            "The payment's currency is not the school's configured Stripe currency (the school "
+            "changed it, or the payment predates its Stripe Connect set-up). The job created "
+            "the pass as the app's webhook would have.",
+            "Nothing to do unless the amount looks wrong; check the school's currency setting.",
         ),
         Explanation(
             "expired_on_arrival",

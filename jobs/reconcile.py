@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from jobs import rules
-from jobs.batches import Batch, Transaction, transactions
+from jobs.batches import Batch, Transaction, transactions, write_units
 from jobs.classify import (
     Classified,
     classify,
@@ -53,6 +53,7 @@ from jobs.model import (
 from jobs.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
 from jobs.progress import ReadProgress
+from jobs.recheck import recheck
 from jobs.runreport import RunReport, present_row
 from jobs.segments import SegmentReader
 
@@ -139,6 +140,13 @@ def written_or_present(decision: Decision, results: Any) -> Decision:
         return decision
     return replace(decision, outcome="already_present", creation=None, anomalies=(),
                    detail="the app's webhook created it while this run was writing")
+
+
+def _payment_intent(decision: Decision) -> str | None:
+    if decision.creation is None:
+        return None
+    value = decision.creation.subscription.get("stripePaymentId")
+    return value if isinstance(value, str) and value else None
 
 
 def accounts_to_read(catalog: Catalog, wanted: Sequence[str] | None) -> list[str]:
@@ -383,10 +391,10 @@ class Reconciler:
         else:
             started = time.monotonic()
             txs = transactions(batches)
-            # As many transactions at once as Stripe fetchers (`stripe.concurrency`): a stop
+            # As many write units at once as Stripe fetchers (`stripe.concurrency`): a stop
             # finishes the transactions under way and writes no more.
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="write") as pool:
-                for outcomes in pool.map(lambda t: self._write(t, req), txs):
+                for outcomes in pool.map(lambda u: self._write_unit(u, req), write_units(txs)):
                     for decision, error in outcomes:
                         if error is None:
                             report.add(decision)
@@ -413,6 +421,7 @@ class Reconciler:
         """Plan the given raw sessions of one account exactly as a run plans one page (line
         items where needed, one Sanity lookup); nothing is written. `refunds` (refunded minor
         units per payment intent) default to the account's refunds since the oldest session.
+        The planned creations are re-checked as a write would (`settle`).
         For `reconcile diagnose`, which picks its sessions itself."""
         if not raws:
             return []
@@ -420,7 +429,7 @@ class Reconciler:
             created = [r.get("created") for r in raws if isinstance(r, Mapping)]
             since = min((c for c in created if isinstance(c, int)), default=0)
             refunds = refunded_by_intent(self.stripe.refunds(account, since))
-        return self._plan_page(raws, account, refunds, ctx)
+        return self.settle(self._plan_page(raws, account, refunds, ctx))
 
     def _plan_page(self, raws: list[dict[str, Any]], account: str, refunds: Mapping[str, int],
                    ctx: PlanContext) -> list[Decision]:
@@ -457,16 +466,57 @@ class Reconciler:
         products = self.stripe.products(account, wanted) if wanted else {}
         out = {sid: with_products(items, products) for sid, items in listed}
         for session in needing:
-            if session.line_items is None:
+            # A product the by-id listing did not return (deleted, or another request's
+            # answer lost): the session's own line items still carry it, expanded.
+            missing = session.line_items is not None and any(
+                i.product_id and i.product_id not in products for i in session.line_items)
+            if session.line_items is None or missing:
                 out[session.id] = parse_line_items(self.stripe.line_items(account, session.id))
         return out
 
-    def _write(self, tx: Transaction, req: RunRequest) -> list[tuple[Decision, str | None]]:
+    def _write_unit(self, unit: Sequence[Transaction],
+                    req: RunRequest) -> list[tuple[Decision, str | None]]:
+        """Re-check the unit's purchases (the webhook may have written since the look-up,
+        minutes ago in a large run), then write each transaction without the ones now
+        present: those are reported already present, not created."""
+        planned = [(tx, tx.decisions()) for tx in unit]
+        if self.cancel.is_set():
+            return [(d, "not written: run interrupted") for _, ds in planned for d in ds]
+        every = [d for _, ds in planned for d in ds]
+        try:
+            checked_all = iter(self.settle(every))
+        except CredentialsRejected:
+            raise
+        except ReconcilerError as error:
+            return [(d, f"write failed: re-check failed: {error}") for d in every]
+        out: list[tuple[Decision, str | None]] = []
+        for tx, decisions in planned:
+            checked = [next(checked_all) for _ in decisions]
+            out.extend((d, None) for d in checked if d.creation is None)
+            still = [d for d in checked if d.creation is not None]
+            if still:
+                out.extend(self._write(still, f"{req.run_id}-{tx.suffix}", req))
+        return out
+
+    def settle(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """The planned creations against Sanity now, in one query (`jobs.recheck`): what
+        the webhook wrote since the look-up, and the buyers' manual subscriptions."""
+        creating = [d for d in decisions if d.creation is not None]
+        if not creating:
+            return list(decisions)
+        found = self.sanity.recheck(
+            [d.session_id for d in creating],
+            [pi for d in creating if (pi := _payment_intent(d))],
+            list(dict.fromkeys(r for d in creating if d.creation
+                               for r in d.creation.person_refs)))
+        subs, manual = found.get("subs") or [], found.get("manual") or []
+        return [recheck(d, subs, manual) for d in decisions]
+
+    def _write(self, decisions: list[Decision], name: str,
+               req: RunRequest) -> list[tuple[Decision, str | None]]:
         """One transaction; if Sanity refuses it, one per purchase to isolate the bad one."""
-        decisions = tx.decisions()
         if self.cancel.is_set():
             return [(d, "not written: run interrupted") for d in decisions]
-        name = f"{req.run_id}-{tx.suffix}"
         if self.before_commit is not None:
             self.before_commit(decisions)
         try:
@@ -494,19 +544,34 @@ class Reconciler:
         return out
 
     def _dry_run(self, txs: list[Transaction], report: RunReport, req: RunRequest) -> None:
-        for tx in txs:
-            decisions = tx.decisions()
-            error: str | None = None
-            if req.validate:
-                try:
-                    self.sanity.commit(transaction_mutations(decisions),
-                                       f"{req.run_id}-{tx.suffix}", dry_run=True)
-                except CredentialsRejected:
-                    raise
-                except (WriteRejected, AccountError, ReconcilerError) as failure:
-                    error = f"validation failed: {failure}"
-            for decision in decisions:
-                if error is None:
-                    report.add(decision)
-                else:
-                    report.add_write_failure(decision, error)
+        """What a write would do, re-checks included, without writing (`validate`: Sanity
+        validates each transaction as a dry run)."""
+        for unit in write_units(txs):
+            planned = [(tx, tx.decisions()) for tx in unit]
+            settled = iter(self.settle([d for _, ds in planned for d in ds]))
+            for tx, decisions in planned:
+                checked = [next(settled) for _ in decisions]
+                for decision in checked:
+                    if decision.creation is None:
+                        report.add(decision)
+                self._dry_run_tx(tx, [d for d in checked if d.creation is not None],
+                                 report, req)
+
+    def _dry_run_tx(self, tx: Transaction, decisions: list[Decision], report: RunReport,
+                    req: RunRequest) -> None:
+        if not decisions:
+            return
+        error: str | None = None
+        if req.validate:
+            try:
+                self.sanity.commit(transaction_mutations(decisions),
+                                   f"{req.run_id}-{tx.suffix}", dry_run=True)
+            except CredentialsRejected:
+                raise
+            except (WriteRejected, AccountError, ReconcilerError) as failure:
+                error = f"validation failed: {failure}"
+        for decision in decisions:
+            if error is None:
+                report.add(decision)
+            else:
+                report.add_write_failure(decision, error)

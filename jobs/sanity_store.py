@@ -41,17 +41,28 @@ CATALOG_QUERY = f"""{{
   }}
 }}"""
 
-_PERSONS = f'*[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)]'
+_SUBS_OF_PURCHASES = """*[_type == "subscription" && (
+    stripeSessionId in $sids || _id in $detIds || stripePaymentId in $pis
+    || stripePaymentIntentId in $pis || paymentId in $pis)]"""
 
 LOOKUP_QUERY = f"""{{
-  "subs": *[_type == "subscription" && (
-    stripeSessionId in $sids || _id in $detIds || stripePaymentId in $pis
-    || stripePaymentIntentId in $pis || paymentId in $pis)],
-  "users": {_PERSONS},
-  "manual": *[_type == "subscription" && {PUBLISHED}
-    && (!defined(stripeSessionId) || stripeSessionId == "")
-    && (user._ref in $uids || user._ref in {_PERSONS}._id)],
+  "subs": {_SUBS_OF_PURCHASES},
+  "users": *[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)],
   "upgrades": *[_type == "subscription" && {PUBLISHED} && _id in $upIds]
+}}"""
+
+# Just before a transaction: what now records its purchases (the webhook may have written
+# since the look-up), and the buyers' §4#16 manual subscriptions (no Stripe session id, no
+# payment intent), drafts included. Every clause a plain field lookup: the buyers' refs come
+# from the page's look-up, not from a sub-query inside the filter.
+RECHECK_QUERY = f"""{{
+  "subs": {_SUBS_OF_PURCHASES},
+  "manual": *[_type == "subscription" && user._ref in $refs
+    && (!defined(stripeSessionId) || !(string::startsWith(stripeSessionId, "cs_live_")
+        || string::startsWith(stripeSessionId, "cs_test_")))
+    && !(string::startsWith(stripePaymentId, "pi_") == true
+        || string::startsWith(stripePaymentIntentId, "pi_") == true
+        || string::startsWith(paymentId, "pi_") == true)]
 }}"""
 
 RUN_DOCUMENTS_QUERY = '*[_type == "subscription" && reconcileRunId == $runId]'
@@ -130,21 +141,26 @@ class SanityStore:
         """What Sanity already holds for one Stripe page, in one query.
 
         `subs`: subscriptions (drafts included) by session id, deterministic id or payment
-        intent; `users`: published users by clerkId or _id; `manual`: published
-        subscriptions without a session id of those persons; `upgrades`: published
+        intent; `users`: published users by clerkId or _id; `upgrades`: published
         subscriptions by id.
         """
-        sids = _unique(session_ids)
-        det_ids = [f"subscription-{sid}" for sid in sids]
         params = {
-            "sids": sids,
-            "detIds": det_ids + [f"drafts.{i}" for i in det_ids],
-            "pis": _unique(payment_intents),  # never empty values: "" would match blanks
+            **_purchase_params(session_ids, payment_intents),
             "uids": _unique(user_ids),
             "upIds": _unique(upgrade_ids),
         }
         result = self.query(LOOKUP_QUERY, params)
-        return {key: _documents(result, key) for key in ("subs", "users", "manual", "upgrades")}
+        return {key: _documents(result, key) for key in ("subs", "users", "upgrades")}
+
+    def recheck(self, session_ids: list[str], payment_intents: list[str],
+                person_refs: list[str]) -> dict[str, Any]:
+        """Just before a transaction, in one query: `subs`, subscriptions (drafts included)
+        that now record any of these purchases; `manual`, subscriptions of these persons
+        without Stripe ids (drafts included)."""
+        params = {**_purchase_params(session_ids, payment_intents),
+                  "refs": _unique(person_refs)}
+        result = self.query(RECHECK_QUERY, params)
+        return {key: _documents(result, key) for key in ("subs", "manual")}
 
     def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         """Documents by id (drafts included); missing ids are left out."""
@@ -289,6 +305,17 @@ class SanityStore:
 def _documents(result: Any, key: str) -> list[dict[str, Any]]:
     value = result.get(key) if isinstance(result, dict) else None
     return [d for d in value or [] if isinstance(d, dict)]
+
+
+def _purchase_params(session_ids: Iterable[str],
+                     payment_intents: Iterable[str]) -> dict[str, list[str]]:
+    sids = _unique(session_ids)
+    det_ids = [f"subscription-{sid}" for sid in sids]
+    return {
+        "sids": sids,
+        "detIds": det_ids + [f"drafts.{i}" for i in det_ids],
+        "pis": _unique(payment_intents),  # never empty values: "" would match blanks
+    }
 
 
 def _unique(values: Iterable[str]) -> list[str]:

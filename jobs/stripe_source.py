@@ -60,10 +60,16 @@ def _format_sdk_logs_lazily() -> None:
     sessions cost about 3 ms of CPU, a tenth of a large run's. Its requestor's two log
     functions are wrapped so that they format only when the `stripe` logger (or `STRIPE_LOG`
     / `stripe.log`) would show the line; what is shown does not change."""
-    from stripe import _api_requestor, _util
+    try:
+        from stripe import _api_requestor, _util
+    except ImportError:  # another SDK layout: its logging stays as it is
+        return
 
     # The module's names are read and set as data: they are the SDK's private plumbing.
     names = vars(_api_requestor)
+    plumbing = ("log_debug", "log_info", "_console_log_level")
+    if "log_debug" not in names or not all(n in vars(_util) for n in plumbing):
+        return
     if getattr(names["log_debug"], "lazy", False):
         return
     console: Callable[[], str | None] = vars(_util)["_console_log_level"]
@@ -160,19 +166,47 @@ def _get_json(client: stripe.StripeClient, path: str, params: Mapping[str, Any],
     `StripeClient.raw_request` parses every answer with an OrderedDict hook, 2.5 times
     slower on a 340 KB page of sessions than plain parsing: at 100,000 sessions that was
     the largest part of the run's CPU. Errors still take the SDK's own path (its
-    exception classes, with status, code and headers)."""
+    exception classes, with status, code and headers). The requestor is private: when it
+    is missing or its signature changed (another SDK release), the public `raw_request`
+    answers instead, slower but the same."""
     options: Any = {} if account == PLATFORM else {"stripe_account": account}
-    requestor = client._requestor  # private, stable within the pinned stripe>=16,<17
-    body, code, headers = requestor.request_raw(
-        "get", path, params=params, options=options, base_address="api", api_mode="V1",
-        usage=["raw_request"])
-    if not 200 <= code < 300:
-        requestor._interpret_response(body, code, headers, "V1")  # raises the SDK's error
+    requestor = getattr(client, "_requestor", None)
+    request_raw = getattr(requestor, "request_raw", None)
+    interpret = getattr(requestor, "_interpret_response", None)
+    if callable(request_raw) and callable(interpret):
+        try:
+            body, code, headers = request_raw(
+                "get", path, params=params, options=options, base_address="api",
+                api_mode="V1", usage=["raw_request"])
+        except TypeError as error:  # raised before anything is sent: the signature changed
+            _private_path_gone(error)
+        else:
+            if not 200 <= code < 300:
+                interpret(body, code, headers, "V1")  # raises the SDK's error
+            return _parsed(body, path, code)
+    else:
+        _private_path_gone(None)
+    extra: dict[str, Any] = {} if account == PLATFORM else {"stripe_account": account}
+    response = client.raw_request("get", path, **dict(params), **extra)
+    return _parsed(getattr(response, "body", None), path, getattr(response, "code", 200))
+
+
+def _parsed(body: Any, path: str, code: int) -> Any:
     try:
-        return json.loads(body)  # type: ignore[arg-type]
-    except ValueError as error:
+        return json.loads(body)
+    except (TypeError, ValueError) as error:
         raise RetriableError(f"Stripe answered {path} with a body that is not JSON "
                              f"({code})") from error
+
+
+_warned: list[bool] = []
+
+
+def _private_path_gone(error: TypeError | None) -> None:
+    if not _warned:
+        _warned.append(True)
+        log.warning("stripe_private_requestor_unusable", fallback="raw_request",
+                    sdk=getattr(stripe, "VERSION", "?"), error=str(error) if error else None)
 
 
 class _RateLimited(Exception):

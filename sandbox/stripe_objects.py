@@ -60,7 +60,9 @@ def list_products(call: Call) -> bytes:
     if not ids:  # the job only ever asks by id; a plain listing is not served
         raise bad_request("This stand-in lists products by `ids` only.", "ids")
     active = params.boolean("active")
+    # `_unlisted`: a product only its line items show (the world plants the case).
     found = [p for i in dict.fromkeys(ids) if (p := call.acct.products.get(i)) is not None
+             and not p.get("_unlisted")
              and (active is None or bool(p.get("active", True)) == active)]
     found.sort(key=lambda p: (sort_created(p), str(p.get("id"))), reverse=True)
     limit = params.limit()

@@ -9,7 +9,8 @@ Kinds of student (domain.md §1.5):
 - `none`: no user doc at all; `draft_only`: only a draft doc (for both the job must create
   `user-<clerk id>`);
 - `prior_recovery`: a doc `user-<clerk id>` a previous recovery run created;
-- `ambiguous`: two published docs sharing one `clerkId`.
+- `ambiguous`: two published docs sharing one `clerkId` (the older one is linked);
+  `ambiguous_ours`: the webhook's random-id doc and a later `user-<clerk id>` (that one is).
 All names and e-mails are invented, on example domains only.
 """
 
@@ -52,9 +53,10 @@ class Student:
         return f"{self.first} {self.last}"
 
     def sub_ref(self) -> str | None:
-        """The `user._ref` a correct reconciler gives a new subscription (None: ambiguous)."""
-        if self.kind == "ambiguous":
-            return None
+        """The `user._ref` a correct reconciler gives a new subscription: with several
+        Clerk-linked docs, `user-<clerk id>` when it is one of them, else the oldest."""
+        if self.kind == "ambiguous_ours":
+            return f"user-{self.clerk_id}"
         if self.canonical_id:
             return self.canonical_id
         if self.kind == "legacy":
@@ -121,7 +123,8 @@ class People:
         student = Student(self._ids.clerk(), first, last, email or self._email(first, last),
                           kind, school)
         created = self._now - self._rng.randint(30, 300) * DAY_S
-        if kind in ("canonical", "canonical_draft", "same_email", "both", "ambiguous"):
+        if kind in ("canonical", "canonical_draft", "same_email", "both", "ambiguous",
+                    "ambiguous_ours"):
             student.canonical_id = self._ids.sanity()
             self._docs.append(self._user_doc(student, student.canonical_id, created, clerk=True))
         if kind == "canonical_draft":
@@ -135,6 +138,10 @@ class People:
             # A second Clerk-linked doc for the same person, e.g. from another school's sign-up.
             self._docs.append(self._user_doc(student, self._ids.sanity(), created + DAY_S,
                                              clerk=True))
+        if kind == "ambiguous_ours":
+            # An earlier recovery's `user-<clerk id>` beside the webhook's random-id doc.
+            self._docs.append(self._user_doc(student, f"user-{student.clerk_id}",
+                                             created + DAY_S, clerk=True))
         if kind == "draft_only":
             self._docs.append(self._user_doc(student, "drafts." + self._ids.sanity(), created,
                                              clerk=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sandbox import world_base as base
 from sandbox import world_plants_found as found
 from sandbox import world_plants_manual as manual
+from sandbox import world_plants_shapes as shapes
 from sandbox.world_build import Builder
 from sandbox.world_plant_kit import ALL_METADATA, Plant, created, created_named, needs, odd_pass
 
@@ -55,13 +56,20 @@ PLANTS: list[tuple[str, Plant, int]] = [
     ("tenant_mismatch", manual.tenant_mismatch, 3),
     ("user_unknown", needs("user_unknown", "user_unknown", drop=("userId",),
                            drop_product=("userId",)), 1),
-    ("user_ambiguous", needs("user_ambiguous", "user_ambiguous", kind="ambiguous"), 1),
+    ("duplicate_users", shapes.duplicate_users, 2),
+    ("manual_recovery_later", shapes.manual_recovery_later, 3),
+    ("not_a_pass_typed", shapes.not_a_pass_typed, 3),
+    ("currency_differs", shapes.currency_differs, 3),
+    ("wrong_user", shapes.wrong_user, 2),
+    ("upgrade_incomplete", shapes.upgrade_incomplete, 2),
+    ("upgrade_source_inactive", shapes.upgrade_source_inactive, 1),
+    ("product_unlisted", shapes.product_unlisted, 2),
     ("upgrade_source_missing", manual.upgrade_source, 3),
     ("duplicate_subscriptions", found.duplicate_subscriptions, 1),
     ("mistyped_single", found.mistyped_single, 1),
     ("wrong_tenant", found.wrong_tenant, 1),
     ("alternate_shape", found.alternate_shape_present, 1),
-    ("draft_only", found.draft_only, 2),
+    ("draft_only", shapes.draft_only, 3),
     ("refunded_but_active", _base("refunded_but_active"), 1),
     ("expired_on_arrival", found.expired_on_arrival, 1),
     ("null_payment_intent", found.null_payment_intent, 2),
@@ -78,7 +86,7 @@ PLANTS: list[tuple[str, Plant, int]] = [
     ("mistyped_raw_type", found.mistyped_raw_type, 1),
     ("payment_id_only", found.payment_id_only, 1),
     ("deterministic_id_only", found.deterministic_id_only, 1),
-    ("manual_not_duplicate", found.manual_elsewhere, 2),
+    ("manual_not_duplicate", found.manual_elsewhere, 3),
     ("pass_id_empty", created("pass_id_empty", set_meta={"passId": ""}), 1),
     ("all_keys_from_product", created("all_keys_from_product", drop=ALL_METADATA,
                                       promo=False), 1),

@@ -11,7 +11,6 @@ from sandbox.world_docs import (
     expected_subscription,
     historic_subscription,
     system_fields,
-    webhook_subscription,
 )
 from sandbox.world_ids import DAY_S, iso_ms
 from sandbox.world_stripe import customer_details
@@ -103,28 +102,15 @@ def wrong_tenant(b: Builder, i: int) -> None:
 
 # --- missing, created --------------------------------------------------------------------------
 
-def draft_only(b: Builder, i: int) -> None:
-    """Only a draft holds the purchase (an editor never published it)."""
-    school, student = kit.fresh(b)
-    pass_doc = b.regular_pass(school)
-    session, account = b.purchase(school, pass_doc, student, delivered=False)
-    draft_id = "drafts." + (b.ids.sanity() if i % 2 == 0 else f"subscription-{session['id']}")
-    b.docs.append(webhook_subscription(
-        b.ids, session, pass_doc, tenant_id=school.tenant_id, user_ref=str(student.canonical_id),
-        event_id=b.event_id(session), processed_s=session["created"] + 60,
-        doc_id=draft_id))
-    b.record_created(session, account, "draft_only", pass_doc=pass_doc,
-                     tenant_id=school.tenant_id, student=student, anomalies=["draft_only"])
-
-
 def manual_elsewhere(b: Builder, i: int) -> None:
-    """A hand-made subscription that is NOT a duplicate: 7 days + 1 hour away, or another pass."""
+    """A hand-made subscription that is NOT a duplicate: the same pass starting more than a day
+    before the purchase (a recovery comes after it), or another pass."""
     session, _, school, student = kit.lost(b, "manual_not_duplicate")
-    far = i % 2 == 0
+    variant = i % 3
     pass_doc = school.pass_named(session["_line_items"][0]["description"])
-    if not far:
+    if variant == 1:
         pass_doc = next(p for p in school.regular if p["_id"] != pass_doc["_id"])
-    start = session["created"] - (7 * DAY_S + 3600 if far else DAY_S)
+    start = session["created"] - (7 * DAY_S + 3600, DAY_S, DAY_S + 3600)[variant]
     b.docs.append(historic_subscription(
         b.ids, pass_doc, user_ref=str(student.canonical_id), tenant_id=school.tenant_id,
         start_s=start, end_s=b.end_of(pass_doc, start), session_id=None,

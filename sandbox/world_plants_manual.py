@@ -11,12 +11,13 @@ from sandbox.world_ids import DAY_S, iso_ms, ref
 
 
 def manual_duplicate(b: Builder, i: int) -> None:
-    """The webhook failed and someone made the pass by hand (§4 #16): never create."""
+    """The webhook failed and someone made the pass by hand (§4 #16), hours or days after the
+    purchase (or with a start date up to a day before it): never create."""
     variant = i % 6
     session, school, student = kit.manual(b, f"manual_duplicate/{variant}",
                                        "manual_duplicate_suspected", delivered=False)
     pass_doc = school.pass_named(session["_line_items"][0]["description"])
-    start = session["created"] + b.rng.randint(-3 * DAY_S, 3 * DAY_S)
+    start = session["created"] + b.rng.randint(-DAY_S + 60, 5 * DAY_S)
     ms = start * 1000
     payment = [None, f"manual_recovery_{ms}", f"manual_recovery_session_{ms}",
                f"admin_created_{ms}", "debug_test_payment", None][variant]

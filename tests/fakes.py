@@ -8,6 +8,7 @@ from typing import Any
 
 from jobs.errors import AccountError, ReconcilerError, WriteRejected
 from jobs.ports import SessionPage
+from jobs.recheck import is_manual
 
 
 class FakeStripe:
@@ -62,6 +63,7 @@ class FakeSanity:
         self.docs: dict[str, dict[str, Any]] = {d["_id"]: copy.deepcopy(d) for d in docs}
         self.commits: list[tuple[str, list[dict[str, Any]], bool]] = []
         self.lookups = 0
+        self.rechecks = 0
         self.refuse: set[str] = set()  # ids whose creation Sanity refuses
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
@@ -70,23 +72,31 @@ class FakeSanity:
     def load_catalog(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return copy.deepcopy(self.of_type("tenant")), copy.deepcopy(self.of_type("pass"))
 
-    def lookup_page(self, session_ids: list[str], payment_intents: list[str],
-                    user_ids: list[str], upgrade_ids: list[str]) -> dict[str, Any]:
-        self.lookups += 1
+    def _recording(self, session_ids: Sequence[str],
+                   payment_intents: Sequence[str]) -> list[dict[str, Any]]:
         own = {f"subscription-{s}" for s in session_ids}
         own |= {f"drafts.{i}" for i in own}
-        subs = [d for d in self.of_type("subscription")
+        return [d for d in self.of_type("subscription")
                 if d.get("stripeSessionId") in session_ids or d["_id"] in own
                 or any(d.get(k) in payment_intents
                        for k in ("stripePaymentId", "stripePaymentIntentId", "paymentId"))]
+
+    def recheck(self, session_ids: list[str], payment_intents: list[str],
+                person_refs: list[str]) -> dict[str, Any]:
+        self.rechecks += 1
+        manual = [d for d in self.of_type("subscription")
+                  if is_manual(d) and _ref(d, "user") in person_refs]
+        return copy.deepcopy({"subs": self._recording(session_ids, payment_intents),
+                              "manual": manual})
+
+    def lookup_page(self, session_ids: list[str], payment_intents: list[str],
+                    user_ids: list[str], upgrade_ids: list[str]) -> dict[str, Any]:
+        self.lookups += 1
+        subs = self._recording(session_ids, payment_intents)
         users = [d for d in self.of_type("user") if not d["_id"].startswith("drafts.")
                  and (d.get("clerkId") in user_ids or d["_id"] in user_ids)]
-        refs = set(user_ids) | {u["_id"] for u in users}
-        manual = [d for d in self.of_type("subscription") if not d["_id"].startswith("drafts.")
-                  and not d.get("stripeSessionId") and _ref(d, "user") in refs]
         upgrades = [d for d in self.of_type("subscription") if d["_id"] in upgrade_ids]
-        return copy.deepcopy({"subs": subs, "users": users, "manual": manual,
-                              "upgrades": upgrades})
+        return copy.deepcopy({"subs": subs, "users": users, "upgrades": upgrades})
 
     def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         return [copy.deepcopy(self.docs[i]) for i in ids if i in self.docs]

@@ -3,8 +3,9 @@
 - The future webhook (what the README asks the app to adopt): `createIfNotExists` with the
   deterministic id `subscription-<session id>`, so it and the job can never make two.
 - The legacy webhook (the app today, domain §2.3/§2.7): check-then-`create` with an automatic
-  id and `stripeSessionId`; nothing stops it and the job from both creating in the window
-  between the job's lookup and its write.
+  id and `stripeSessionId`. Landing between the job's look-up and its write, it is seen by
+  the job's re-check just before the transaction; only the milliseconds between that
+  re-check and the commit (and between its own check and create) remain open.
 
 `RacingStore` wraps the job's Sanity adapter and calls a hook right after the job's lookup of
 a page (or its catalog load), which is where the race window opens.
@@ -36,8 +37,18 @@ def future_webhook(store: SanityStore, expected: Mapping[str, Any]) -> None:
                  f"webhook-{secrets.token_hex(6)}")
 
 
+HEAD_CHECK = ('*[_type == "subscription" && (stripeSessionId == $sid'
+              ' || stripePaymentId == $pi)][0]._id')
+
+
 def legacy_webhook(store: SanityStore, expected: Mapping[str, Any]) -> str:
-    """`create` with an automatic id, as the app's webhook does; returns the new id."""
+    """The app's HEAD webhook (§2.3, §2.7): look for a subscription by session id or payment
+    intent, and if there is none `create` one with an automatic id; returns the id found or
+    made. Check and create are two requests: nothing stops another writer in between."""
+    found = store.query(HEAD_CHECK, {"sid": expected.get("stripeSessionId"),
+                                     "pi": expected.get("stripePaymentId") or "-"})
+    if isinstance(found, str):
+        return found
     results = store.commit([{"create": webhook_document(expected, deterministic=False)}],
                            f"webhook-{secrets.token_hex(6)}")
     return str(results[0]["id"])
@@ -63,9 +74,8 @@ class RacingStore:
             self._after_catalog()
         return result
 
-    def lookup_page(self, session_ids: list[str], payment_intents: list[str],
-                    user_ids: list[str], upgrade_ids: list[str]) -> dict[str, Any]:
-        result = self._inner.lookup_page(session_ids, payment_intents, user_ids, upgrade_ids)
+    def lookup_page(self, session_ids: list[str], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = self._inner.lookup_page(session_ids, *args, **kwargs)
         if self._after_lookup is not None:
             self._after_lookup(session_ids)
         return result

@@ -145,12 +145,15 @@ def test_doctor_on_a_healthy_world_is_all_ok(cli: Cli, stripe_standin: Any, sani
                                              smtp_server: tuple[int, Recorder]) -> None:
     port, recorder = smtp_server
     standin = load(ow.doctor_world(now(), broken=False), stripe_standin, sanity)
-    cli.configure(standin, sanity, **mail_env(port))
+    cli.configure(standin, sanity, HEARTBEAT_URL="https://hc.example.com/ping/f00d",
+                  **mail_env(port))
     result = cli.run("doctor", "--json")
     assert result.code == 0, result.out
-    assert problems(result) == set()
+    # The stand-in's dataset is called `production` and the sandbox's key is a test key.
+    assert problems(result) == {("sanity dataset", "warn")}
     names = [c["name"] for c in result.json()["checks"]]
-    assert names == ["sanity read", "sanity write", "stripe mode", "stripe account platform",
+    assert names == ["sanity dataset", "heartbeat", "sanity read", "sanity write", "stripe mode",
+                     "stripe account platform",
                      f"stripe account {ow.ACCT_A}", f"stripe account {ow.ACCT_B}",
                      "webhook endpoints", "webhook connect endpoint", "webhook deliveries platform",
                      f"webhook deliveries {ow.ACCT_A}", f"webhook deliveries {ow.ACCT_B}",
@@ -178,6 +181,8 @@ def test_doctor_names_each_planted_problem_and_nothing_else(
         ("webhook log errors", "fail"),
         ("webhook signature failures", "fail"),
         ("smtp", "fail"),
+        ("sanity dataset", "warn"),
+        ("heartbeat", "warn"),
     }
     checks = {c["name"]: c for c in result.json()["checks"]}
     assert "2 event(s) not delivered" in checks[f"webhook deliveries {ow.ACCT_A}"]["detail"]
@@ -286,7 +291,10 @@ def test_audit_of_a_generated_world_finds_what_the_world_planted(
     planted = {(kind, sid) for sid, entry in world.truth["sessions"].items()
                for kind in entry["anomalies"] if kind in audited}
     assert {k for k, _ in planted} == audited  # the world planted one of each
-    assert planted <= found
+    # A draft found only by its payment intent names no session: drafts are counted.
+    assert {p for p in planted if p[0] != "draft_only"} <= found
+    drafts = [f for f in report["findings"] if f["kind"] == "draft_only"]
+    assert len(drafts) >= len([p for p in planted if p[0] == "draft_only"])
 
 
 # ---- diagnose -------------------------------------------------------------------------------
@@ -428,3 +436,71 @@ def test_diagnose_names_an_account_it_cannot_search(cli: Cli, stripe_standin: An
     assert f"! account {ow.ACCT_B} could not be searched" in text.out
     assert no_secrets(result, text)
 
+
+
+def upgrade_world() -> tuple[ow.World, str, str]:
+    """Carol upgraded her drop-in to a clip card: the webhook wrote the new subscription but
+    never deactivated the old one (domain §2.8, `upgrade_incomplete`)."""
+    world = ow.purchases_world(now())
+    by_id_ = {d["_id"]: d for d in world.sanity}
+    old = ow.webhook_sub("cs_test_carolsingle0", pass_doc=by_id_["pSingle"], user="uAlice",
+                         created=now() - 9 * ow.DAY, pi="pi_carolsingle0")
+    upgrade = ow.purchase(
+        "cs_test_carolupgrade", created=now() - ow.DAY, pass_id="pClip", user="user_alice",
+        tenant="tA", email="alice@example.com", amount=175000,
+        metadata={"type": "pass_upgrade", "passId": "pClip", "userId": "user_alice",
+                  "tenantId": "tA", "upgradeFromSubscriptionId": old["_id"]})
+    new = ow.webhook_sub(upgrade["id"], pass_doc=by_id_["pClip"], user="uAlice",
+                         created=upgrade["created"], pi=upgrade["payment_intent"], isUpgrade=True)
+    world.sanity += [old, new]
+    world.stripe["data"][ow.ACCT_A]["checkout_sessions"].append(upgrade)
+    return world, upgrade["id"], old["_id"]
+
+
+def test_run_reports_an_incomplete_upgrade_and_diagnose_fix_completes_it_once(
+        cli: Cli, stripe_standin: Any, sanity: SanityStandIn) -> None:
+    world, sid, old_id = upgrade_world()
+    cli.configure(load(world, stripe_standin, sanity), sanity)
+    run = cli.run("run", "--since", rules.iso_ms((now() - 2 * ow.DAY) * 1000), "--json",
+                  "--account", ow.ACCT_A, "--dry-run")
+    kinds = {(a["kind"], a["session_id"]) for a in run.json()["anomalies"]}
+    assert ("upgrade_incomplete", sid) in kinds
+    before = by_id(sanity.dump())
+    fixed = cli.run("diagnose", "--session", sid, "--fix", "--json")
+    assert fixed.json()["fix"]["upgrades_completed"] == [old_id], fixed.out
+    after = by_id(sanity.dump())
+    old = after[old_id]
+    assert (old["isActive"], old["upgradedToPassId"], old["upgradedToPassName"]) == (
+        False, "pClip", before["pClip"]["name"])
+    assert set(after) == set(before)  # nothing created
+    assert {i: d for i, d in after.items() if i != old_id} == {
+        i: d for i, d in before.items() if i != old_id}
+    # Settled now: a second fix patches nothing, the run reports nothing.
+    again = cli.run("diagnose", "--session", sid, "--fix", "--json")
+    assert again.json()["fix"]["upgrades_completed"] == []
+    assert by_id(sanity.dump()) == after
+
+
+def test_diagnose_fix_leaves_an_upgrade_source_changed_since_it_was_read(
+        cli: Cli, stripe_standin: Any, sanity: SanityStandIn,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    world, sid, old_id = upgrade_world()
+    cli.configure(load(world, stripe_standin, sanity), sanity)
+    from jobs import sanity_store
+
+    real = sanity_store.SanityStore.get_documents
+
+    def read_then_someone_edits(self: Any, ids: Any) -> Any:
+        docs = real(self, ids)
+        # An admin edits the old pass between our read and our patch.
+        self.commit([{"patch": {"id": old_id, "set": {"notes": "edited by an admin"}}}],
+                    "admin-edit")
+        return docs
+
+    monkeypatch.setattr(sanity_store.SanityStore, "get_documents", read_then_someone_edits)
+    fixed = cli.run("diagnose", "--session", sid, "--fix", "--json")
+    assert fixed.json()["fix"]["upgrades_completed"] == []
+    assert "not completed" in fixed.json()["fix"]["error"]
+    old = by_id(sanity.dump())[old_id]
+    assert (old["isActive"], old.get("upgradedToPassId"), old["notes"]) == (
+        True, None, "edited by an admin")

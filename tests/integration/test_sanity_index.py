@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from jobs.sanity_store import CATALOG_QUERY, LOOKUP_QUERY
+from jobs.sanity_store import CATALOG_QUERY, LOOKUP_QUERY, RECHECK_QUERY
 from sandbox.sanity_server import SanityStandIn
 
 WRITE = {"Authorization": "Bearer sanity-write-sandbox"}
@@ -119,6 +119,10 @@ QUERIES: list[tuple[str, dict[str, Any]]] = [
         "detIds": [f"subscription-{s}" for s in SESSION_IDS[:5]]
         + [f"drafts.subscription-{s}" for s in SESSION_IDS[:5]],
         "pis": ["pi_1", "pi_2"], "uids": [*CLERK_IDS[:3], "u1"], "upIds": ["subscription-3"]}),
+    (RECHECK_QUERY, {
+        "sids": SESSION_IDS[:5],
+        "detIds": [f"subscription-{s}" for s in SESSION_IDS[:5]],
+        "pis": ["pi_1", "pi_2"], "refs": [*CLERK_IDS[:3], "u1"]}),
 ]
 
 
@@ -191,6 +195,8 @@ def test_indexed_answers_equal_unpruned_answers(sanity: SanityStandIn, seed: int
 def test_reconciler_queries_are_answered_from_the_index(sanity: SanityStandIn) -> None:
     sanity.load_documents(random_dataset(random.Random(7), 300))
     sanity.reset_log()
-    run(sanity, LOOKUP_QUERY, QUERIES[-1][1], "raw")
+    run(sanity, LOOKUP_QUERY, QUERIES[-2][1], "raw")
+    run(sanity, RECHECK_QUERY, QUERIES[-1][1], "raw")
     run(sanity, CATALOG_QUERY, {}, "raw")
-    assert [e["index"] for e in sanity.log()] == ["5/5", "2/2"]  # every *[…] pruned
+    # every *[…] pruned, none nested
+    assert [e["index"] for e in sanity.log()] == ["3/3", "2/2", "2/2"]

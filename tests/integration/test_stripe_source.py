@@ -367,3 +367,47 @@ def test_a_page_that_cannot_be_followed_stops_the_account(standin: StripeStandIn
     with pytest.raises(ReconcilerError, match=message) as error:
         list(source(standin, waits).session_pages("acct_B", 0, NOW))
     assert not isinstance(error.value, RetriableError) and waits == []
+
+
+# --------------------------------------------------------------------------- SDK private parts
+
+
+class _RenamedRequestor:
+    """A later SDK release, as far as the adapter can tell: the private requestor is gone
+    (renamed), only the public `raw_request` is left."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def raw_request(self, method: str, url: str, **params: Any) -> Any:
+        return self._inner.raw_request(method, url, **params)
+
+
+class _ChangedSignature:
+    """The requestor is there but `request_raw` takes other arguments now."""
+
+    def request_raw(self, method: str, url: str) -> Any:
+        raise AssertionError("never called with the old arguments")
+
+    def _interpret_response(self, *args: Any) -> Any:
+        raise AssertionError("not reached")
+
+
+@pytest.mark.parametrize("sdk", ["renamed", "changed"])
+def test_without_the_private_requestor_the_public_raw_request_answers(
+        standin: StripeStandIn, waits: Waits, world: dict[str, Any], sdk: str) -> None:
+    real = stripe_test_client(standin)
+    if sdk == "renamed":
+        client: Any = _RenamedRequestor(real)
+    else:
+        client = _RenamedRequestor(real)
+        client._requestor = _ChangedSignature()
+    adapter = StripeSource(client, sleep=waits)
+    since, until = NEWEST - 7, NEWEST - 2
+    ids = [s["id"] for p in adapter.session_pages("acct_A", since, until) for s in p.sessions]
+    assert ids == expected_ids(world, "acct_A", since, until) and len(ids) == 20
+    assert {e["account"] for e in standin.controls.log()} == {"acct_A"}
+    # Errors still come as the adapter's own classes through the public path.
+    standin.controls.inject_fault(SESSIONS, status=401)
+    with pytest.raises(CredentialsRejected):
+        list(adapter.session_pages("acct_A", since, until))

@@ -13,6 +13,7 @@ from typing import Any
 from jobs.classify import Classified, classify_raw, parse_line_items, parse_session
 from jobs.model import (
     Catalog,
+    Decision,
     LineItem,
     LookupKeys,
     PageFacts,
@@ -21,6 +22,7 @@ from jobs.model import (
     Session,
     Tenant,
 )
+from jobs.recheck import is_manual, recheck
 
 DAY_S = 86_400
 DAY_MS = 86_400_000
@@ -205,10 +207,14 @@ def user_doc(id_: str = USER_DOC, **fields: Any) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def facts(subs: Iterable[Mapping[str, Any]] = (), users: Iterable[Mapping[str, Any]] = (),
-          manual: Iterable[Mapping[str, Any]] = (),
+def facts(subs: Iterable[Mapping[str, Any]] = (),
+          users: Iterable[Mapping[str, Any]] | None = None,
           upgrades: Iterable[Mapping[str, Any]] = ()) -> PageFacts:
-    return PageFacts(tuple(subs), tuple(users), tuple(manual), tuple(upgrades))
+    """A page's look-up answer; `users` default: the buyer's one user document when the
+    page finds subscriptions (the look-up returns the buyer's users with them)."""
+    if users is None:
+        users = [user_doc()] if subs else []
+    return PageFacts(tuple(subs), tuple(users), tuple(upgrades))
 
 
 class MemorySanity:
@@ -233,13 +239,17 @@ class MemorySanity:
                        d.get("paymentId")}))]
         users = [d for d in self.docs.values() if d.get("_type") == "user" and (
             d.get("clerkId") in uids or d["_id"] in uids)]
-        refs = uids | {d["_id"] for d in users}
-        manual = [d for d in self.docs.values() if d.get("_type") == "subscription"
-                  and not d.get("stripeSessionId")
-                  and isinstance(d.get("user"), Mapping) and d["user"].get("_ref") in refs]
         upgrades = [d for d in self.docs.values() if d.get("_type") == "subscription"
                     and d["_id"] in set(keys.upgrade_ids)]
-        return facts(subs, users, manual, upgrades)
+        return facts(subs, users, upgrades)
+
+    def recheck(self, decisions: Iterable[Decision]) -> list[Decision]:
+        """The re-check just before the write, as the GROQ adapter answers it."""
+        docs = [d for d in self.docs.values() if d.get("_type") == "subscription"]
+        refs = {r for d in decisions if d.creation for r in d.creation.person_refs}
+        manual = [d for d in docs if is_manual(d) and isinstance(d.get("user"), Mapping)
+                  and d["user"].get("_ref") in refs]
+        return [recheck(d, docs, manual) for d in decisions]
 
     def apply(self, mutations: Iterable[Mapping[str, Any]]) -> None:
         """createIfNotExists and patch-set, as Sanity applies them."""

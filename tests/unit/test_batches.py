@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.batches import Batch, transactions
+from jobs.batches import Batch, transactions, write_units
 from jobs.model import Creation, Decision
 from jobs.reconcile import Reconciler, RunRequest
 from tests.fakes import FakeSanity, FakeStripe
@@ -73,3 +73,12 @@ def test_a_refused_purchase_in_a_packed_transaction_is_isolated() -> None:
     assert report.counts["created"] == 39 and report.counts["failed"] == 1
     assert [f["session_id"] for f in report.failed] == ["cs_test_0007"]
     assert len(sanity.of_type("subscription")) == 39
+
+
+def test_write_units_share_a_recheck_up_to_a_size_and_keep_order() -> None:
+    txs = transactions([batch(ACCT, i, 30) for i in range(7)])
+    units = write_units(txs, per_unit=100)
+    assert [[t.batches[0].index for t in u] for u in units] == [[0, 1, 2], [3, 4, 5], [6]]
+    big = transactions([batch(ACCT, 0, 150), batch(ACCT, 1, 10)])
+    assert [len(u) for u in write_units(big, per_unit=100)] == [1, 1]
+    assert len(write_units(txs)) <= len(txs)  # never more re-checks than transactions

@@ -382,3 +382,12 @@ def test_listed_line_items_are_kept_only_for_a_session_lacking_keys():
     keyless = parse_session(raw_session(md={}, line_items=items), ACCT1, NOW_S)
     assert needs_line_items(keyless)
     assert keyless.line_items == (ListedItem("10 Clip Card", "prod_a"),)
+
+
+@pytest.mark.parametrize("kind", ["class_booking", "gift_card", "PASS_PURCHASE", "course"])
+def test_explicit_non_pass_type_is_not_a_pass_even_with_a_pass_id(kind):
+    # The webhook dispatches on metadata.type and skips anything else.
+    c = classified(raw_session(md=metadata(type=kind)),
+                   line_items=items("10 Single Clip Card", passId=P_CLIP))
+    assert outcome(c) == ("ignored", "not_a_pass")
+    assert not needs_line_items(c.session)

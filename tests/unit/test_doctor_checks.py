@@ -16,8 +16,10 @@ from jobs.doctor import (
     attempt,
     check_account,
     check_connect,
+    check_dataset_mode,
     check_deliveries,
     check_endpoints,
+    check_heartbeat,
     check_key_mode,
     check_sanity,
     check_settings,
@@ -429,7 +431,9 @@ def test_run_checks_names_a_refused_account_once_and_reads_events_of_the_rest() 
     checks = run_checks(settings_for(), stripe=stripe, probe_stripe=stripe,
                         sanity=FakeSanity(TENANTS), now=NOW)
     problems = [(c.name, c.status) for c in checks if c.status != "ok"]
-    assert problems == [("sanity settings", "fail"), ("stripe account acct_2", "fail"),
+    # A test key with the default `production` dataset, and no heartbeat: both warned about.
+    assert problems == [("sanity settings", "fail"), ("sanity dataset", "warn"),
+                        ("heartbeat", "warn"), ("stripe account acct_2", "fail"),
                         ("smtp", "warn")]
     assert [a for a, _, _ in stripe.event_calls] == ["platform", "acct_1"]
     assert stripe.completed_calls == ["acct_1"]
@@ -482,3 +486,21 @@ def test_webhook_health_survives_an_unreadable_sanity() -> None:
     health = webhook_health(stripe, sanity, NOW)
     assert health["undelivered_by_account"] == {"platform": 0}
     assert health["errors"] == ["cannot read the schools: 400 query"]
+
+
+@pytest.mark.parametrize(("mode", "dataset", "warned"), [
+    ("test", "production", True), ("test", "staging", False), ("live", "production", False),
+    ("live", "test", False)])
+def test_a_test_key_with_the_production_dataset_is_warned_about(mode, dataset, warned):
+    check = check_dataset_mode(mode, dataset)
+    assert (check is not None) == warned
+    if check is not None:
+        assert (check.status, check.blocking) == ("warn", False)
+        assert "production" in check.detail
+
+
+def test_no_heartbeat_url_is_a_warning_and_one_is_ok():
+    missing, set_ = check_heartbeat(False), check_heartbeat(True)
+    assert (missing.status, set_.status) == ("warn", "ok")
+    assert "HEARTBEAT_URL" in missing.detail
+    assert exit_code([missing]) == 0  # shown, not counted

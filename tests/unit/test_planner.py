@@ -8,6 +8,7 @@ import pytest
 from jobs import rules
 from jobs.model import PLATFORM, Decision, PageFacts
 from jobs.planner import decide, lookup_keys, plan_page, transaction_mutations
+from jobs.recheck import recheck
 from tests.unit.core_builders import (
     ACCT1,
     ACCT_UNKNOWN,
@@ -244,20 +245,27 @@ def test_canonical_doc_missing_a_visible_field_is_invisible():
 @pytest.mark.parametrize("draft", [
     sub_doc("drafts." + OWN_ID), sub_doc("drafts.xyz", stripeSessionId=SID),
     sub_doc("drafts.xyz", stripePaymentId=PI)])
-def test_draft_only_match_is_created_with_anomaly(draft):
+def test_draft_only_match_is_present_with_anomaly(draft):
+    # The app reads in the raw perspective: the student sees and books with the draft, so a
+    # published copy would be a second pass.
     d = one(f=facts([draft], [user_doc()]))
-    assert d.outcome == "created"
-    assert d.creation.subscription["_id"] == OWN_ID
+    assert (d.outcome, d.creation) == ("already_present", None)
     assert kinds(d) == ["draft_only"]
     assert d.anomalies[0].subscription_ids == (draft["_id"],)
 
 
-def test_draft_beside_published_is_present():
+def test_draft_beside_published_is_one_document_not_a_duplicate():
     subs = [sub_doc("drafts.abc", stripeSessionId=SID), sub_doc("abc", stripeSessionId=SID)]
     d = one(f=facts(subs))
-    assert (d.outcome, d.subscription_ids) == ("already_present", ("abc",))
+    assert d.outcome == "already_present"
+    assert set(d.subscription_ids) == {"abc", "drafts.abc"}
     assert "draft_only" not in kinds(d)
     assert "duplicate_subscriptions" not in kinds(d)
+
+
+def test_two_drafts_of_different_documents_are_duplicates():
+    subs = [sub_doc("drafts.abc", stripeSessionId=SID), sub_doc("drafts.xyz", stripePaymentId=PI)]
+    assert kinds(one(f=facts(subs))) == ["draft_only", "duplicate_subscriptions"]
 
 
 # #27 null payment intent ----------------------------------------------------------------------
@@ -286,9 +294,43 @@ def test_clerk_id_doc_is_preferred_to_legacy_doc():
     assert d.creation.user is None
 
 
-def test_several_clerk_id_docs_are_ambiguous():
-    d = one(f=facts(users=[user_doc(USER_DOC), user_doc("uSecondAccount000000002")]))
-    assert_manual(d, "user_ambiguous")
+def test_several_clerk_id_docs_link_to_the_oldest():
+    users = [user_doc("uYounger00000000000002", _createdAt="2026-03-01T00:00:00Z"),
+             user_doc("uOlder0000000000000001", _createdAt="2025-09-01T00:00:00Z")]
+    d = one(f=facts(users=users))
+    assert d.outcome == "created"
+    assert d.creation.subscription["user"]["_ref"] == "uOlder0000000000000001"
+    assert d.creation.user is None
+    assert kinds(d) == ["duplicate_users"]
+    assert "uYounger00000000000002" in d.anomalies[0].detail
+
+
+def test_same_creation_time_breaks_the_tie_by_id():
+    users = [user_doc("uB", _createdAt="2025-09-01T00:00:00Z"),
+             user_doc("uA", _createdAt="2025-09-01T00:00:00Z")]
+    for order in (users, users[::-1]):
+        assert one(f=facts(users=order)).creation.subscription["user"]["_ref"] == "uA"
+
+
+def test_our_own_user_doc_beside_the_webhooks_never_blocks_the_next_purchase():
+    users = [user_doc("uWebhookRandom00000001", _createdAt="2025-01-01T00:00:00Z"),
+             user_doc(f"user-{USER}", _createdAt="2026-08-01T00:00:00Z")]
+    d = one(f=facts(users=users))
+    assert d.outcome == "created"
+    assert d.creation.subscription["user"]["_ref"] == f"user-{USER}"
+    assert kinds(d) == ["duplicate_users"]
+
+
+def test_present_but_linked_to_another_student_is_wrong_user():
+    d = one(f=facts([sub_doc("abc", stripeSessionId=SID, user=ref("uSomebodyElse0000009"))]))
+    assert (d.outcome, kinds(d)) == ("already_present", ["wrong_user"])
+
+
+@pytest.mark.parametrize("owner", [USER, USER_DOC, "uSecond"])
+def test_present_linked_to_any_of_the_buyers_refs_is_fine(owner):
+    users = [user_doc(), user_doc("uSecond")]
+    assert one(f=facts([sub_doc("abc", stripeSessionId=SID, user=ref(owner))], users)
+               ).anomalies == ()
 
 
 def test_draft_user_docs_do_not_count():
@@ -463,6 +505,12 @@ def test_product_metadata_tenant_is_checked_too():
 
 # #16 manual duplicates -----------------------------------------------------------------------
 
+def rechecked(d: Decision, *, manual=()) -> Decision:
+    """The planned creation after the re-check just before its write."""
+    assert d.outcome == "created"
+    return recheck(d, [], manual)
+
+
 def manual_doc(**fields):
     base = {"stripeSessionId": None, "stripePaymentId": "manual_recovery_1755000000000",
             "startDate": rules.iso_ms((CREATED_S + 3 * DAY_S) * 1000)}
@@ -475,18 +523,24 @@ def manual_doc(**fields):
     {"stripePaymentId": "manual_recovery_session_1755000000000"},
     {"passId": None, "pass": ref(P_CLIP)},
     {"user": ref(USER)},  # legacy reference: the Clerk id
-    {"startDate": rules.iso_ms((CREATED_S - 6 * DAY_S) * 1000)},
+    {"startDate": rules.iso_ms((CREATED_S - 20 * 3600) * 1000)},
     {"startDate": None, "purchaseDate": rules.iso_ms((CREATED_S + DAY_S) * 1000)},
+    {"startDate": rules.iso_ms((CREATED_S + 9 * DAY_S) * 1000)},
+    {"stripeSessionId": "manual_recovery_session_1755000000000"},
+    {"stripeSessionId": ""},
+    {"_id": "drafts.manual1"},
+    {"stripePaymentId": None, "passId": None, "passName": "10 Single Clip Card"},
 ], ids=["manual-recovery", "no-payment-id", "admin", "debug", "manual-session", "pass-ref",
-        "legacy-user-ref", "six-days-before", "purchase-date"])
+        "legacy-user-ref", "20-hours-before", "purchase-date", "nine-days-after",
+        "recovery-session-id", "blank-session-id", "draft", "pass-name"])
 def test_manual_subscription_of_same_person_and_pass_blocks_creation(fields):
-    d = one(f=facts(users=[user_doc()], manual=[manual_doc(**fields)]))
+    d = rechecked(one(f=facts(users=[user_doc()])), manual=[manual_doc(**fields)])
     assert_manual(d, "manual_duplicate_suspected")
-    assert "manual1" in d.subscription_ids
+    assert [i.removeprefix("drafts.") for i in d.subscription_ids] == ["manual1"]
 
 
 def test_manual_duplicate_of_a_student_without_user_doc():
-    d = one(f=facts(manual=[manual_doc(user=ref(USER))]))
+    d = rechecked(one(f=facts()), manual=[manual_doc(user=ref(USER))])
     assert_manual(d, "manual_duplicate_suspected")
 
 
@@ -495,15 +549,15 @@ def test_manual_duplicate_of_a_student_without_user_doc():
     {"stripeSessionId": "cs_test_other"},
     {"passId": P_SINGLE},
     {"user": ref("uSomebodyElse000000009")},
-    {"startDate": rules.iso_ms((CREATED_S + 8 * DAY_S) * 1000)},
+    {"stripePaymentIntentId": "pi_3RealPayment"},
+    {"startDate": rules.iso_ms((CREATED_S - 2 * DAY_S) * 1000)},
     {"startDate": rules.iso_ms((CREATED_S - 8 * DAY_S) * 1000)},
-    {"_id": "drafts.manual1"},
-], ids=["real-payment", "has-session", "other-pass", "other-person", "8-days-after",
-        "8-days-before", "draft"])
+], ids=["real-payment", "has-session", "other-pass", "other-person", "real-intent-alt",
+        "2-days-before", "8-days-before"])
 def test_not_a_manual_duplicate(fields):
     doc = {**manual_doc(), **fields}
-    d = one(f=facts(users=[user_doc()], manual=[doc]))
-    assert d.outcome == "created"
+    planned = one(f=facts(users=[user_doc()]))
+    assert rechecked(planned, manual=[doc]) is planned
 
 
 # #20 inactive pass, #21 unusable pass --------------------------------------------------------
@@ -684,3 +738,63 @@ def test_catalog_untouched_by_planning():
     before = dict(cat.passes)
     one(cat=cat)
     assert dict(cat.passes) == before
+
+
+# §2.1 currency history -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("currency", ["eur", "SEK", "usd"])
+def test_another_currency_than_the_schools_is_created_with_anomaly(currency):
+    d = one(raw_session(currency=currency))
+    assert d.outcome == "created"
+    assert d.creation.subscription["purchasePrice"] == 2000  # as the webhook writes it
+    assert kinds(d) == ["currency_differs"]
+    assert currency.upper() in d.anomalies[0].detail
+
+
+def test_the_schools_own_currency_is_quiet():
+    assert one(raw_session(currency="nok")).anomalies == ()
+
+
+# §2.8 upgrades already present -----------------------------------------------------------------
+
+def test_present_upgrade_whose_source_is_still_active_is_incomplete():
+    f = facts([sub_doc("newOne", stripeSessionId=SID)], upgrades=[old_sub()])
+    d = one(upgrade_session(), f=f)
+    assert (d.outcome, kinds(d)) == ("already_present", ["upgrade_incomplete"])
+    assert d.anomalies[0].subscription_ids == (OLD,)
+
+
+@pytest.mark.parametrize("fields", [{"isActive": False}, {"upgradedToPassId": P_CLIP}])
+def test_present_upgrade_with_a_settled_source_is_quiet(fields):
+    f = facts([sub_doc("newOne", stripeSessionId=SID)], upgrades=[old_sub(**fields)])
+    assert one(upgrade_session(), f=f).anomalies == ()
+
+
+def test_upgrade_whose_source_is_already_inactive_is_created_without_patching_it():
+    d = one(upgrade_session(), f=facts(users=[user_doc()], upgrades=[old_sub(isActive=False)]))
+    assert d.outcome == "created"
+    assert d.creation.deactivate is None
+    assert [list(m) for m in d.creation.mutations()] == [["createIfNotExists"]]
+
+
+# the re-check just before writing --------------------------------------------------------------
+
+@pytest.mark.parametrize("late", [
+    sub_doc("webhookRandom00000001", stripeSessionId=SID),
+    sub_doc("webhookRandom00000002", stripeSessionId=None, stripePaymentId=PI),
+    sub_doc("drafts.webhookRandom03", stripeSessionId=SID),
+    sub_doc(OWN_ID, stripeSessionId=SID),
+], ids=["by-session", "by-payment-intent", "draft", "own-id"])
+def test_recheck_drops_what_was_written_since_the_look_up(late):
+    planned = one()
+    assert planned.outcome == "created"
+    d = recheck(planned, [late, sub_doc("unrelated", stripeSessionId="cs_test_zzz")])
+    assert (d.outcome, d.creation, d.subscription_ids) == ("already_present", None,
+                                                          (late["_id"],))
+    assert ("draft_only" in kinds(d)) == late["_id"].startswith("drafts.")
+
+
+def test_recheck_keeps_a_creation_nothing_records():
+    planned = one()
+    assert recheck(planned, [sub_doc("other", stripeSessionId="cs_test_zzz",
+                                     stripePaymentId="pi_other")]) is planned

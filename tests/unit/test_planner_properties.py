@@ -223,7 +223,7 @@ def plan_world(world: World, mem: MemorySanity, raws: list[dict[str, Any]] | Non
             items[parsed.id] = parse_items_of(world.line_items.get(parsed.id))
     page = [classify_raw(r, world.account, NOW_S, CAT, items, world.refunds) for r in raws]
     facts = mem.lookup(lookup_keys(page))
-    decisions = plan_page(page, facts, ctx(CAT)).decisions
+    decisions = mem.recheck(plan_page(page, facts, ctx(CAT)).decisions)
     assert len(decisions) == len(page)
     return decisions
 

@@ -173,13 +173,30 @@ def test_listed_line_items_cost_one_products_request_per_page():
     ]
     stripe.product_data = {f"prod_{n}": {"id": f"prod_{n}", "metadata": {
         "passId": "p1", "userId": "user_a", "tenantId": "t1"}} for n in (60, 61)}
+    stripe.line_item_data["cs_test_0062"] = [{"description": "10 Clip Card", "price": {
+        "product": {"id": "prod_gone", "deleted": True}}}]
     report = run(stripe, sanity)
+    # A product the by-id listing does not return costs that session's own line items
+    # (expanded), never a trip to a person; here they do not name the student either.
     assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
-        ("products", "prod_60,prod_61,prod_gone")]
-    # The product's metadata names the student; a product not found leaves only the name.
+        ("products", "prod_60,prod_61,prod_gone"), ("line_items", "cs_test_0062")]
     assert sorted(c["session_id"] for c in report.created) == ["cs_test_0060", "cs_test_0061"]
     assert [(m["session_id"], m["reason"]) for m in report.needs_manual] == [
         ("cs_test_0062", "user_unknown")]
+
+
+def test_a_product_missing_from_the_by_id_listing_falls_back_to_line_items():
+    stripe, sanity = world(0)
+    stripe.sessions[ACCT] = [session(63, metadata={"type": "pass_purchase"},
+                                     line_items=listed(("10 Clip Card", "prod_lost")))]
+    stripe.line_item_data["cs_test_0063"] = [{"description": "10 Clip Card", "price": {
+        "product": {"id": "prod_lost", "metadata": {
+            "passId": "p1", "userId": "user_a", "tenantId": "t1"}}}}]
+    report = run(stripe, sanity)
+    assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
+        ("products", "prod_lost"), ("line_items", "cs_test_0063")]
+    assert [c["session_id"] for c in report.created] == ["cs_test_0063"]
+    assert report.needs_manual == []
 
 
 def test_line_items_listed_incompletely_are_asked_for_on_their_own():
@@ -254,3 +271,37 @@ def test_before_commit_is_not_called_for_a_dry_run_or_the_safety_cap():
         Reconciler(stripe, sanity, clock=lambda: float(NOW), workers=1,
                    before_commit=lambda ds: calls.append(len(ds))).run(req)
     assert calls == []
+
+
+def test_the_recheck_before_writing_drops_late_webhooks_and_manual_recoveries():
+    stripe, sanity = world(0)
+    # A manual recovery matches the person and the pass, not the session: user_b's
+    # purchases of the same pass are not held back by user_a's recovery.
+    stripe.sessions[ACCT] = [session(0), session(1), session(2, user="user_b"),
+                             session(3, user="user_b")]
+
+    class Late(FakeSanity):
+        def lookup_page(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            found = super().lookup_page(*args, **kwargs)
+            # After the look-up: the webhook's late delivery (random id) for session 0, and
+            # an operator's manual recovery of session 1, days after the purchase.
+            self.docs["whRandom"] = {"_id": "whRandom", "_type": "subscription",
+                                     "stripeSessionId": "cs_test_0000", "passId": "p1"}
+            self.docs["manualRec"] = {
+                "_id": "manualRec", "_type": "subscription", "passId": "p1",
+                "user": {"_type": "reference", "_ref": "u1"},
+                "stripeSessionId": "manual_recovery_session_1790100000000",
+                "stripePaymentId": "manual_recovery_1790100000000",
+                "startDate": "2026-09-23T12:00:00.000Z"}
+            return found
+
+    late = Late(list(sanity.docs.values()))
+    report = run(stripe, late)
+    assert sorted(c["session_id"] for c in report.created) == ["cs_test_0002", "cs_test_0003"]
+    assert [(m["session_id"], m["reason"]) for m in report.needs_manual] == [
+        ("cs_test_0001", "manual_duplicate_suspected")]
+    assert report.counts["already_present"] == 1
+    assert "subscription-cs_test_0000" not in late.docs
+    assert "subscription-cs_test_0001" not in late.docs
+    writes = [c for c in late.commits if not c[2]]
+    assert 1 <= late.rechecks <= len(writes)  # at most one re-check per transaction

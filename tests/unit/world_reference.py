@@ -15,7 +15,7 @@ from typing import Any
 
 Doc = dict[str, Any]
 DAY_MS = 86_400_000
-FAKE_PAYMENT_PREFIXES = ("manual_recovery_", "admin_created_")
+CHECKOUT_CURRENCIES = ("usd", "nok", "eur", "sek", "dkk", "gbp")
 MAPPED = {"single": "single", "multi-pass": "multi-pass", "multi": "clipcard",
           "unlimited": "monthly"}
 
@@ -68,9 +68,9 @@ class Reference:
             plain_id = doc["_id"].removeprefix("drafts.")
             if plain_id.startswith("subscription-"):
                 self.by_key[plain_id.removeprefix("subscription-")].append(doc)
-        self.subs_by_user: dict[str, list[Doc]] = defaultdict(list)
-        for doc in self.subs_published.values():
-            if isinstance(doc.get("user"), dict):
+        self.subs_by_user: dict[str, list[Doc]] = defaultdict(list)  # drafts too
+        for doc in sanity:
+            if doc["_type"] == "subscription" and isinstance(doc.get("user"), dict):
                 self.subs_by_user[doc["user"]["_ref"]].append(doc)
         self.products: dict[str, Doc] = {}
         self.refunded: dict[str, int] = defaultdict(int)
@@ -125,7 +125,8 @@ class Reference:
         evidence = (metadata.get("type") in ("pass_purchase", "pass_upgrade")
                     or _text(metadata.get("passId")) or _text(product.get("passId"))
                     or len(by_name) == 1)
-        if not evidence:
+        explicit = _text(metadata.get("type"))
+        if not evidence or explicit not in (None, "pass_purchase", "pass_upgrade"):
             return result | {"reason": "not_a_pass"}
         if session["payment_status"] == "unpaid":
             return result | {"outcome": "pending", "reason": "async_payment"}
@@ -143,16 +144,15 @@ class Reference:
         if keys["passId"] is None or keys["userId"] is None:
             for key in keys:
                 keys[key] = keys[key] or _text(product.get(key))
+        keys["kind"] = metadata.get("type")
         manual_reason = self._resolve(account, session, keys, by_name, result)
-        if published:
-            # The documented order puts "already present" after the pass/tenant/type/user/
-            # upgrade checks but before the manual-duplicate check: only the latter may coincide.
-            result["order_dependent"] = manual_reason not in (None, "manual_duplicate_suspected")
-            return self._present(result, published, keys, connected_tenant)
-        if manual_reason is not None:
-            return result | {"outcome": "needs_manual", "reason": manual_reason}
         if matches:
-            result["anomalies"].append("draft_only")
+            # Drafts count: the app reads in the raw perspective. Present wins over every
+            # needs_manual reason, and the generator never plants both on one session.
+            result["order_dependent"] = manual_reason not in (None, "manual_duplicate_suspected")
+            return self._present(result, matches, keys, connected_tenant)
+        if manual_reason is not None:
+            return result | {"outcome": "needs_manual", "reason": manual_reason, "anomalies": []}
         result["anomalies"].sort()
         return result
 
@@ -187,20 +187,25 @@ class Reference:
         if clerk is None:
             return "user_unknown"
         linked = self.users_by_clerk.get(clerk, [])
-        if len(linked) > 1:
-            return "user_ambiguous"
-        user_ref = linked[0]["_id"] if linked else clerk if clerk in self.users_by_id else None
+        ours = [d for d in linked if d["_id"] == f"user-{clerk}"]
+        oldest = sorted(linked, key=lambda d: (d.get("_createdAt", "~"), d["_id"]))
+        chosen = (ours or oldest)[:1]
+        user_ref = chosen[0]["_id"] if chosen else clerk if clerk in self.users_by_id else None
         upgrade_from = None
+        deactivates = None
         if session["metadata"].get("type") == "pass_upgrade":
             upgrade_from = keys["upgradeFromSubscriptionId"]
             source = self.subs_published.get(upgrade_from or "")
             if source is None:
                 return "upgrade_source_missing"
             user_ref = source["user"]["_ref"]
+            deactivates = upgrade_from if source.get("isActive") is not False else None
+        elif len(linked) > 1:
+            result["anomalies"].append("duplicate_users")
         refs = {clerk} | {d["_id"] for d in linked}
         if clerk in self.users_by_id:
             refs.add(clerk)
-        if self._manual_duplicate(refs, pass_id, session["created"] * 1000):
+        if self._manual_duplicate(refs, pass_doc, session["created"] * 1000):
             return "manual_duplicate_suspected"
         if user_ref is None:
             user_ref = f"user-{clerk}"
@@ -209,24 +214,35 @@ class Reference:
                 "_id": user_ref, "_type": "user", "clerkId": clerk,
                 "name": details.get("name") or "Customer", "email": details.get("email") or "",
                 "role": "student", "isActive": True}
-        result.update(outcome="created", deactivates=upgrade_from,
+        connect = self.tenants[tenant].get("stripeConnect") or {}
+        school_currency = str(connect.get("currency") or "").lower()
+        if school_currency not in CHECKOUT_CURRENCIES:
+            school_currency = "nok"
+        if str(session.get("currency") or "").lower() not in ("", school_currency):
+            result["anomalies"].append("currency_differs")
+        result.update(outcome="created", deactivates=deactivates,
                       expected=self._document(session, pass_doc, tenant, user_ref,
                                               upgrade_from, start, end))
         if end <= self.now_ms or end <= start:
             result["anomalies"].append("expired_on_arrival")
         return None
 
-    def _manual_duplicate(self, refs: set[str], pass_id: str, created_ms: int) -> bool:
+    def _manual_duplicate(self, refs: set[str], pass_doc: Doc, created_ms: int) -> bool:
+        """§4#16: no real Stripe session id nor payment intent, same person and pass, starting
+        no earlier than a day before the purchase (or with no date at all)."""
         for ref in refs:
             for doc in self.subs_by_user.get(ref, []):
-                same_pass = doc.get("passId") == pass_id or (
-                    isinstance(doc.get("pass"), dict) and doc["pass"]["_ref"] == pass_id)
-                payment = doc.get("stripePaymentId")
-                fake = payment is None or payment == "debug_test_payment" or str(
-                    payment).startswith(FAKE_PAYMENT_PREFIXES)
-                when = doc.get("startDate") or doc.get("purchaseDate")
-                if same_pass and not doc.get("stripeSessionId") and fake and when and abs(
-                        _ms(when) - created_ms) <= 7 * DAY_MS:
+                pass_ref = doc.get("pass")["_ref"] if isinstance(doc.get("pass"), dict) else None
+                same_pass = pass_doc["_id"] in (doc.get("passId"), pass_ref) or (
+                    not doc.get("passId") and not pass_ref
+                    and doc.get("passName") == pass_doc["name"])
+                session_id = str(doc.get("stripeSessionId") or "")
+                real = session_id.startswith(("cs_test_", "cs_live_")) or any(
+                    str(doc.get(f) or "").startswith("pi_") for f in (
+                        "stripePaymentId", "stripePaymentIntentId", "paymentId"))
+                when = doc.get("startDate") or doc.get("purchaseDate") or doc.get("_createdAt")
+                if same_pass and not real and (
+                        not when or _ms(when) >= created_ms - DAY_MS):
                     return True
         return False
 
@@ -264,9 +280,22 @@ class Reference:
         pass_doc = self.passes.get(keys["passId"] or "")
         tenant = connected_tenant or keys["tenantId"] or (
             pass_doc["tenant"]["_ref"] if pass_doc else None)
-        if len(published) > 1:
+        if len({d["_id"].removeprefix("drafts.") for d in published}) > 1:
             anomalies.append("duplicate_subscriptions")
+        if all(d["_id"].startswith("drafts.") for d in published):
+            anomalies.append("draft_only")
+        clerk = keys["userId"]
+        refs = {clerk} | {d["_id"] for d in self.users_by_clerk.get(clerk or "", [])}
+        if clerk in self.users_by_id:
+            refs.add(clerk)
+        source = self.subs_published.get(keys["upgradeFromSubscriptionId"] or "")
+        if source is not None and keys.get("kind") == "pass_upgrade" and source.get(
+                "isActive") is not False and not source.get("upgradedToPassId"):
+            anomalies.append("upgrade_incomplete")
         for doc in published:
+            owner = doc["user"]["_ref"] if isinstance(doc.get("user"), dict) else None
+            if clerk and owner is not None and owner not in refs:
+                anomalies.append("wrong_user")
             if pass_doc and "type" in doc and doc["type"] != MAPPED.get(pass_doc["type"]):
                 anomalies.append("mistyped_subscription")
             own = doc.get("passId") or (doc.get("pass") or {}).get("_ref")
