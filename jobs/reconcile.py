@@ -52,6 +52,7 @@ from jobs.model import (
 )
 from jobs.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
+from jobs.refunds import AccountRefunds, Refunded, refunded_by_intent, refunds_could_change
 from jobs.runreport import RunReport, present_row
 from jobs.segments import SegmentReader
 
@@ -70,6 +71,10 @@ class RunRequest:
     recheck: tuple[tuple[str, str], ...] = ()  # (account, session id) pending from earlier runs
     account_since: Mapping[str, int] = field(default_factory=dict)  # per-account window start
     kind: str = "run"
+    # A quick pass: an account's refunds are read only when a page plans a creation or a case
+    # for a person (`jobs.refunds`); a deep pass reads them all to report refunded passes.
+    lazy_refunds: bool = False
+    rest: frozenset[str] = frozenset()  # quiet accounts this quick pass leaves out (`jobs.rhythm`)
 
 
 Parsed = Session | tuple[str, str]  # a session, or (its id or "", why it is malformed)
@@ -152,18 +157,6 @@ def accounts_to_read(catalog: Catalog, wanted: Sequence[str] | None) -> list[str
     return [a for a in known if a in wanted]
 
 
-def refunded_by_intent(refunds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Refunded minor units per payment intent (failed and canceled refunds do not count)."""
-    out: dict[str, int] = {}
-    for refund in refunds:
-        pi = refund.get("payment_intent")
-        amount = refund.get("amount")
-        if (isinstance(pi, str) and isinstance(amount, int)
-                and refund.get("status") in ("succeeded", "pending", None)):
-            out[pi] = out.get(pi, 0) + amount
-    return out
-
-
 PRESENT_BATCH = 2000
 
 
@@ -230,7 +223,7 @@ class Reconciler:
                            since=rules.iso_ms(req.since * 1000),
                            until=rules.iso_ms(req.until * 1000), dry_run=req.dry_run)
         catalog = catalog_from(*self.sanity.load_catalog())
-        accounts = accounts_to_read(catalog, req.accounts)
+        accounts = [a for a in accounts_to_read(catalog, req.accounts) if a not in req.rest]
         ctx = PlanContext(now_ms=int(started * 1000), run_id=req.run_id, catalog=catalog)
         for account in accounts:
             tenant = catalog.tenant_of_account(account) if account != PLATFORM else None
@@ -255,7 +248,7 @@ class Reconciler:
         seen: set[str] = set()
         sessions = 0
         batches: list[Batch] = []
-        refunds: dict[str, Mapping[str, int]] = {}
+        refunds = AccountRefunds(self.stripe.refunds, lazy=req.lazy_refunds)
         fatal: list[BaseException] = []
         now_s = ctx.now_ms // 1000
 
@@ -295,7 +288,7 @@ class Reconciler:
             try:
                 if stop.is_set() or report.accounts[account].error is not None:
                     return
-                decisions = self._plan_parsed(page, account, refunds[account], ctx)
+                decisions = self._plan_refunds_aware(page, account, refunds, ctx)
                 if pages:  # a page of the window (re-checked sessions are no page)
                     with lock:
                         summary = report.accounts[account]
@@ -328,7 +321,7 @@ class Reconciler:
 
         def start(account: str) -> None:
             since = req.account_since.get(account, req.since)
-            refunds[account] = refunded_by_intent(self.stripe.refunds(account, since))
+            refunds.start(account, since)
             mine = [sid for acct, sid in req.recheck if acct == account]
             if mine:
                 raws = [r for r in (self.stripe.session(account, sid) for sid in mine) if r]
@@ -415,7 +408,21 @@ class Reconciler:
         return self._plan_parsed(parse_page(raws, account, ctx.now_ms // 1000), account,
                                  refunds, ctx)
 
-    def _plan_parsed(self, page: list[Parsed], account: str, refunds: Mapping[str, int],
+    def _plan_refunds_aware(self, page: list[Parsed], account: str, refunds: AccountRefunds,
+                            ctx: PlanContext) -> list[Decision]:
+        """Plan a page with the refunds read so far; in a quick pass, read the account's
+        refunds only when the page plans something they could change, and plan it again
+        only when one of its payments was refunded."""
+        decisions = self._plan_parsed(page, account, refunds.known(account), ctx)
+        if not refunds.lazy or not refunds_could_change(decisions):
+            return decisions
+        refunded = refunds.get(account)
+        intents = {s.payment_intent for s in page if isinstance(s, Session) and s.payment_intent}
+        if not intents.intersection(refunded):
+            return decisions
+        return self._plan_parsed(page, account, refunded, ctx)
+
+    def _plan_parsed(self, page: list[Parsed], account: str, refunds: Refunded,
                      ctx: PlanContext) -> list[Decision]:
         """One page: line items for the sessions that need them, one Sanity lookup, the plan."""
         line_items = self._line_items(account, [s for s in page if isinstance(s, Session)])

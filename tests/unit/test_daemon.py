@@ -216,14 +216,14 @@ def test_scheduler_is_built_with_deliberate_job_options_and_starts_nothing(tmp_p
     for job in jobs.values():
         assert job.coalesce is True and job.max_instances == 1
     # Not APScheduler's 1 s default: a pass may start up to one interval late.
-    assert jobs["quick"].misfire_grace_time == 300
+    assert jobs["quick"].misfire_grace_time == 30
     assert jobs["deep"].misfire_grace_time == 3600
     assert jobs["weekly"].misfire_grace_time == 86400
     assert jobs["quick"].executor == jobs["deep"].executor == "passes"
     assert jobs["quick"].args == ("quick",) and jobs["deep"].args == ("deep",)
     assert jobs["quick"].next_run_time == T0  # the start-up pass
     assert jobs["deep"].trigger.get_next_fire_time(None, T0) == T0 + timedelta(hours=1)
-    assert jobs["quick"].trigger.get_next_fire_time(T0, T0) == T0 + timedelta(minutes=5)
+    assert jobs["quick"].trigger.get_next_fire_time(T0, T0) == T0 + timedelta(seconds=30)
     # Monday 08:00 in Oslo (UTC+1 in November) after Friday noon UTC.
     weekly = jobs["weekly"].trigger.get_next_fire_time(None, T0)
     assert weekly == datetime(2026, 11, 23, 8, 0, tzinfo=ZoneInfo("Europe/Oslo"))
