@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NODE_DIR := sandbox/sanity
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench live setup clean
 
 setup: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
 
@@ -33,6 +33,9 @@ test: setup
 
 bench: setup
 	$(PY) -m bench $(ARGS)
+
+live: setup
+	$(PY) -m bench live $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules out .pytest_cache
