@@ -39,6 +39,7 @@ from jobs.errors import (
     ReconcilerError,
     WriteRejected,
 )
+from jobs.gather import ProductGatherer, wants_products
 from jobs.model import (
     PLATFORM,
     Catalog,
@@ -284,17 +285,12 @@ class Reconciler:
         planners = ThreadPoolExecutor(max_workers=self.plan_workers, thread_name_prefix="plan")
         slots = threading.BoundedSemaphore(self.workers + self.plan_workers)
 
-        def plan(account: str, index: int, page: list[Parsed], pages: int) -> None:
+        def guarded(account: str, planning: Callable[[], None]) -> None:
+            """Plan something of `account`; its errors are the account's (or the run's)."""
             try:
                 if stop.is_set() or report.accounts[account].error is not None:
                     return
-                decisions = self._plan_refunds_aware(page, account, refunds, ctx)
-                if pages:  # a page of the window (re-checked sessions are no page)
-                    with lock:
-                        summary = report.accounts[account]
-                        summary.pages += pages
-                        summary.sessions += len(page)
-                take(decisions, account, index)
+                planning()
             except CredentialsRejected as error:
                 stop.set()
                 fatal.append(error)
@@ -304,8 +300,33 @@ class Reconciler:
             except BaseException as error:  # a bug: the run stops and raises it
                 stop.set()
                 fatal.append(error)
+
+        def plan(account: str, index: int, page: list[Parsed], pages: int) -> None:
+            def planning() -> None:
+                # Keyless sessions wait for a full products request (`jobs.gather`); the
+                # rest of the page is planned now.
+                keyless = [s for s in page if isinstance(s, Session) and wants_products(s)]
+                rest = [s for s in page if not (isinstance(s, Session) and wants_products(s))]
+                decisions = self._plan_refunds_aware(rest, account, refunds, ctx) if rest else []
+                if pages:  # a page of the window (re-checked sessions are no page)
+                    with lock:
+                        summary = report.accounts[account]
+                        summary.pages += pages
+                        summary.sessions += len(page)
+                take(decisions, account, index)
+                gatherer.park(account, keyless)
+
+            try:
+                guarded(account, planning)
             finally:
                 slots.release()
+                gatherer.page_out(account)
+
+        def plan_group(account: str, index: int, sessions: list[Session]) -> None:
+            guarded(account, lambda: take(
+                self._plan_refunds_aware(list(sessions), account, refunds, ctx), account, index))
+
+        gatherer = ProductGatherer(plan_group)
 
         def submit(account: str, index: int, raws: list[dict[str, Any]], pages: int) -> None:
             conflict = next(filter(None, (mode_conflict(r, self.key_mode) for r in raws)), None)
@@ -317,6 +338,7 @@ class Reconciler:
                 return
             parsed = parse_page(raws, account, now_s)
             slots.acquire()  # blocks while planning is behind: back-pressure on reading
+            gatherer.page_in(account)
             planners.submit(plan, account, index, parsed, pages)
 
         def start(account: str) -> None:
@@ -327,10 +349,14 @@ class Reconciler:
                 raws = [r for r in (self.stripe.session(account, sid) for sid in mine) if r]
                 submit(account, -1, raws, 0)
 
+        def read_all(account: str) -> None:
+            # Its last keyless sessions are planned in the pool: the fetcher reads on.
+            planners.submit(gatherer.reading_done, account)
+
         reader = SegmentReader(
             self.stripe, fetchers=self.workers, start=start,
             deliver=lambda page: submit(page.account, page.index, page.sessions, 1),
-            cancelled=stop.is_set, on_account_error=fail_account)
+            cancelled=stop.is_set, on_account_error=fail_account, on_account_done=read_all)
         windows = [(a, req.account_since.get(a, req.since), req.until) for a in accounts]
         try:
             stats = reader.read(windows)
