@@ -24,7 +24,7 @@ demo: setup
 CORE := jobs/model.py jobs/rules.py jobs/classify.py jobs/planner.py jobs/runreport.py \
 	jobs/retry.py jobs/reconcile.py jobs/segments.py jobs/batches.py jobs/service.py \
 	jobs/ledger.py jobs/stripe_source.py jobs/memory.py jobs/http_session.py \
-	jobs/refunds.py jobs/rhythm.py
+	jobs/refunds.py jobs/rhythm.py jobs/gather.py
 
 test: setup
 	$(PY) -m ruff check jobs sandbox tests bench
