@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NODE_DIR := sandbox/sanity
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench live setup clean
 
 setup: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
 
@@ -25,7 +25,8 @@ CORE := jobs/model.py jobs/rules.py jobs/classify.py jobs/planner.py jobs/runrep
 	jobs/retry.py jobs/reconcile.py jobs/segments.py jobs/batches.py jobs/service.py \
 	jobs/ledger.py jobs/stripe_source.py jobs/memory.py jobs/http_session.py jobs/metrics.py \
 	jobs/progress.py jobs/cli_help.py jobs/student_notice.py jobs/student_mail.py jobs/notice_ledger.py \
-	jobs/recheck.py
+	jobs/recheck.py \
+	jobs/refunds.py jobs/rhythm.py jobs/gather.py
 
 test: setup
 	$(PY) -m ruff check jobs sandbox tests bench
@@ -34,6 +35,9 @@ test: setup
 
 bench: setup
 	$(PY) -m bench $(ARGS)
+
+live: setup
+	$(PY) -m bench live $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules out .pytest_cache

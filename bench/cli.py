@@ -24,7 +24,12 @@ def _log(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["live"]:  # the live mode: the daemon while purchases arrive
+        from bench.live_cli import main as live_main
+        return live_main(args_in[1:])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     epilog="`python -m bench live --help`: the live mode")
     parser.add_argument("--quick", action="store_true",
                         help="a fast smoke run: small cases, small naive samples")
     parser.add_argument("--cases", help="comma-separated: 1k,10k,100k or SESSIONS/ACCOUNTS "
@@ -39,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int,
                         help="RECONCILER_STRIPE_CONCURRENCY (default: the job's default)")
     parser.add_argument("--out", help="also append the JSON lines to this file")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
 
     cases = select(args.cases, args.quick)
     limits = Limits()

@@ -15,6 +15,7 @@ TARGET_EFFICIENCY = 0.85
 TARGET_SPEEDUP = 40.0
 TARGET_REQUEST_RATIO = 25.0
 TARGET_RSS_GROWTH = 1.5
+TARGET_STRIPE_PER_PAGE = 1.2  # every Stripe request of a run, per page it must list
 
 
 def engine_json(run: RunResult) -> dict[str, Any]:
@@ -53,6 +54,9 @@ def case_json(case: Case, bench: BenchWorld, limits: Limits, bound: Bound, engin
         "bound": bound.to_json(),
         "engine": engine_json(engine),
         "efficiency": round(bound.lower_s / engine.wall_s, 3),
+        # Every Stripe request (lists, products, refunds, the rest) per page a reader must
+        # list at least: what the run takes from the budget the app's checkout shares.
+        "stripe_per_page": round(engine.stripe_requests / max(1, bench.pages), 3),
     }
     checks: dict[str, bool] = {
         "list_requests<=pages+segments": lists <= bench.pages + segments,
@@ -63,6 +67,7 @@ def case_json(case: Case, bench: BenchWorld, limits: Limits, bound: Bound, engin
     line["created_vs_truth"] = {"created": engine.created, "truth": bench.expected_created}
     if case.sessions >= 100_000:
         checks["efficiency>=0.85"] = line["efficiency"] >= TARGET_EFFICIENCY
+        checks["stripe<=1.2*pages"] = line["stripe_per_page"] <= TARGET_STRIPE_PER_PAGE
     if naive is not None:
         figures = naive_figures(naive, bench)
         line["naive"] = {**engine_json(naive), "extrapolated": figures,
@@ -109,7 +114,7 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 def table(lines: Sequence[dict[str, Any]], rss: dict[str, Any] | None, cores: int) -> str:
     head = ("case", "sessions", "accts", "pages", "keyless", "segs", "wall s", "bound s", "eff",
-            "Stripe req", "list req", "Sanity q+tx", "429", "docs", "RSS MB", "CPU s",
+            "Stripe req", "req/page", "list req", "Sanity q+tx", "429", "docs", "RSS MB", "CPU s",
             "stand-in CPU s", "naive s", "naive req", "speedup", "req ratio")
     rows: list[tuple[str, ...]] = []
     for ln in lines:
@@ -121,7 +126,8 @@ def table(lines: Sequence[dict[str, Any]], rss: dict[str, Any] | None, cores: in
             ln["case"], f"{ln['sessions_listed']:,}", str(ln["accounts_read"]),
             str(ln["pages"]), str(ln["keyless_sessions"]), _fmt(e["segments"]),
             f"{e['wall_s']:.2f}", f"{ln['bound']['lower_s']:.2f}", f"{ln['efficiency']:.2f}",
-            str(e["stripe_requests"]), str(e["stripe_list_requests"]),
+            str(e["stripe_requests"]), f"{ln['stripe_per_page']:.2f}",
+            str(e["stripe_list_requests"]),
             f"{e['sanity_queries']}+{e['sanity_transactions']}", str(e["stripe_429"]),
             str(e["documents_created"]), f"{e['peak_rss_mb']:.0f}", f"{e['cpu_s']:.1f}",
             f"{e['standin_cpu_s']['stripe']:.1f}/{e['standin_cpu_s']['sanity']:.1f}",

@@ -506,6 +506,14 @@ class Ledger:
             for r in rows
         ]
 
+    def sold_since(self, since: datetime) -> set[str]:
+        """Accounts with a purchase paid since `since` (the quick pass's rhythm). A purchase
+        is first seen after it is paid, so the first-seen index narrows the search."""
+        cutoff = to_epoch(since)
+        rows = self._query("SELECT DISTINCT account FROM sessions WHERE first_seen_at >= ?"
+                           " AND paid_at >= ?", (cutoff, cutoff))
+        return {r["account"] for r in rows}
+
     # ---- alerts and kept reports ---------------------------------------------------------
 
     def alert_sent(self, key: str) -> bool:

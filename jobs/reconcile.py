@@ -39,6 +39,7 @@ from jobs.errors import (
     ReconcilerError,
     WriteRejected,
 )
+from jobs.gather import ProductGatherer, wants_products
 from jobs.model import (
     PLATFORM,
     Catalog,
@@ -54,6 +55,7 @@ from jobs.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.ports import SanityStore, StripeSource
 from jobs.progress import ReadProgress
 from jobs.recheck import recheck
+from jobs.refunds import AccountRefunds, Refunded, refunded_by_intent, refunds_could_change
 from jobs.runreport import RunReport, present_row
 from jobs.segments import SegmentReader
 
@@ -72,6 +74,10 @@ class RunRequest:
     recheck: tuple[tuple[str, str], ...] = ()  # (account, session id) pending from earlier runs
     account_since: Mapping[str, int] = field(default_factory=dict)  # per-account window start
     kind: str = "run"
+    # A quick pass: an account's refunds are read only when a page plans a creation or a case
+    # for a person (`jobs.refunds`); a deep pass reads them all to report refunded passes.
+    lazy_refunds: bool = False
+    rest: frozenset[str] = frozenset()  # quiet accounts this quick pass leaves out (`jobs.rhythm`)
 
 
 Parsed = Session | tuple[str, str]  # a session, or (its id or "", why it is malformed)
@@ -161,18 +167,6 @@ def accounts_to_read(catalog: Catalog, wanted: Sequence[str] | None) -> list[str
     return [a for a in known if a in wanted]
 
 
-def refunded_by_intent(refunds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Refunded minor units per payment intent (failed and canceled refunds do not count)."""
-    out: dict[str, int] = {}
-    for refund in refunds:
-        pi = refund.get("payment_intent")
-        amount = refund.get("amount")
-        if (isinstance(pi, str) and isinstance(amount, int)
-                and refund.get("status") in ("succeeded", "pending", None)):
-            out[pi] = out.get(pi, 0) + amount
-    return out
-
-
 PRESENT_BATCH = 2000
 
 
@@ -245,7 +239,7 @@ class Reconciler:
                            since=rules.iso_ms(req.since * 1000),
                            until=rules.iso_ms(req.until * 1000), dry_run=req.dry_run)
         catalog = catalog_from(*self.sanity.load_catalog())
-        accounts = accounts_to_read(catalog, req.accounts)
+        accounts = [a for a in accounts_to_read(catalog, req.accounts) if a not in req.rest]
         ctx = PlanContext(now_ms=int(started * 1000), run_id=req.run_id, catalog=catalog)
         for account in accounts:
             tenant = catalog.tenant_of_account(account) if account != PLATFORM else None
@@ -270,7 +264,7 @@ class Reconciler:
         seen: set[str] = set()
         sessions = 0
         batches: list[Batch] = []
-        refunds: dict[str, Mapping[str, int]] = {}
+        refunds = AccountRefunds(self.stripe.refunds, lazy=req.lazy_refunds)
         fatal: list[BaseException] = []
         now_s = ctx.now_ms // 1000
 
@@ -306,17 +300,12 @@ class Reconciler:
         planners = ThreadPoolExecutor(max_workers=self.plan_workers, thread_name_prefix="plan")
         slots = threading.BoundedSemaphore(self.workers + self.plan_workers)
 
-        def plan(account: str, index: int, page: list[Parsed], pages: int) -> None:
+        def guarded(account: str, planning: Callable[[], None]) -> None:
+            """Plan something of `account`; its errors are the account's (or the run's)."""
             try:
                 if stop.is_set() or report.accounts[account].error is not None:
                     return
-                decisions = self._plan_parsed(page, account, refunds[account], ctx)
-                if pages:  # a page of the window (re-checked sessions are no page)
-                    with lock:
-                        summary = report.accounts[account]
-                        summary.pages += pages
-                        summary.sessions += len(page)
-                take(decisions, account, index)
+                planning()
             except CredentialsRejected as error:
                 stop.set()
                 fatal.append(error)
@@ -326,8 +315,33 @@ class Reconciler:
             except BaseException as error:  # a bug: the run stops and raises it
                 stop.set()
                 fatal.append(error)
+
+        def plan(account: str, index: int, page: list[Parsed], pages: int) -> None:
+            def planning() -> None:
+                # Keyless sessions wait for a full products request (`jobs.gather`); the
+                # rest of the page is planned now.
+                keyless = [s for s in page if isinstance(s, Session) and wants_products(s)]
+                rest = [s for s in page if not (isinstance(s, Session) and wants_products(s))]
+                decisions = self._plan_refunds_aware(rest, account, refunds, ctx) if rest else []
+                if pages:  # a page of the window (re-checked sessions are no page)
+                    with lock:
+                        summary = report.accounts[account]
+                        summary.pages += pages
+                        summary.sessions += len(page)
+                take(decisions, account, index)
+                gatherer.park(account, keyless)
+
+            try:
+                guarded(account, planning)
             finally:
                 slots.release()
+                gatherer.page_out(account)
+
+        def plan_group(account: str, index: int, sessions: list[Session]) -> None:
+            guarded(account, lambda: take(
+                self._plan_refunds_aware(list(sessions), account, refunds, ctx), account, index))
+
+        gatherer = ProductGatherer(plan_group)
 
         def submit(account: str, index: int, raws: list[dict[str, Any]], pages: int) -> None:
             conflict = next(filter(None, (mode_conflict(r, self.key_mode) for r in raws)), None)
@@ -339,20 +353,25 @@ class Reconciler:
                 return
             parsed = parse_page(raws, account, now_s)
             slots.acquire()  # blocks while planning is behind: back-pressure on reading
+            gatherer.page_in(account)
             planners.submit(plan, account, index, parsed, pages)
 
         def start(account: str) -> None:
             since = req.account_since.get(account, req.since)
-            refunds[account] = refunded_by_intent(self.stripe.refunds(account, since))
+            refunds.start(account, since)
             mine = [sid for acct, sid in req.recheck if acct == account]
             if mine:
                 raws = [r for r in (self.stripe.session(account, sid) for sid in mine) if r]
                 submit(account, -1, raws, 0)
 
+        def read_all(account: str) -> None:
+            # Its last keyless sessions are planned in the pool: the fetcher reads on.
+            planners.submit(gatherer.reading_done, account)
+
         reader = SegmentReader(
             self.stripe, fetchers=self.workers, start=start,
             deliver=lambda page: submit(page.account, page.index, page.sessions, 1),
-            cancelled=stop.is_set, on_account_error=fail_account,
+            cancelled=stop.is_set, on_account_error=fail_account, on_account_done=read_all,
             on_page=self.progress.page if self.progress is not None else None)
         windows = [(a, req.account_since.get(a, req.since), req.until) for a in accounts]
         if self.progress is not None:
@@ -436,7 +455,21 @@ class Reconciler:
         return self._plan_parsed(parse_page(raws, account, ctx.now_ms // 1000), account,
                                  refunds, ctx)
 
-    def _plan_parsed(self, page: list[Parsed], account: str, refunds: Mapping[str, int],
+    def _plan_refunds_aware(self, page: list[Parsed], account: str, refunds: AccountRefunds,
+                            ctx: PlanContext) -> list[Decision]:
+        """Plan a page with the refunds read so far; in a quick pass, read the account's
+        refunds only when the page plans something they could change, and plan it again
+        only when one of its payments was refunded."""
+        decisions = self._plan_parsed(page, account, refunds.known(account), ctx)
+        if not refunds.lazy or not refunds_could_change(decisions):
+            return decisions
+        refunded = refunds.get(account)
+        intents = {s.payment_intent for s in page if isinstance(s, Session) and s.payment_intent}
+        if not intents.intersection(refunded):
+            return decisions
+        return self._plan_parsed(page, account, refunded, ctx)
+
+    def _plan_parsed(self, page: list[Parsed], account: str, refunds: Refunded,
                      ctx: PlanContext) -> list[Decision]:
         """One page: line items for the sessions that need them, one Sanity lookup, the plan."""
         line_items = self._line_items(account, [s for s in page if isinstance(s, Session)])

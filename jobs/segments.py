@@ -150,7 +150,8 @@ class SegmentReader:
                  cancelled: Callable[[], bool] = lambda: False,
                  on_account_error: Callable[[str, ReconcilerError], None] = lambda a, e: None,
                  min_pages: float = MIN_PAGES_PER_PIECE, max_pieces: int = MAX_PIECES,
-                 on_page: Callable[[str, int, int], None] | None = None) -> None:
+                 on_page: Callable[[str, int, int], None] | None = None,
+                 on_account_done: Callable[[str], None] = lambda account: None) -> None:
         self._source = source
         self._segmented = isinstance(source, SegmentSource)
         self._fetchers = max(1, fetchers)
@@ -158,6 +159,8 @@ class SegmentReader:
         self._start = start
         self._cancelled = cancelled
         self._on_account_error = on_account_error
+        self._on_account_done = on_account_done
+        self._open: dict[str, int] = {}  # per account: items queued or being fetched
         self._min_pages = min_pages
         self._max_pieces = max_pieces
         self._on_page = on_page
@@ -174,6 +177,7 @@ class SegmentReader:
         Rejected credentials (and any bug) stop every fetcher and are raised here."""
         for account, since, until in windows:
             self._queue.append(_Start(account, since, until))
+            self._open[account] = self._open.get(account, 0) + 1
         threads = [threading.Thread(target=self._work, name=f"fetch-{n}", daemon=True)
                    for n in range(min(self._fetchers, max(1, len(self._queue))))]
         for thread in threads:
@@ -204,6 +208,8 @@ class SegmentReader:
     def _put(self, items: Sequence[_Item]) -> None:
         with self._cond:
             self._queue.extend(items)
+            for item in items:
+                self._open[item.account] = self._open.get(item.account, 0) + 1
             self._running -= 1
             self._cond.notify_all()
 
@@ -228,6 +234,16 @@ class SegmentReader:
                 self._stop(error)
             finally:
                 self._put(follow)
+                self._close(item.account)
+
+    def _close(self, account: str) -> None:
+        """One item of `account` is done; when it was its last, every page of it is fetched
+        (or it failed, or the read was cancelled)."""
+        with self._cond:
+            self._open[account] -= 1
+            done = self._open[account] == 0
+        if done:
+            self._on_account_done(account)
 
     def _stop(self, error: BaseException) -> None:
         with self._cond:
@@ -285,6 +301,8 @@ class SegmentReader:
         # idle fetchers can go on with them meanwhile.
         with self._cond:
             self._queue.extend(follow)
+            for segment in follow:
+                self._open[segment.account] = self._open.get(segment.account, 0) + 1
             self._cond.notify_all()
         if self._on_page is not None:
             # The continuation (if any) goes on below its new top; split-off pieces count

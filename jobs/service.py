@@ -23,6 +23,7 @@ from jobs.lock import RunLock
 from jobs.ports import SanityStore, StripeSource
 from jobs.progress import ReadProgress
 from jobs.reconcile import Reconciler, RunRequest
+from jobs.rhythm import QUIET_AFTER, accounts_to_rest
 from jobs.settings import Settings, TimeWindow
 from jobs.student_mail import student_mail, tell_students
 
@@ -74,6 +75,21 @@ def plan_window(options: RunOptions, settings: Settings, ledger: Ledger,
     return int(deep_since.timestamp()), int(until.timestamp()), per_account, ()
 
 
+def is_quick(options: RunOptions) -> bool:
+    """A pass from the watermarks (the daemon's quick pass, or `run` without a window)."""
+    return options.window is None and options.kind in ("run", "quick")
+
+
+def resting(options: RunOptions, settings: Settings, ledger: Ledger,
+            now: datetime) -> frozenset[str]:
+    """Quiet accounts a quick pass over every account leaves for the next one."""
+    if not is_quick(options) or options.accounts is not None:
+        return frozenset()
+    read = {w.account: w.until for w in ledger.watermarks() if w.kind == "quick"}
+    return accounts_to_rest(read, ledger.sold_since(now - QUIET_AFTER), now - settings.run.grace,
+                            settings.schedule.quick_interval, settings.schedule.deep_interval)
+
+
 def run_status(report: Mapping[str, Any], interrupted: bool) -> RunStatus:
     if interrupted:
         return "interrupted"
@@ -122,14 +138,15 @@ def execute_run(
             dry_run=options.dry_run, validate=options.validate,
             max_creates=options.max_creates if options.max_creates is not None
             else settings.run.max_creates,
-            recheck=recheck, account_since=account_since, kind=options.kind)
+            recheck=recheck, account_since=account_since, kind=options.kind,
+            lazy_refunds=is_quick(options), rest=resting(options, settings, ledger, now))
         cancel = cancel or threading.Event()
         ledger.start_run(run_id, options.kind, datetime.fromtimestamp(since, UTC),
                          datetime.fromtimestamp(until, UTC), options.dry_run,
                          list(options.accounts or ()))
         earliest = min([since, *account_since.values()])
         log.info("run_started", kind=options.kind, since=earliest, until=req.until,
-                 dry_run=options.dry_run)
+                 dry_run=options.dry_run, resting=len(req.rest))
         key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
         students = student_mail(settings, ledger, sanity, options.dry_run)
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
@@ -157,7 +174,7 @@ def execute_run(
         ledger.record_report(data)
         _settle_rechecked(ledger, data, recheck)
         ledger.finish_run(run_id, status, data, data.get("error"))
-        if options.kind in ("run", "quick") and options.window is None and status != "interrupted":
+        if is_quick(options) and status != "interrupted":
             ledger.advance_watermarks_from_report(data, "quick")
         _log_outcomes(data)
         if students is not None and not cancel.is_set():

@@ -126,13 +126,15 @@ class SmtpSettings:
 class RunSettings:
     state_dir: Path = field(default_factory=lambda: default_state_dir({}))
     max_creates: int = 50
-    grace: timedelta = timedelta(minutes=10)  # until = now - grace: the webhook's time
+    # until = now - grace: the webhook's time. Stripe's first delivery comes within seconds of
+    # the payment (retries only minutes to hours later), so the grace covers that one.
+    grace: timedelta = timedelta(seconds=60)
     ledger_retention: timedelta = timedelta(days=400)  # a year of weekly trends, and a margin
 
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    quick_interval: timedelta = timedelta(minutes=5)
+    quick_interval: timedelta = timedelta(seconds=30)
     quick_overlap: timedelta = timedelta(minutes=15)
     deep_interval: timedelta = timedelta(minutes=60)
     deep_window: timedelta = timedelta(days=3)

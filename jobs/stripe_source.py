@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -226,6 +227,37 @@ def _cursor(data: list[JSON], what: str) -> str:
     return cursor
 
 
+class ProductCache:
+    """Products by (account, id) read within the last `ttl` seconds, at most `size` of them
+    (the oldest go first); thread-safe. A product's metadata is written when the app creates
+    the Checkout Session and not changed after, so an hour-old copy is as good as a new one."""
+
+    def __init__(self, size: int = 20_000, ttl: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._size, self._ttl, self._clock = size, ttl, clock
+        self._items: dict[tuple[str, str], tuple[float, JSON]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, account: str, ids: Sequence[str]) -> dict[str, JSON]:
+        oldest = self._clock() - self._ttl
+        out: dict[str, JSON] = {}
+        with self._lock:
+            for product_id in ids:
+                hit = self._items.get((account, product_id))
+                if hit is not None and hit[0] >= oldest:
+                    out[product_id] = hit[1]
+        return out
+
+    def put(self, account: str, products: Mapping[str, JSON]) -> None:
+        now = self._clock()
+        with self._lock:
+            for product_id, product in products.items():
+                self._items.pop((account, product_id), None)
+                self._items[(account, product_id)] = (now, product)
+            while len(self._items) > self._size:
+                del self._items[next(iter(self._items))]
+
+
 class StripeSource:
     """Reads one platform and its connected accounts; `account` is "platform" or "acct_…"."""
 
@@ -244,6 +276,7 @@ class StripeSource:
         self._page_size = page_size
         self._attempts = attempts
         self._rate_limit_attempts = max(1, rate_limit_attempts)
+        self._products = ProductCache()
 
     # ----- requests
 
@@ -356,15 +389,20 @@ class StripeSource:
 
     def products(self, account: str, product_ids: Sequence[str]) -> dict[str, JSON]:
         """Products by id (at most 100 per request, Stripe's cap); ids not found (deleted)
-        are left out."""
+        are left out. Products read lately come from memory (`ProductCache`): a quick pass
+        every few seconds re-reads the same sessions of its overlap, and their products do
+        not change."""
         wanted = list(dict.fromkeys(product_ids))
-        out: dict[str, JSON] = {}
+        out = self._products.get(account, wanted)
+        wanted = [i for i in wanted if i not in out]
         for n in range(0, len(wanted), MAX_PAGE):
             chunk = wanted[n:n + MAX_PAGE]
             data, _ = self._page(account, "/v1/products", {"ids": chunk, "limit": MAX_PAGE},
                                  what=f"products of {account}", op=PRODUCTS_OP)
-            out.update((p["id"], p) for p in data
-                       if isinstance(p, dict) and isinstance(p.get("id"), str))
+            found = {p["id"]: p for p in data
+                     if isinstance(p, dict) and isinstance(p.get("id"), str)}
+            self._products.put(account, found)
+            out.update(found)
         return out
 
     def refunds(self, account: str, since: int) -> list[JSON]:

@@ -10,7 +10,7 @@ import bisect
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,17 @@ class AccountData:
         )
 
 
+    def with_sessions(self, sessions: Sequence[JSON]) -> AccountData:
+        """A copy holding `sessions` too (each with its private `_line_items`); the caches
+        start empty, since positions move."""
+        added = [s for s in sessions if isinstance(s.get("id"), str)]
+        return replace(
+            self, sessions=Collection([*self.sessions.objects, *added], SESSION_FIELDS),
+            line_items={**self.line_items, **{s["id"]: s["_line_items"] for s in added
+                                             if isinstance(s.get("_line_items"), list)}},
+            expanded={})
+
+
 class StripeData:
     """The whole sandbox file, indexed for serving."""
 
@@ -208,9 +219,17 @@ class StripeData:
         self.by_account = {name: AccountData.build(data)
                            for name, data in raw.get("data", {}).items()}
         self._empty = AccountData.build({})
+        self._adding = threading.Lock()
 
     def account(self, name: str) -> AccountData:
         return self.by_account.get(name, self._empty)
+
+    def add_sessions(self, name: str, sessions: Sequence[JSON]) -> int:
+        """Sessions created while the stand-in serves (purchases arriving in a live run).
+        The account's data is swapped whole: a request under way keeps the data it began with."""
+        with self._adding:
+            self.by_account[name] = self.account(name).with_sessions(sessions)
+            return len(self.by_account[name].sessions)
 
 
 def load_data(data: Mapping[str, Any] | Path | str) -> JSON:

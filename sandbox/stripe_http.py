@@ -132,8 +132,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, path: str, payload: bytes) -> None:
         try:
-            result = control(self.server.controls, self.command, path,
-                             json.loads(payload) if payload else None)
+            body = json.loads(payload) if payload else None
+            if (self.command, path) == ("POST", "sessions") and isinstance(body, dict):
+                # Sessions created at run time: {"account": "platform" | "acct_…",
+                # "sessions": [session with its private `_line_items`, …]}
+                added = self.server.api.data.add_sessions(str(body["account"]),
+                                                          list(body["sessions"]))
+                self._send(200, dumps({"sessions": added}))
+                return
+            result = control(self.server.controls, self.command, path, body)
             self._send(200, dumps(result))
         except KeyError as error:
             self._send(404, ApiError(404, f"No such control: {error}").body())

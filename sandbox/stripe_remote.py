@@ -53,5 +53,11 @@ class RemoteControls:
     def set_now(self, now: float | None) -> None:
         self._call("POST", "now", {"now": now})
 
+    def add_sessions(self, account: str, sessions: list[JSON]) -> int:
+        """Sessions created at run time (each with its private `_line_items`); the
+        account's session count after."""
+        return int(self._call("POST", "sessions", {"account": account,
+                                                   "sessions": sessions})["sessions"])
+
     def reset(self) -> None:
         self._call("POST", "reset", {})

@@ -44,6 +44,7 @@ class FakeStripe:
                 if i in self.product_data}
 
     def refunds(self, account: str, since: int) -> list[dict[str, Any]]:
+        self.calls.append(("refunds", account))
         return copy.deepcopy(self.refund_data.get(account, []))
 
     def session(self, account: str, session_id: str) -> dict[str, Any] | None:

@@ -215,7 +215,7 @@ def test_daemon_pings_the_heartbeat_and_stops_promptly_when_idle(
     assert PING_TOKEN not in err  # the ping URL is a secret
     lines = log_lines(err)
     started = next(e for e in lines if e["event"] == "daemon_configured")
-    assert started["heartbeat"] is True and started["quick_every"] == "0:05:00"
+    assert started["heartbeat"] is True and started["quick_every"] == "0:00:30"
 
 
 def test_two_runs_started_together_one_works_the_other_skips(sandbox: Sandbox):

@@ -16,7 +16,7 @@ from jobs.errors import (
     ServiceUnavailable,
 )
 from jobs.ratelimit import TokenBucket
-from jobs.stripe_source import SessionPage, StripeSource
+from jobs.stripe_source import ProductCache, SessionPage, StripeSource
 from sandbox.stripe_server import StripeStandIn
 from tests.integration.conftest_stripe import stripe_test_client
 from tests.stripe_data import (
@@ -367,6 +367,30 @@ def test_a_page_that_cannot_be_followed_stops_the_account(standin: StripeStandIn
     with pytest.raises(ReconcilerError, match=message) as error:
         list(source(standin, waits).session_pages("acct_B", 0, NOW))
     assert not isinstance(error.value, RetriableError) and waits == []
+
+
+def test_products_read_lately_cost_no_second_request(standin: StripeStandIn,
+                                                      waits: Waits) -> None:
+    stripe_source = source(standin, waits)
+    first = stripe_source.products("platform", ["prod_1", "prod_gone"])
+    assert list(first) == ["prod_1"] and first["prod_1"]["metadata"] == {"passId": "pass-10"}
+    again = stripe_source.products("platform", ["prod_1", "prod_2"])
+    assert sorted(again) == ["prod_1", "prod_2"]
+    asked = [e["query"] for e in standin.controls.log() if e["path"] == "/v1/products"]
+    # The second call asked only for the product it had not read; a missing one is asked again.
+    assert len(asked) == 2 and "prod_1" not in asked[1] and "prod_2" in asked[1]
+    stripe_source.products("platform", ["prod_gone"])
+    assert len([e for e in standin.controls.log() if e["path"] == "/v1/products"]) == 3
+
+
+def test_the_product_cache_forgets_old_entries_and_keeps_its_size() -> None:
+    now = [0.0]
+    cache = ProductCache(size=2, ttl=60, clock=lambda: now[0])
+    cache.put("platform", {"a": {"id": "a"}, "b": {"id": "b"}})
+    cache.put("acct_A", {"a": {"id": "a"}})  # another account's product of the same id
+    assert cache.get("platform", ["a", "b"]) == {"b": {"id": "b"}}  # "a" went first
+    now[0] = 61
+    assert cache.get("platform", ["b"]) == {} and cache.get("acct_A", ["a"]) == {}
 
 
 # --------------------------------------------------------------------------- SDK private parts

@@ -627,3 +627,22 @@ def test_a_session_line_item_shape_survives_the_round_trip(
     served = listing(stripe_test_client(standin), "/v1/checkout/sessions/cs_test_one")
     expected = {k: v for k, v in s.items() if not k.startswith("_")}
     assert served == expected
+
+
+def test_sessions_added_at_run_time_are_listed_in_order_with_their_line_items(
+        world: dict[str, Any]) -> None:
+    with StripeStandIn(world, now=lambda: NOW) as own:  # not the module's shared stand-in
+        client = stripe_test_client(own)
+        before = client.v1.checkout.sessions.list(params={"limit": 3})
+        late = session("cs_late", created=NEWEST + 50, payment_intent="pi_late",
+                       line_items=[line_item("li_late", description="10 klipp",
+                                             product="prod_clip", amount=90000)])
+        assert RemoteControls(own.url).add_sessions("platform", [late]) == 1051
+        after = client.v1.checkout.sessions.list(params={"limit": 3,
+                                                         "expand": ["data.line_items"]})
+        # The newest session comes first, the rest of the list is unchanged behind it.
+        assert [s.id for s in after.data] == ["cs_late", *[s.id for s in before.data[:2]]]
+        assert after.data[0].line_items.data[0].description == "10 klipp"
+        assert "_line_items" not in after.data[0]
+        window = client.v1.checkout.sessions.list(params={"created": {"gt": NEWEST}})
+        assert [s.id for s in window.data] == ["cs_late"]

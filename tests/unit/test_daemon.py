@@ -216,14 +216,14 @@ def test_scheduler_is_built_with_deliberate_job_options_and_starts_nothing(tmp_p
     for job in jobs.values():
         assert job.coalesce is True and job.max_instances == 1
     # Not APScheduler's 1 s default: a pass may start up to one interval late.
-    assert jobs["quick"].misfire_grace_time == 300
+    assert jobs["quick"].misfire_grace_time == 30
     assert jobs["deep"].misfire_grace_time == 3600
     assert jobs["weekly"].misfire_grace_time == 86400
     assert jobs["quick"].executor == jobs["deep"].executor == "passes"
     assert jobs["quick"].args == ("quick",) and jobs["deep"].args == ("deep",)
     assert jobs["quick"].next_run_time == T0  # the start-up pass
     assert jobs["deep"].trigger.get_next_fire_time(None, T0) == T0 + timedelta(hours=1)
-    assert jobs["quick"].trigger.get_next_fire_time(T0, T0) == T0 + timedelta(minutes=5)
+    assert jobs["quick"].trigger.get_next_fire_time(T0, T0) == T0 + timedelta(seconds=30)
     # Monday 08:00 in Oslo (UTC+1 in November) after Friday noon UTC.
     weekly = jobs["weekly"].trigger.get_next_fire_time(None, T0)
     assert weekly == datetime(2026, 11, 23, 8, 0, tzinfo=ZoneInfo("Europe/Oslo"))
@@ -676,3 +676,31 @@ def test_heartbeat_failures_are_logged_without_the_url_and_never_raise(
         "ReadTimeout", 404, "ConnectionError"]
     assert token not in logs.getvalue() and "127.0.0.1" not in logs.getvalue()
     assert Heartbeat(None).success() is False  # no URL: nothing to do
+
+
+def test_a_quiet_school_is_read_every_other_quick_pass_and_by_every_deep_pass(tmp_path: Path):
+    settings = settings_for(tmp_path, quick_interval=timedelta(seconds=30))
+    clock = Clock(T0)
+    # School A sold an hour ago; school B not for two days.
+    stripe, sanity = two_schools({A: [session("cs_a", 1, T0 - timedelta(hours=1))],
+                                  B: [session("cs_b", 2, T0 - timedelta(days=2))]})
+    with Ledger.open(tmp_path) as ledger:
+        run_pass = runner(settings, stripe, sanity, ledger, clock, Pings())
+        read: list[set[str]] = []
+        for _ in range(4):  # four quick passes, 30 s apart
+            stripe.windows.clear()
+            assert run_pass(QUICK) == 0
+            read.append({w[0] for w in stripe.windows})
+            clock.now += timedelta(seconds=30)
+        assert read == [{"platform", A, B}, {A}, {"platform", A, B}, {A}]
+        stripe.windows.clear()
+        assert run_pass(DEEP) == 0
+        assert {w[0] for w in stripe.windows} == {"platform", A, B}
+        # A sale at B makes it busy: read by the very next quick pass, and every one after.
+        clock.now += timedelta(seconds=30)
+        stripe.sessions[B].append(session("cs_b2", 2, clock.now - GRACE - timedelta(minutes=1)))
+        for _ in range(2):
+            stripe.windows.clear()
+            assert run_pass(QUICK) == 0
+            assert {w[0] for w in stripe.windows} >= {A, B}
+            clock.now += timedelta(seconds=30)

@@ -245,3 +245,24 @@ def test_a_segmented_run_decides_exactly_as_a_sequential_one() -> None:
     assert split_sanity.docs.keys() == plain_sanity.docs.keys()
     assert len(split_stripe.pager.requests) > 20  # read as more than one chain
     assert split.accounts[ACCT].sessions == 60
+
+
+def test_an_account_is_done_once_after_its_last_page_however_it_was_split() -> None:
+    source = SegmentStripe({"a": spread(400, 0, 100_000), "b": spread(12, 0, 1000, tag="b")})
+    done: list[tuple[str, int]] = []
+    got: list[SessionPage] = []
+    lock = threading.Lock()
+
+    def deliver(page: SessionPage) -> None:
+        with lock:
+            got.append(page)
+
+    def finished(account: str) -> None:
+        with lock:  # how many of its pages were delivered by then
+            done.append((account, sum(1 for p in got if p.account == account)))
+
+    reader = SegmentReader(source, fetchers=4, deliver=deliver, on_account_done=finished)
+    reader.read([("a", 0, 100_000), ("b", 0, 1000)])
+    assert reader.stats.splits >= 1
+    pages = {a: sum(1 for p in got if p.account == a) for a in ("a", "b")}
+    assert sorted(done) == [("a", pages["a"]), ("b", pages["b"])]
