@@ -1,0 +1,247 @@
+"""The ledger's two databases behind one small interface: SQLite (the default) and PostgreSQL.
+
+The ledger's SQL is written once, for both: `?` placeholders (or `:name` with a mapping),
+portable types and functions, and the existing row's columns qualified by the table's name in
+an `ON CONFLICT … DO UPDATE` (PostgreSQL finds a bare name ambiguous there). Rows are read by
+column name. What differs is confined to this module, each place marked `DIALECT`:
+placeholders, column types of migrations, how the schema version is kept and locked, and how a
+transaction is taken.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from jobs.errors import ConfigError, ReconcilerError
+from jobs.ledger_schema import apply_migrations, connect
+
+Params = Mapping[str, Any] | Sequence[Any]
+
+# Advisory lock keys (two int4): the first names this program, the second the lock.
+LOCK_SPACE = 0x5041_5353  # "PASS"
+MIGRATION_LOCK, RUN_LOCK, LEADER_LOCK = 1, 2, 3
+# Both ends notice a dead peer within seconds: the server drops a vanished client's session
+# (and its advisory locks), the client stops waiting on a vanished server.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+              "keepalives_count": 3, "tcp_user_timeout": 10_000, "connect_timeout": 10}
+SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
+                     " -c tcp_keepalives_count=3")
+
+
+class LedgerUnavailable(ReconcilerError):
+    """The ledger's database cannot be reached or dropped the connection (exit 2)."""
+
+    exit_code = 2
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """A connection inside one ledger transaction."""
+
+    def execute(self, sql: str, params: Params = ...) -> Cursor: ...
+
+
+class LedgerDb(Protocol):
+    """What the ledger needs of its database."""
+
+    dialect: str
+    description: str  # for messages: the file, or the database's host and name (no password)
+
+    def tx(self) -> Any: ...  # a context manager giving a `Conn` in one write transaction
+    def query(self, sql: str, params: Params = ()) -> list[Any]: ...
+    def migrate(self, migrations: Sequence[Sequence[str]]) -> int: ...
+    def close(self) -> None: ...
+
+
+class SqliteDb:
+    """One SQLite file, one connection shared by the process's threads under a lock."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = str(path)
+        self._guard = threading.RLock()
+        self._conn = connect(path)
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._guard:
+            self._conn.execute("BEGIN IMMEDIATE")  # DIALECT: take the write lock up front
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Params = ()) -> list[Any]:
+        with self._guard:
+            return self._conn.execute(sql, params).fetchall()
+
+    def migrate(self, migrations: Sequence[Sequence[str]]) -> int:
+        return apply_migrations(self._conn, migrations)
+
+    def journal_mode(self) -> str:
+        return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    def close(self) -> None:
+        with self._guard:
+            self._conn.close()
+
+
+# DIALECT: `?` -> `%s`, `:name` -> `%(name)s`, a literal `%` -> `%%`; quoted text is left alone.
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|(?<![:\w]):([A-Za-z_]\w*)|%")
+
+
+@lru_cache(maxsize=64)
+def to_pyformat(sql: str) -> str:
+    """The ledger's SQL with psycopg's placeholders."""
+
+    def sub(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "?":
+            return "%s"
+        if token == "%":
+            return "%%"
+        if match.group(1):
+            return f"%({match.group(1)})s"
+        return token
+
+    return _TOKENS.sub(sub, sql)
+
+
+# DIALECT: PostgreSQL's REAL is 4 bytes (epoch seconds would lose minutes), its INTEGER 4 bytes.
+_TYPES = re.compile(r"\b(REAL|INTEGER)\b")
+
+
+def to_postgres_ddl(statement: str) -> str:
+    return _TYPES.sub(lambda m: "DOUBLE PRECISION" if m.group(1) == "REAL" else "BIGINT",
+                      statement)
+
+
+class _PgConn:
+    """A psycopg connection that takes the ledger's placeholders."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        return self._conn.execute(to_pyformat(sql), params or None)
+
+
+def describe_url(url: str) -> str:
+    """`host:port/dbname` of a URL, for messages (never the user's password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(url)
+    except Exception:
+        return "the PostgreSQL database"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def connection_kwargs() -> dict[str, Any]:
+    """What every ledger connection sets: dict rows, keepalives both ways, and commits that do
+    not wait for the disk (as SQLite's synchronous=NORMAL: a server crash may drop the last
+    commits, which the next overlapping window reads again)."""
+    from psycopg.rows import dict_row
+
+    return {"row_factory": dict_row, "autocommit": True, "prepare_threshold": None,
+            "application_name": f"pass-reconciler@{socket.gethostname()}"[:63],
+            "options": f"-c synchronous_commit=off {SERVER_KEEPALIVES}", **KEEPALIVES}
+
+
+def unavailable(where: str, error: Exception) -> LedgerUnavailable:
+    text = str(error).strip().splitlines()
+    return LedgerUnavailable(f"ledger database {where}: {text[0] if text else type(error).__name__}")
+
+
+class PostgresDb:
+    """A small pool of connections to one PostgreSQL database."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, max_size: int = 4, timeout: float = 15.0) -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.description = describe_url(url)
+        self._errors = (psycopg.OperationalError, psycopg.InterfaceError)
+        self._timeout = timeout
+        # Checked when taken: a connection cut by a server restart is replaced, not handed out.
+        self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
+                                    kwargs=connection_kwargs(), timeout=timeout,
+                                    check=ConnectionPool.check_connection,
+                                    name="ledger")
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except Exception as error:
+            self._pool.close()
+            raise unavailable(self.description, error) from None
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                yield conn
+        except PoolTimeout as error:
+            raise unavailable(self.description, error) from None
+        except self._errors as error:
+            raise unavailable(self.description, error) from error
+
+    @contextmanager
+    def tx(self) -> Iterator[_PgConn]:
+        with self._connection() as conn, conn.transaction():
+            yield _PgConn(conn)
+
+    def query(self, sql: str, params: Params = ()) -> list[Any]:
+        with self._connection() as conn:
+            rows: list[Any] = conn.execute(to_pyformat(sql), params or None).fetchall()
+            return rows
+
+    def migrate(self, migrations: Sequence[Sequence[str]]) -> int:
+        """Like `apply_migrations`, with the version in a table and the steps under an advisory
+        lock, so hosts starting together apply each step once."""
+        known = len(migrations)
+        with self._connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, MIGRATION_LOCK))
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
+                version = 0 if row is None else int(row["version"])
+                if row is None:
+                    conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+                if version > known:
+                    raise ConfigError(f"ledger schema {version} is newer than this program "
+                                      f"knows ({known})")
+                while version < known:
+                    with conn.transaction():
+                        for statement in migrations[version]:
+                            conn.execute(to_postgres_ddl(statement))
+                        version += 1
+                        conn.execute("UPDATE schema_version SET version = %s", (version,))
+                return version
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, MIGRATION_LOCK))
+
+    def close(self) -> None:
+        self._pool.close()
