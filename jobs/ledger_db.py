@@ -169,7 +169,8 @@ def connection_kwargs() -> dict[str, Any]:
 
 def unavailable(where: str, error: Exception) -> LedgerUnavailable:
     text = str(error).strip().splitlines()
-    return LedgerUnavailable(f"ledger database {where}: {text[0] if text else type(error).__name__}")
+    first = text[0] if text else type(error).__name__
+    return LedgerUnavailable(f"ledger database {where}: {first}")
 
 
 class PostgresDb:

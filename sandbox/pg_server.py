@@ -7,6 +7,7 @@ and its programs run as that user; otherwise they run as the caller.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -93,8 +94,6 @@ class PostgresServer:
 
     def close(self) -> None:
         """Stop the server (if running) and delete its directory."""
-        try:
+        with contextlib.suppress(RuntimeError):  # not running
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except RuntimeError:
-            pass  # not running
         shutil.rmtree(self.root, ignore_errors=True)

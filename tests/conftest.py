@@ -1,5 +1,6 @@
-"""Shared fixtures: the Stripe and Sanity stand-ins (started only by tests that ask), the PostgreSQL server (started once, by tests that ask), and the
-chaos suite's `--soak` option (so `pytest --soak` works from the repository root)."""
+"""Shared fixtures: the Stripe and Sanity stand-ins and the PostgreSQL server (started only by
+tests that ask), and the chaos suite's `--soak` option (so `pytest --soak` works from the
+repository root)."""
 
 pytest_plugins = [
     "tests.integration.conftest_sanity",

@@ -136,7 +136,7 @@ def test_pragmas_foreign_keys_and_busy_timeout_are_on(tmp_path: Path) -> None:
 
 
 def test_foreign_keys_hold_on_both_backends(ledger: Ledger) -> None:
-    with pytest.raises(Exception, match="(?i)foreign key"), ledger.db.tx() as conn:
+    with pytest.raises(Exception, match=r"(?i)foreign key"), ledger.db.tx() as conn:
         conn.execute("INSERT INTO pending (session_id, account, reason, first_seen_at,"
                      " last_checked_at) VALUES (?, ?, NULL, 0, 0)", ("cs_nope", "platform"))
 
