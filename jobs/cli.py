@@ -145,10 +145,9 @@ def _stop_on_signals(event: threading.Event) -> None:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.bootstrap import build_services
     from jobs.heartbeat import Heartbeat
-    from jobs.ledger import Ledger
-    from jobs.lock import RunLock
     from jobs.notify import notifier
     from jobs.service import RunOptions, execute_run
+    from jobs.state import open_ledger, run_lock
     from jobs.summary import render_run_summary
 
     if args.until and not args.since:
@@ -165,11 +164,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     cancel = threading.Event()
     _stop_on_signals(cancel)
     heartbeat = Heartbeat(settings.alerts.heartbeat_url)
-    with Ledger.open(settings.run.state_dir) as ledger:
+    with open_ledger(settings) as ledger:
         try:
             outcome = execute_run(
                 settings, services.stripe, services.sanity, ledger,
-                RunLock(settings.run.state_dir),
+                run_lock(settings),
                 RunOptions(kind="deep" if args.deep else "run", window=window,
                            accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
                            validate=args.validate, max_creates=args.max_creates),
@@ -194,12 +193,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.ledger import Ledger
-    from jobs.lock import RunLock
+    from jobs.state import open_ledger, run_lock
     from jobs.status import render_status_text, status_view
 
-    with Ledger.open(settings.run.state_dir) as ledger:
-        view = status_view(ledger, RunLock(settings.run.state_dir), datetime.now(UTC))
+    with open_ledger(settings) as ledger:
+        view = status_view(ledger, run_lock(settings), datetime.now(UTC))
     if args.json:
         sys.stdout.write(json.dumps(view, default=str, ensure_ascii=False) + "\n")
     else:

@@ -333,43 +333,76 @@ def route_scheduler_logs() -> None:
 
 
 def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
-    """`reconcile daemon`: wire the real services and block until SIGTERM/SIGINT."""
+    """`reconcile daemon`: wire the real services and block until SIGTERM/SIGINT. With the
+    ledger in PostgreSQL it first stands by until it leads (`jobs.leader`)."""
     from jobs.bootstrap import build_services
-    from jobs.lock import RunLock
     from jobs.notify import notifier
-    from jobs.service import RunOptions, RunOutcome, execute_run
+    from jobs.state import database_url, open_ledger
 
     del args  # the daemon takes its schedule from the settings
     settings.require("stripe", "sanity")
     services = build_services(settings)
     route_scheduler_logs()
-    cancel = threading.Event()
     notify = notifier(settings)
     heartbeat = Heartbeat(settings.alerts.heartbeat_url)
-    with Ledger.open(settings.run.state_dir) as ledger:
+    with open_ledger(settings) as ledger:
+        url = database_url(settings)
+        if url is None:
+            return _serve(settings, services, ledger, notify, heartbeat)
+        from jobs.leader import Leadership, lead_or_stand_by
 
-        def execute(kind: str) -> RunOutcome:
-            # A lock object per pass: flock is per open file, so each pass really competes.
-            return execute_run(settings, services.stripe, services.sanity, ledger,
-                               RunLock(settings.run.state_dir, kind=kind), RunOptions(kind=kind),
-                               cancel=cancel, notify=notify)
+        return lead_or_stand_by(Leadership(url), lambda leadership, lost: _serve(
+            settings, services, ledger, notify, heartbeat, leadership=leadership, lost=lost))
 
-        now = utc_now()
-        scheduler = build_scheduler(
-            settings, make_pass_runner(execute, heartbeat, cancel),
-            make_weekly(settings, ledger, cancel), clock=lambda: now,
-            first_deep=next_deep_at(ledger, settings, now))
 
-        def abandon() -> None:
-            mark_own_runs_interrupted(ledger)
+def _serve(settings: Settings, services: Any, ledger: Ledger, notify: Any, heartbeat: Heartbeat,
+           *, leadership: Any = None, lost: threading.Event | None = None) -> int:
+    """Run the scheduler until stopped; as a leader, also until the leadership is `lost`."""
+    from jobs.service import RunOptions, RunOutcome, execute_run
+    from jobs.state import run_lock
 
-        daemon = Daemon(scheduler, cancel, on_abandon=abandon)
-        daemon.install_signal_handlers()
-        log.info("daemon_configured", quick_every=str(settings.schedule.quick_interval),
-                 deep_every=str(settings.schedule.deep_interval),
-                 weekly_at=f"{settings.schedule.weekly_at} {settings.schedule.timezone.key}",
-                 heartbeat=heartbeat.enabled)
+    cancel = threading.Event()
+    daemon: Daemon | None = None
+
+    def step_down() -> None:
+        if lost is not None:
+            lost.set()
+        if daemon is not None:
+            daemon.request_stop("leadership lost")
+
+    def execute(kind: str) -> RunOutcome:
+        if leadership is not None and not leadership.check():
+            log.warning("pass_not_started", kind=kind, reason="this daemon no longer leads")
+            step_down()
+            return RunOutcome(exit_code=0, skipped=True, status="skipped")
+        # A lock object per pass: flock is per open file, so each pass really competes.
+        return execute_run(settings, services.stripe, services.sanity, ledger,
+                           run_lock(settings, kind=kind), RunOptions(kind=kind),
+                           cancel=cancel, notify=notify)
+
+    now = utc_now()
+    scheduler = build_scheduler(
+        settings, make_pass_runner(execute, heartbeat, cancel),
+        make_weekly(settings, ledger, cancel), clock=lambda: now,
+        first_deep=next_deep_at(ledger, settings, now))
+
+    def abandon() -> None:
+        mark_own_runs_interrupted(ledger)
+
+    daemon = Daemon(scheduler, cancel, on_abandon=abandon)
+    daemon.install_signal_handlers()
+    log.info("daemon_configured", quick_every=str(settings.schedule.quick_interval),
+             deep_every=str(settings.schedule.deep_interval),
+             weekly_at=f"{settings.schedule.weekly_at} {settings.schedule.timezone.key}",
+             heartbeat=heartbeat.enabled)
+    if leadership is None:
         return daemon.run()
+    done = threading.Event()
+    leadership.watch(step_down, done)
+    try:
+        return daemon.run()
+    finally:
+        done.set()
 
 
 def _one_line(error: BaseException) -> str:

@@ -109,9 +109,8 @@ def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dr
 
 def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.bootstrap import build_services
-    from jobs.ledger import Ledger
-    from jobs.lock import RunLock
     from jobs.service import new_run_id
+    from jobs.state import open_ledger, run_lock
 
     query = Query(email=args.email, session=args.session, user=args.user)
     if query.session is not None and not query.session.startswith("cs_"):
@@ -126,14 +125,14 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     services = build_services(settings)
     result = diagnose(query, services.stripe, services.sanity, now=now, run_id=run_id)
     if args.fix:
-        lock = RunLock(settings.run.state_dir)
+        lock = run_lock(settings)
         if not lock.acquire(blocking=False, kind="diagnose"):
             result.fix = {"run_id": run_id, "dry_run": args.dry_run, "created": [],
                           "sessions": [], "error": "not fixed: another run holds the lock "
                           f"({lock.holder()}); try again when it has finished"}
         else:
             try:
-                with Ledger.open(settings.run.state_dir) as ledger:
+                with open_ledger(settings) as ledger:
                     result.fix = apply_fix(
                         result, services.sanity, ledger, run_id=run_id, dry_run=args.dry_run,
                         max_creates=args.max_creates if args.max_creates is not None

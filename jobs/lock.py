@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 LOCK_FILE = "run.lock"
 
@@ -31,6 +31,14 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+class RunLockLike(Protocol):
+    """What a run needs of its lock: this flock, or an advisory lock (`jobs.pg_lock`)."""
+
+    def acquire(self, blocking: bool = False, kind: str | None = None) -> bool: ...
+    def release(self) -> None: ...
+    def holder(self) -> dict[str, Any] | None: ...
 
 
 class RunLockBusy(Exception):

@@ -19,7 +19,7 @@ import structlog
 
 from jobs.errors import ReconcilerError
 from jobs.ledger import Ledger, RunStatus
-from jobs.lock import RunLock
+from jobs.lock import RunLockLike
 from jobs.ports import SanityStore, StripeSource
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
@@ -88,7 +88,7 @@ def execute_run(
     stripe: StripeSource,
     sanity: SanityStore,
     ledger: Ledger,
-    lock: RunLock,
+    lock: RunLockLike,
     options: RunOptions,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),

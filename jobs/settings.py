@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from jobs.envfile import read_env_file
@@ -33,6 +33,7 @@ from jobs.timewindow import TimeWindow, parse_duration, parse_instant, parse_win
 __all__ = [
     "SETTINGS",
     "AlertSettings",
+    "DatabaseSettings",
     "LogSettings",
     "Part",
     "RunSettings",
@@ -156,6 +157,15 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    url: Secret | None = None  # a postgresql:// URL: the ledger and locks there; None: SQLite
+
+    @property
+    def postgresql(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     stripe: StripeSettings = field(default_factory=StripeSettings)
     sanity: SanitySettings = field(default_factory=SanitySettings)
@@ -164,6 +174,7 @@ class Settings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     config_path: Path | None = None  # the TOML file read, if any
 
     def missing(self, part: Part) -> tuple[str, ...]:
@@ -205,6 +216,7 @@ class Settings:
         secrets = [self.stripe.secret_key, self.sanity.token, self.smtp.password,
                    self.alerts.heartbeat_url]
         values = [secret.reveal() for secret in secrets if secret is not None]
+        values += database_url_secrets(self.database.url)
         if self.alerts.heartbeat_url is not None:
             token_part = urlsplit(self.alerts.heartbeat_url.reveal()).path.strip("/")
             if len(token_part) >= 8:
@@ -215,6 +227,7 @@ class Settings:
 _SECTIONS = {
     "stripe": StripeSettings, "sanity": SanitySettings, "smtp": SmtpSettings,
     "run": RunSettings, "schedule": ScheduleSettings, "alerts": AlertSettings, "log": LogSettings,
+    "database": DatabaseSettings,
 }
 
 
@@ -252,6 +265,14 @@ def load_settings(
 
     parts = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
     return Settings(**parts, config_path=config_path)
+
+
+def database_url_secrets(url: Secret | None) -> list[str]:
+    """The database URL and its password, for the log redactor (a driver may quote either)."""
+    if url is None:
+        return []
+    password = urlsplit(url.reveal()).password or ""
+    return [url.reveal(), *(p for p in {password, unquote(password)} if len(p) >= 4)]
 
 
 def default_state_dir(environ: Mapping[str, str]) -> Path:

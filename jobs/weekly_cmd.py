@@ -66,7 +66,9 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--week-of: {args.week_of!r} is not a date (YYYY-MM-DD)") from None
     if args.send:
         settings.require("smtp")
-    with Ledger.open(settings.run.state_dir) as ledger:
+    from jobs.state import open_ledger
+
+    with open_ledger(settings) as ledger:
         report = build_from_settings(settings, ledger, week_of, datetime.now(UTC))
         code = 1 if report.needs_you else 0
         if args.out:

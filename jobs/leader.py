@@ -1,0 +1,97 @@
+"""Daemon failover: one `reconcile daemon` leads, the others stand by (PostgreSQL ledger only).
+
+The leader holds an advisory lock (`jobs.pg_lock`) on a connection of its own. Standbys try
+to take it every `POLL` seconds and never run a pass. When the leader's session ends (the
+process is killed, its host or network goes), the server releases the lock and a standby
+takes over within a poll plus the keepalives' few seconds; it then runs its start-up quick
+pass, which covers the gap from the watermarks. A leader checks its connection before each
+pass and every `POLL` seconds between them: once it cannot, it starts no more passes, stops
+the one under way (as a stop signal would) and stands by again.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from jobs.ledger_db import LEADER_LOCK, LedgerUnavailable
+from jobs.pg_lock import AdvisoryLock
+
+log = structlog.get_logger("jobs.leader")
+
+POLL = 2.0  # seconds between a standby's attempts, and between a leader's checks
+
+
+class Leadership:
+    """The leader lock of the daemons sharing one database."""
+
+    def __init__(self, url: str, *, poll: float = POLL) -> None:
+        self.lock = AdvisoryLock(url, name="leader", key=LEADER_LOCK, kind="daemon")
+        self.poll = poll
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Stand by until this daemon leads (True) or `stop` is set (False)."""
+        said = False
+        while not stop.is_set():
+            try:
+                if self.lock.acquire():
+                    log.info("leader_elected", detail="this daemon runs the passes")
+                    return True
+                if not said:
+                    log.info("standing_by", leader=self.lock.holder(),
+                             detail=f"another daemon leads; trying every {self.poll:g}s")
+                    said = True
+            except LedgerUnavailable as error:
+                log.warning("standby_check_failed", error=str(error))
+            stop.wait(self.poll)
+        return False
+
+    def check(self) -> bool:
+        """Whether this daemon still leads (its lock's connection answers)."""
+        return self.lock.alive()
+
+    def watch(self, on_lost: Callable[[], None], done: threading.Event) -> threading.Thread:
+        """Check every poll until `done`; call `on_lost` once if the lock is lost."""
+
+        def loop() -> None:
+            while not done.wait(self.poll):
+                if not self.check():
+                    on_lost()
+                    return
+
+        thread = threading.Thread(target=loop, name="leader-watch", daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+Serve = Callable[[Leadership, threading.Event], int]
+
+
+def lead_or_stand_by(leadership: Leadership, serve: Serve) -> int:
+    """Stand by, lead with `serve(leadership, lost)` (it returns when its daemon stops), and
+    stand by again if it stopped because `lost` was set; return when stopped by a signal."""
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()  # only an event: see jobs.daemon.Daemon.request_stop
+
+    while True:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)  # the daemon installs its own while it leads
+        if not leadership.wait(stop):
+            log.info("daemon_stopped", detail="stopped while standing by")
+            return 0
+        lost = threading.Event()
+        try:
+            code = serve(leadership, lost)
+        finally:
+            leadership.release()
+        if not lost.is_set():
+            return code
+        log.warning("leadership_lost", detail="no more passes from this daemon; standing by")
