@@ -19,7 +19,7 @@ import structlog
 
 from jobs.errors import ReconcilerError
 from jobs.ledger import Ledger, RunStatus
-from jobs.lock import RunLockLike
+from jobs.lock import RunLockLike, watch_lock
 from jobs.ports import SanityStore, StripeSource
 from jobs.reconcile import Reconciler, RunRequest
 from jobs.settings import Settings, TimeWindow
@@ -127,6 +127,15 @@ def execute_run(
                                 key_mode=key_mode,
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
                                 workers=workers or settings.stripe.concurrency, cancel=cancel)
+        # A shared lock (PostgreSQL) goes with its connection: once lost, another host may
+        # start a run, so this one stops after the transaction under way and is `failed`.
+        lost = threading.Event()
+
+        def on_lost() -> None:
+            lost.set()
+            cancel.set()
+
+        stop_watch = watch_lock(lock, on_lost)
         try:
             with few_collections():
                 report = reconciler.run(req)
@@ -137,7 +146,11 @@ def execute_run(
             if notify is not None and ended == "failed":
                 _notify_quietly(notify, ledger)  # the failed-runs streak may call for an alert
             raise
+        finally:
+            stop_watch()
         data = report.to_json()
+        if lost.is_set():
+            return _lock_lost(ledger, run_id, data, notify)
         status = run_status(data, cancel.is_set())
         if cancel.is_set():
             log.warning("run_interrupted", detail="stopped by a signal; the transaction under "
@@ -160,6 +173,23 @@ def execute_run(
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
         lock.release()
+
+
+LOCK_LOST = ("the run lock was lost (its database connection dropped); stopped after the "
+             "transaction under way")
+
+
+def _lock_lost(ledger: Ledger, run_id: str, data: dict[str, Any],
+               notify: Notify | None) -> RunOutcome:
+    """Record what the run did before it lost its lock, as `failed`; the watermarks stay
+    (the next run reads the window again)."""
+    log.error("run_lock_lost", detail=LOCK_LOST)
+    ledger.record_report(data)
+    ledger.finish_run(run_id, "failed", data, LOCK_LOST)
+    _log_outcomes(data)
+    if notify is not None and not data.get("dry_run"):
+        _notify_quietly(notify, ledger)
+    return RunOutcome(exit_code=2, report=data, status="failed")
 
 
 @contextmanager

@@ -8,20 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from jobs.ledger import Ledger
+from jobs.lock import RunLockLike
 from jobs.settings import Settings
-
-
-class Lock(Protocol):
-    """The run lock, local (`jobs.lock.RunLock`) or shared (`jobs.pg_lock.AdvisoryLock`)."""
-
-    @property
-    def held(self) -> bool: ...
-    def acquire(self, blocking: bool = False, kind: str | None = None) -> bool: ...
-    def release(self) -> None: ...
-    def holder(self) -> dict[str, Any] | None: ...
 
 
 def database_url(settings: Settings) -> str | None:
@@ -34,7 +24,7 @@ def open_ledger(settings: Settings, *,
     return Ledger.for_settings(settings.run.state_dir, database_url(settings), clock=clock)
 
 
-def run_lock(settings: Settings, kind: str = "run") -> Lock:
+def run_lock(settings: Settings, kind: str = "run") -> RunLockLike:
     """A new lock object (flock is per open file and an advisory lock per session, so each
     object really competes)."""
     url = database_url(settings)

@@ -10,7 +10,7 @@ import bisect
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,16 @@ class StripeData:
 
     def account(self, name: str) -> AccountData:
         return self.by_account.get(name, self._empty)
+
+    def add_sessions(self, name: str, sessions: Sequence[JSON]) -> None:
+        """Checkout sessions made while the stand-in serves (purchases still arriving); the
+        account's sessions are re-indexed and swapped in whole, so a page is never torn."""
+        old = self.account(name)
+        items = {s["id"]: s["_line_items"] for s in sessions
+                 if isinstance(s.get("_line_items"), list) and isinstance(s.get("id"), str)}
+        self.by_account[name] = replace(
+            old, sessions=Collection([*old.sessions.objects, *sessions], SESSION_FIELDS),
+            line_items={**old.line_items, **items}, expanded={})
 
 
 def load_data(data: Mapping[str, Any] | Path | str) -> JSON:
