@@ -16,7 +16,7 @@ import pytest
 
 from jobs.errors import ConfigError
 from jobs.ledger import LEDGER_FILE, Ledger
-from jobs.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
+from jobs.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb, native_params, to_native
 from jobs.ledger_schema import MIGRATIONS, apply_migrations, connect
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
@@ -547,6 +547,17 @@ def test_an_unsent_message_is_kept_in_the_ledger_itself(ledger: Ledger) -> None:
 
 
 # ---- PostgreSQL only -----------------------------------------------------------------------
+
+
+def test_placeholders_become_the_servers_own_and_quoted_text_is_left_alone() -> None:
+    sql = "UPDATE t SET a = ?, b = 'what? :x' WHERE c = ? AND d::text = '%'"
+    assert to_native(sql) == (
+        "UPDATE t SET a = $1, b = 'what? :x' WHERE c = $2 AND d::text = '%'", None)
+    named = "INSERT INTO t VALUES (:kind, :now, :now) ON CONFLICT DO NOTHING"
+    assert native_params(named, {"now": 5.0, "kind": "k"}) == (
+        "INSERT INTO t VALUES ($1, $2, $2) ON CONFLICT DO NOTHING", ["k", 5.0])
+    with pytest.raises(ValueError, match="mixes"):
+        to_native("SELECT ? WHERE :a")
 
 
 def test_postgres_migrations_are_versioned_and_applied_once(pg_url: str) -> None:
