@@ -95,3 +95,4 @@ def lead_or_stand_by(leadership: Leadership, serve: Serve) -> int:
         if not lost.is_set():
             return code
         log.warning("leadership_lost", detail="no more passes from this daemon; standing by")
+        stop.wait(leadership.poll)  # a standby that is still connected goes first

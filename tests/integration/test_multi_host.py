@@ -235,3 +235,34 @@ def test_a_database_restart_during_a_pass_fails_it_cleanly_and_the_next_one_repa
         assert runs[0].counts["created"] == len(first)  # what it did is recorded
         created = {s for s in per_session if (o := ledger.session(s)) and o.created_at}
         assert created == set(per_session)  # each creation is in the ledger, once
+
+
+def test_a_leader_cut_off_from_the_database_stops_starting_passes(
+        box: Sandbox, pg_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    env = {"RECONCILER_QUICK_INTERVAL": "1s"}
+    leader = Host(box, tmp_path / "host-a", pg_url, "daemon", **env)
+    standby: Host | None = None
+    try:
+        leader.wait_event("leader_elected", 30)
+        leader.wait_event("run_finished", 30)
+        standby = Host(box, tmp_path / "host-b", pg_url, "daemon", **env)
+        standby.wait_event("standing_by", 30)
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # the leader's session is cut
+            admin.execute("SELECT pg_terminate_backend(backend_pid::int) FROM lock_holders"
+                          " WHERE name = 'leader'")
+        cut = time.monotonic()
+        lost = leader.wait_event("leadership_lost", 15, after=cut)
+        took_over = standby.wait_event("leader_elected", 15, after=cut)
+        print(f"\nleader cut off: it knew after {lost - cut:.2f} s, the standby led after "
+              f"{took_over - cut:.2f} s")
+        # From the moment it knew, the old leader started no pass.
+        assert leader.events("run_started", after=lost) == []
+        standby.wait_event("run_finished", 30, after=took_over)
+        assert leader.events("standing_by", after=lost)
+    finally:
+        assert leader.stop() == 0
+        if standby is not None:
+            assert standby.stop() == 0
+    assert set(subscriptions_per_session(box).values()) == {1}
