@@ -198,6 +198,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     with open_ledger(settings) as ledger:
         view = status_view(ledger, run_lock(settings), datetime.now(UTC))
+        if settings.database.postgresql:
+            from jobs.leader import leader_of
+
+            view["leader"] = leader_of(settings)
     if args.json:
         sys.stdout.write(json.dumps(view, default=str, ensure_ascii=False) + "\n")
     else:

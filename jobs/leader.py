@@ -14,11 +14,13 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from jobs.ledger_db import LEADER_LOCK, LedgerUnavailable
 from jobs.pg_lock import AdvisoryLock
+from jobs.settings import Settings
 
 log = structlog.get_logger("jobs.leader")
 
@@ -68,6 +70,12 @@ class Leadership:
 
     def release(self) -> None:
         self.lock.release()
+
+
+def leader_of(settings: Settings) -> dict[str, Any] | None:
+    """The leading daemon (host, pid, since), for `status`; None when none leads."""
+    url = settings.database.url
+    return None if url is None else Leadership(url.reveal()).lock.holder()
 
 
 Serve = Callable[[Leadership, threading.Event], int]

@@ -123,6 +123,11 @@ def render_status_text(view: dict[str, Any]) -> str:
         f"Lock: held by {_who(holder)} ({holder.get('kind')}) since "
         f"{_short_time(holder.get('started_at'))} UTC"
     )
+    if "leader" in view:  # daemons sharing a PostgreSQL ledger
+        leader = view["leader"]
+        lines.append("Leader daemon: none" if leader is None else
+                     f"Leader daemon: {_who(leader)} since "
+                     f"{_short_time(leader.get('started_at'))} UTC")
     success = view["last_success"]
     lines.append(
         "Last successful run: never" if success is None else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -92,3 +94,31 @@ def test_a_leader_that_loses_its_connection_knows_and_a_standby_takes_over(url: 
     stop.set()
     waiter.join(5)
     standby.release()
+
+
+def test_status_names_the_leading_daemon_and_the_run_lock_holder(
+        url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.cli import main
+
+    for name in [n for n in os.environ if n.startswith(("RECONCILER_", "STRIPE_", "SANITY_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RECONCILER_DATABASE_URL", url)
+    monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path / "state"))
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "Leader daemon: none" in out and "Lock: free" in out
+    leadership, lock = Leadership(url), AdvisoryLock(url)
+    assert leadership.wait(threading.Event()) and lock.acquire(kind="deep")
+    try:
+        assert main(["status"]) == 0
+        out = capsys.readouterr().out
+        me = f"pid {os.getpid()} on {socket.gethostname()}"
+        assert f"Leader daemon: {me} since " in out and f"Lock: held by {me} (deep)" in out
+        assert main(["status", "--json"]) == 0
+        view = json.loads(capsys.readouterr().out)
+        assert view["leader"]["pid"] == view["lock"]["pid"] == os.getpid()
+    finally:
+        lock.release()
+        leadership.release()
+    assert not (tmp_path / "state").exists()  # nothing local with the ledger in PostgreSQL
