@@ -122,3 +122,25 @@ def test_status_names_the_leading_daemon_and_the_run_lock_holder(
         lock.release()
         leadership.release()
     assert not (tmp_path / "state").exists()  # nothing local with the ledger in PostgreSQL
+
+
+def test_an_unreachable_database_is_one_line_exit_2_without_the_password(
+        pg_server: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.cli import main
+    from sandbox.pg_server import free_port
+
+    for name in [n for n in os.environ if n.startswith(("RECONCILER_", "STRIPE_", "SANITY_"))]:
+        monkeypatch.delenv(name)
+    port = free_port()
+    monkeypatch.setenv("RECONCILER_DATABASE_URL",
+                       f"postgresql://job:Sup3r-Secret-pw@127.0.0.1:{port}/ledger")
+    monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path / "state"))
+    from jobs.ledger_db import PostgresDb
+
+    monkeypatch.setitem(PostgresDb.__init__.__kwdefaults__, "timeout", 2.0)  # not 15 s
+    assert main(["status", "--log-format", "json"]) == 2
+    captured = capsys.readouterr()
+    assert "Sup3r-Secret-pw" not in captured.err + captured.out
+    (line,) = [x for x in captured.err.splitlines() if x.startswith("reconcile:")]
+    assert line.startswith(f"reconcile: ledger database 127.0.0.1:{port}/ledger: ")
