@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.events import (
@@ -52,6 +52,11 @@ from jobs.errors import ReconcilerError
 from jobs.heartbeat import Heartbeat
 from jobs.ledger import Ledger
 from jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from jobs.bootstrap import Services
+    from jobs.leader import Leadership
+    from jobs.service import Notify
 
 log = structlog.get_logger("jobs.daemon")
 
@@ -355,8 +360,9 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
             settings, services, ledger, notify, heartbeat, leadership=leadership, lost=lost))
 
 
-def _serve(settings: Settings, services: Any, ledger: Ledger, notify: Any, heartbeat: Heartbeat,
-           *, leadership: Any = None, lost: threading.Event | None = None) -> int:
+def _serve(settings: Settings, services: Services, ledger: Ledger, notify: Notify | None,
+           heartbeat: Heartbeat, *, leadership: Leadership | None = None,
+           lost: threading.Event | None = None) -> int:
     """Run the scheduler until stopped; as a leader, also until the leadership is `lost`."""
     from jobs.service import RunOptions, RunOutcome, execute_run
     from jobs.state import run_lock

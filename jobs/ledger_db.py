@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from jobs.errors import ConfigError, ReconcilerError
+from jobs.errors import ConfigError, ServiceUnavailable
 from jobs.ledger_schema import apply_migrations, connect
 
 Params = Mapping[str, Any] | Sequence[Any]
@@ -36,10 +36,8 @@ SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
                      " -c tcp_keepalives_count=3")
 
 
-class LedgerUnavailable(ReconcilerError):
+class LedgerUnavailable(ServiceUnavailable):
     """The ledger's database cannot be reached or dropped the connection (exit 2)."""
-
-    exit_code = 2
 
 
 class Cursor(Protocol):
