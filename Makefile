@@ -24,7 +24,7 @@ demo: setup
 CORE := jobs/model.py jobs/rules.py jobs/classify.py jobs/planner.py jobs/runreport.py \
 	jobs/retry.py jobs/reconcile.py jobs/segments.py jobs/batches.py jobs/service.py \
 	jobs/ledger.py jobs/stripe_source.py jobs/memory.py jobs/http_session.py \
-	jobs/ledger_db.py jobs/pg_lock.py jobs/state.py jobs/leader.py
+	jobs/ledger_db.py jobs/pg_dialect.py jobs/pg_lock.py jobs/state.py jobs/leader.py
 
 test: setup
 	$(PY) -m ruff check jobs sandbox tests bench

@@ -89,9 +89,12 @@ def lead_or_stand_by(leadership: Leadership, serve: Serve) -> int:
     def handler(_signum: int, _frame: object) -> None:
         stop.set()  # only an event: see jobs.daemon.Daemon.request_stop
 
+    stepped_down = False
     while True:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handler)  # the daemon installs its own while it leads
+        if stepped_down:
+            stop.wait(2 * leadership.poll)  # a standby that is still connected goes first
         if not leadership.wait(stop):
             log.info("daemon_stopped", detail="stopped while standing by")
             return 0
@@ -103,4 +106,4 @@ def lead_or_stand_by(leadership: Leadership, serve: Serve) -> int:
         if not lost.is_set():
             return code
         log.warning("leadership_lost", detail="no more passes from this daemon; standing by")
-        stop.wait(leadership.poll)  # a standby that is still connected goes first
+        stepped_down = True

@@ -1,29 +1,23 @@
 """The ledger's two databases behind one small interface: SQLite (the default) and PostgreSQL.
 
-The ledger's SQL is written once, for both: `?` placeholders (or `:name` with a mapping),
-portable types and functions, and the existing row's columns qualified by the table's name in
-an `ON CONFLICT … DO UPDATE` (PostgreSQL finds a bare name ambiguous there). Rows are read by
-column name. What differs is confined to this module, each place marked `DIALECT`:
-placeholders, column types of migrations, how the schema version is kept and locked, and how a
-transaction is taken.
+The ledger's SQL is written once, for SQLite, portable by rule (`jobs.pg_dialect` says which
+rule and translates it for PostgreSQL). What else differs is confined to this module, each place
+marked `DIALECT`: how the schema version is kept and locked, and how a transaction is taken.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from jobs.errors import ConfigError, ServiceUnavailable
 from jobs.ledger_schema import apply_migrations, connect
-
-Params = Mapping[str, Any] | Sequence[Any]
+from jobs.pg_dialect import Params, native_params, row_factory, to_postgres_ddl
 
 # Advisory lock keys (two int4): the first names this program, the second the lock.
 LOCK_SPACE = 0x5041_5353  # "PASS"
@@ -103,57 +97,6 @@ class SqliteDb:
             self._conn.close()
 
 
-# DIALECT: `?` and `:name` -> the server's own `$1, $2, …` (quoted text is left alone). The
-# connections use psycopg's RawCursor, which sends them as they are: psycopg's own `%s` parsing
-# costs about 5 µs a parameter, and a ledger statement of 250 rows has over 5,000.
-_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|(?<![:\w]):([A-Za-z_]\w*)")
-
-
-@lru_cache(maxsize=64)
-def to_native(sql: str) -> tuple[str, tuple[str, ...] | None]:
-    """The ledger's SQL with `$n` placeholders, and the names of `:name` ones in `$n` order
-    (None for `?` placeholders)."""
-    names: list[str] = []
-    count = 0
-
-    def sub(match: re.Match[str]) -> str:
-        nonlocal count
-        token = match.group(0)
-        if token == "?":
-            count += 1
-            return f"${count}"
-        if match.group(1):
-            if match.group(1) not in names:
-                names.append(match.group(1))
-            return f"${names.index(match.group(1)) + 1}"
-        return token
-
-    text = _TOKENS.sub(sub, sql)
-    if names and count:
-        raise ValueError("a statement mixes ? and :name placeholders")
-    return text, (tuple(names) if names else None)
-
-
-def native_params(sql: str, params: Params) -> tuple[str, Sequence[Any] | None]:
-    text, names = to_native(sql)
-    if names is not None:
-        if not isinstance(params, Mapping):
-            raise TypeError("a statement with :name placeholders takes a mapping")
-        return text, [params[n] for n in names]
-    if isinstance(params, Mapping):
-        raise TypeError("a statement with ? placeholders takes a sequence")
-    return text, list(params) or None
-
-
-# DIALECT: PostgreSQL's REAL is 4 bytes (epoch seconds would lose minutes), its INTEGER 4 bytes.
-_TYPES = re.compile(r"\b(REAL|INTEGER)\b")
-
-
-def to_postgres_ddl(statement: str) -> str:
-    return _TYPES.sub(lambda m: "DOUBLE PRECISION" if m.group(1) == "REAL" else "BIGINT",
-                      statement)
-
-
 class _PgConn:
     """A psycopg connection that takes the ledger's placeholders."""
 
@@ -214,6 +157,7 @@ class PostgresDb:
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
                                     kwargs={**connection_kwargs(),
                                             "cursor_factory": psycopg.RawCursor,
+                                            "row_factory": row_factory,
                                             # A page's statement is the same text each
                                             # time: planned once per connection.
                                             "prepare_threshold": 1},
@@ -258,7 +202,7 @@ class PostgresDb:
             try:
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
                 row = conn.execute("SELECT version FROM schema_version").fetchone()
-                version = 0 if row is None else int(row["version"])
+                version = 0 if row is None else int(row[0])
                 if row is None:
                     conn.execute("INSERT INTO schema_version (version) VALUES (0)")
                 if version > known:

@@ -16,8 +16,9 @@ import pytest
 
 from jobs.errors import ConfigError
 from jobs.ledger import LEDGER_FILE, Ledger
-from jobs.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb, native_params, to_native
+from jobs.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
 from jobs.ledger_schema import MIGRATIONS, apply_migrations, connect
+from jobs.pg_dialect import native_params, to_native
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -68,8 +69,7 @@ def ledger(open_ledger: OpenLedger) -> Ledger:
 
 
 def count(ledger: Ledger, sql: str) -> Any:
-    return next(iter(ledger.db.query(sql)[0].values())) if ledger.dialect == "postgresql" \
-        else ledger.db.query(sql)[0][0]
+    return ledger.db.query(sql)[0][0]
 
 
 def start(ledger: Ledger, run_id: str, *, dry_run: bool = False, kind: str = "quick",
@@ -546,6 +546,58 @@ def test_an_unsent_message_is_kept_in_the_ledger_itself(ledger: Ledger) -> None:
     assert ledger.unsent_message(Path("other.eml")) is None
 
 
+# ---- SQL written for SQLite, by the portability rules, runs on both -------------------------
+
+# A migration and statements in the style of the existing ones (as other changes add them).
+NOTES_STEP = (
+    """CREATE TABLE notes (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        body BLOB,
+        score REAL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        sent INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1)),
+        at REAL NOT NULL)""",
+    "CREATE INDEX notes_by_at ON notes (at)",
+)
+UPSERT_NOTE = """INSERT INTO notes (key, at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET
+    attempts = attempts + 1, at = excluded.at,
+    sent = CASE WHEN excluded.at > at THEN 1 ELSE sent END WHERE excluded.at >= at"""
+
+
+def test_sql_written_for_sqlite_by_the_rules_runs_on_both_backends(ledger: Ledger) -> None:
+    assert ledger.db.migrate((*MIGRATIONS, NOTES_STEP)) == len(MIGRATIONS) + 1
+    with ledger.db.tx() as conn:
+        for key in ("a", "b"):  # the id is filled in, as SQLite's row id is
+            conn.execute("INSERT INTO notes (key, body, score, at) VALUES (?, ?, ?, ?)",
+                         (key, b"\x00\xffraw", 1715000000.25, 100.0))
+        conn.execute(UPSERT_NOTE, ("a", 200.0))  # bare `attempts`, `at`, `sent`: the old row
+        conn.execute(UPSERT_NOTE, ("b", 50.0))  # older: the WHERE keeps the row as it was
+        conn.execute("INSERT OR IGNORE INTO notes (key, at) VALUES (?, ?)", ("a", 1.0))
+        conn.execute("INSERT INTO notes (key, at) VALUES (:key, :at) ON CONFLICT (key)"
+                     " DO UPDATE SET attempts = attempts + :step", {"key": "b", "at": 0, "step": 5})
+    rows = ledger.db.query("SELECT id, key, body, score, attempts, sent, at FROM notes"
+                           " WHERE at > ? ORDER BY id", (0,))
+    assert [r[0] for r in rows] == [1, 2] and rows[0]["key"] == "a"
+    assert [dict(r) for r in rows] == [
+        {"id": 1, "key": "a", "body": b"\x00\xffraw", "score": 1715000000.25, "attempts": 2,
+         "sent": 1, "at": 200.0},
+        {"id": 2, "key": "b", "body": b"\x00\xffraw", "score": 1715000000.25, "attempts": 6,
+         "sent": 0, "at": 100.0}]
+
+
+def test_how_an_upsert_is_qualified_for_postgresql() -> None:
+    text, names = to_native(UPSERT_NOTE)
+    assert names is None and text.endswith(
+        "attempts = notes.attempts + 1, at = excluded.at,\n    sent = CASE WHEN excluded.at >"
+        " notes.at THEN 1 ELSE notes.sent END WHERE excluded.at >= notes.at")
+    assert to_native("INSERT INTO t AS x (k) VALUES (:k) ON CONFLICT (k) DO UPDATE SET"
+                     " n = COALESCE(excluded.n, n) + :k")[0].endswith(
+        "SET n = COALESCE(excluded.n, x.n) + $1")
+    assert to_native("INSERT OR IGNORE INTO t (k) VALUES (?);")[0] == (
+        "INSERT INTO t (k) VALUES ($1) ON CONFLICT DO NOTHING")
+
+
 # ---- PostgreSQL only -----------------------------------------------------------------------
 
 
@@ -570,12 +622,14 @@ def test_postgres_migrations_are_versioned_and_applied_once(pg_url: str) -> None
             conn.execute("INSERT INTO a (x, t) VALUES (?, ?)", (1, 1715000000.25))
         assert db.migrate(v2) == 2 and db.migrate(v2) == 2
         # REAL is widened: epoch seconds keep their fraction (a 4-byte float would not).
-        assert db.query("SELECT x, t, y FROM a") == [{"x": 1, "t": 1715000000.25, "y": None}]
-        assert db.query("SELECT version FROM schema_version") == [{"version": 2}]
+        rows = db.query("SELECT x, t, y FROM a")
+        assert [dict(r) for r in rows] == [{"x": 1, "t": 1715000000.25, "y": None}]
+        assert rows[0][1] == rows[0]["t"] == 1715000000.25  # read like sqlite3.Row
+        assert db.query("SELECT version FROM schema_version")[0][0] == 2
         with pytest.raises(Exception, match="syntax"):
             db.migrate((*v2, ("CREATE TABLE c (w INTEGER)", "NOT SQL AT ALL")))
-        assert db.query("SELECT version FROM schema_version") == [{"version": 2}]
-        assert db.query("SELECT to_regclass('c') AS c") == [{"c": None}]  # rolled back
+        assert db.query("SELECT version FROM schema_version")[0][0] == 2
+        assert db.query("SELECT to_regclass('c') AS c")[0]["c"] is None  # rolled back
         with pytest.raises(ConfigError, match="newer than this program knows"):
             db.migrate(v1)
     finally:
