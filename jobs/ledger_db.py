@@ -7,6 +7,7 @@ marked `DIALECT`: how the schema version is kept and locked, and how a transacti
 
 from __future__ import annotations
 
+import logging
 import socket
 import sqlite3
 import threading
@@ -135,6 +136,27 @@ def unavailable(where: str, error: Exception) -> LedgerUnavailable:
     return LedgerUnavailable(f"ledger database {where}: {first}")
 
 
+def _quiet_pool_logs() -> None:
+    """The pool logs each failed connection attempt as plain text on stderr; the failure that
+    matters reaches the caller as `LedgerUnavailable` (one scrubbed line), so those go."""
+    logger = logging.getLogger("psycopg.pool")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
+def _why(url: str, error: Exception) -> Exception:
+    """The reason a pool could not open (its own error only says it timed out): one direct
+    attempt's error, e.g. the server's "password authentication failed"."""
+    import psycopg
+
+    try:
+        psycopg.connect(url, **connection_kwargs()).close()
+    except psycopg.Error as reason:
+        return reason
+    return error
+
+
 def _configure(conn: Any) -> None:
     # Few statements are repeated (a page's upsert, the run's lookups): keep few plans.
     conn.prepared_max = 16
@@ -165,11 +187,12 @@ class PostgresDb:
                                     timeout=timeout,
                                     check=ConnectionPool.check_connection,
                                     name="ledger")
+        _quiet_pool_logs()
         try:
             self._pool.open(wait=True, timeout=timeout)
         except Exception as error:
             self._pool.close()
-            raise unavailable(self.description, error) from None
+            raise unavailable(self.description, _why(url, error)) from None
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:

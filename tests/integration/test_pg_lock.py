@@ -144,3 +144,5 @@ def test_an_unreachable_database_is_one_line_exit_2_without_the_password(
     assert "Sup3r-Secret-pw" not in captured.err + captured.out
     (line,) = [x for x in captured.err.splitlines() if x.startswith("reconcile:")]
     assert line.startswith(f"reconcile: ledger database 127.0.0.1:{port}/ledger: ")
+    assert line.endswith("Connection refused")  # the cause, not just the pool's timeout
+    assert "error connecting" not in captured.err  # the pool's own retries are not logged
