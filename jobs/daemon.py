@@ -54,9 +54,7 @@ from jobs.ledger import Ledger
 from jobs.settings import Settings
 
 if TYPE_CHECKING:
-    from jobs.bootstrap import Services
     from jobs.leader import Leadership
-    from jobs.service import Notify
 
 log = structlog.get_logger("jobs.daemon")
 
@@ -338,77 +336,59 @@ def route_scheduler_logs() -> None:
 
 
 def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
-    """`reconcile daemon`: wire the real services and block until SIGTERM/SIGINT. With the
-    ledger in PostgreSQL it first stands by until it leads (`jobs.leader`)."""
-    from jobs.bootstrap import build_services
-    from jobs.notify import notifier
+    """`reconcile daemon`. With the ledger in PostgreSQL, daemons on several hosts share the
+    work: this one stands by until it leads (`jobs.leader`)."""
     from jobs.state import database_url, open_ledger
 
     del args  # the daemon takes its schedule from the settings
     settings.require("stripe", "sanity")
+    url = database_url(settings)
+    if url is None:
+        return _serve(settings)
+    from jobs.leader import Leadership, lead_or_stand_by
+
+    open_ledger(settings).close()  # the database is there and migrated, or exit 2 now
+    return lead_or_stand_by(Leadership(url), lambda leadership: _serve(settings, leadership))
+
+
+def _serve(settings: Settings, leadership: Leadership | None = None) -> int:
+    """Wire the real services and block until SIGTERM/SIGINT (a leader: or until it is not)."""
+    from jobs.bootstrap import build_services
+    from jobs.notify import notifier
+    from jobs.service import RunOptions, RunOutcome, execute_run
+    from jobs.state import open_ledger, run_lock
+
     services = build_services(settings)
     route_scheduler_logs()
+    cancel = threading.Event()
     notify = notifier(settings)
     heartbeat = Heartbeat(settings.alerts.heartbeat_url)
     with open_ledger(settings) as ledger:
-        url = database_url(settings)
-        if url is None:
-            return _serve(settings, services, ledger, notify, heartbeat)
-        from jobs.leader import Leadership, lead_or_stand_by
 
-        return lead_or_stand_by(Leadership(url), lambda leadership, lost: _serve(
-            settings, services, ledger, notify, heartbeat, leadership=leadership, lost=lost))
+        def execute(kind: str) -> RunOutcome:
+            if leadership is not None and not leadership.may_start_pass(kind):
+                return RunOutcome(exit_code=0, skipped=True, status="skipped")
+            # A lock object per pass: flock is per open file, so each pass really competes.
+            return execute_run(settings, services.stripe, services.sanity, ledger,
+                               run_lock(settings, kind=kind), RunOptions(kind=kind),
+                               cancel=cancel, notify=notify)
 
+        now = utc_now()
+        scheduler = build_scheduler(
+            settings, make_pass_runner(execute, heartbeat, cancel),
+            make_weekly(settings, ledger, cancel), clock=lambda: now,
+            first_deep=next_deep_at(ledger, settings, now))
 
-def _serve(settings: Settings, services: Services, ledger: Ledger, notify: Notify | None,
-           heartbeat: Heartbeat, *, leadership: Leadership | None = None,
-           lost: threading.Event | None = None) -> int:
-    """Run the scheduler until stopped; as a leader, also until the leadership is `lost`."""
-    from jobs.service import RunOptions, RunOutcome, execute_run
-    from jobs.state import run_lock
+        def abandon() -> None:
+            mark_own_runs_interrupted(ledger)
 
-    cancel = threading.Event()
-    daemon: Daemon | None = None
-
-    def step_down() -> None:
-        if lost is not None:
-            lost.set()
-        if daemon is not None:
-            daemon.request_stop("leadership lost")
-
-    def execute(kind: str) -> RunOutcome:
-        if leadership is not None and not leadership.check():
-            log.warning("pass_not_started", kind=kind, reason="this daemon no longer leads")
-            step_down()
-            return RunOutcome(exit_code=0, skipped=True, status="skipped")
-        # A lock object per pass: flock is per open file, so each pass really competes.
-        return execute_run(settings, services.stripe, services.sanity, ledger,
-                           run_lock(settings, kind=kind), RunOptions(kind=kind),
-                           cancel=cancel, notify=notify)
-
-    now = utc_now()
-    scheduler = build_scheduler(
-        settings, make_pass_runner(execute, heartbeat, cancel),
-        make_weekly(settings, ledger, cancel), clock=lambda: now,
-        first_deep=next_deep_at(ledger, settings, now))
-
-    def abandon() -> None:
-        mark_own_runs_interrupted(ledger)
-
-    daemon = Daemon(scheduler, cancel, on_abandon=abandon)
-    daemon.install_signal_handlers()
-    log.info("daemon_configured", quick_every=str(settings.schedule.quick_interval),
-             deep_every=str(settings.schedule.deep_interval),
-             weekly_at=f"{settings.schedule.weekly_at} {settings.schedule.timezone.key}",
-             heartbeat=heartbeat.enabled)
-    if leadership is None:
-        return daemon.run()
-    done = threading.Event()
-    leadership.watch(step_down, done)
-    try:
-        return daemon.run()
-    finally:
-        done.set()
+        daemon = Daemon(scheduler, cancel, on_abandon=abandon)
+        daemon.install_signal_handlers()
+        log.info("daemon_configured", quick_every=str(settings.schedule.quick_interval),
+                 deep_every=str(settings.schedule.deep_interval),
+                 weekly_at=f"{settings.schedule.weekly_at} {settings.schedule.timezone.key}",
+                 heartbeat=heartbeat.enabled)
+        return daemon.run() if leadership is None else leadership.run(daemon)
 
 
 def _one_line(error: BaseException) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -27,12 +27,21 @@ log = structlog.get_logger("jobs.leader")
 POLL = 2.0  # seconds between a standby's attempts, and between a leader's checks
 
 
+class Daemon(Protocol):
+    """What leading needs of `jobs.daemon.Daemon`."""
+
+    def run(self) -> int: ...
+    def request_stop(self, reason: str = "requested") -> None: ...
+
+
 class Leadership:
     """The leader lock of the daemons sharing one database."""
 
     def __init__(self, url: str, *, poll: float = POLL) -> None:
         self.lock = AdvisoryLock(url, name="leader", key=LEADER_LOCK, kind="daemon")
         self.poll = poll
+        self.lost = threading.Event()  # set when this daemon stopped leading while it ran
+        self._stop_daemon: Callable[[str], None] | None = None
 
     def wait(self, stop: threading.Event) -> bool:
         """Stand by until this daemon leads (True) or `stop` is set (False)."""
@@ -41,6 +50,7 @@ class Leadership:
             try:
                 if self.lock.acquire():
                     log.info("leader_elected", detail="this daemon runs the passes")
+                    self.lost.clear()
                     return True
                 if not said:
                     log.info("standing_by", leader=self.lock.holder(),
@@ -71,6 +81,31 @@ class Leadership:
     def release(self) -> None:
         self.lock.release()
 
+    def step_down(self) -> None:
+        """Leading is over: no pass starts any more, the one under way stops (as on SIGTERM)."""
+        self.lost.set()
+        if self._stop_daemon is not None:
+            self._stop_daemon("leadership lost")
+
+    def may_start_pass(self, kind: str) -> bool:
+        """Checked before each pass: False (and a step down) once this daemon no longer leads."""
+        if self.check():
+            return True
+        log.warning("pass_not_started", kind=kind, reason="this daemon no longer leads")
+        self.step_down()
+        return False
+
+    def run(self, daemon: Daemon) -> int:
+        """`daemon.run()` while leading: watched, and stopped if the leadership goes."""
+        self._stop_daemon = daemon.request_stop
+        done = threading.Event()
+        self.watch(self.step_down, done)
+        try:
+            return daemon.run()
+        finally:
+            done.set()
+            self._stop_daemon = None
+
 
 def leader_of(settings: Settings) -> dict[str, Any] | None:
     """The leading daemon (host, pid, since), for `status`; None when none leads."""
@@ -78,12 +113,9 @@ def leader_of(settings: Settings) -> dict[str, Any] | None:
     return None if url is None else Leadership(url.reveal()).lock.holder()
 
 
-Serve = Callable[[Leadership, threading.Event], int]
-
-
-def lead_or_stand_by(leadership: Leadership, serve: Serve) -> int:
-    """Stand by, lead with `serve(leadership, lost)` (it returns when its daemon stops), and
-    stand by again if it stopped because `lost` was set; return when stopped by a signal."""
+def lead_or_stand_by(leadership: Leadership, serve: Callable[[Leadership], int]) -> int:
+    """Stand by, lead with `serve(leadership)` (it returns when its daemon stops), and stand by
+    again if it stopped because the leadership was lost; return when stopped by a signal."""
     stop = threading.Event()
 
     def handler(_signum: int, _frame: object) -> None:
@@ -98,12 +130,11 @@ def lead_or_stand_by(leadership: Leadership, serve: Serve) -> int:
         if not leadership.wait(stop):
             log.info("daemon_stopped", detail="stopped while standing by")
             return 0
-        lost = threading.Event()
         try:
-            code = serve(leadership, lost)
+            code = serve(leadership)
         finally:
             leadership.release()
-        if not lost.is_set():
+        if not leadership.lost.is_set():
             return code
         log.warning("leadership_lost", detail="no more passes from this daemon; standing by")
         stepped_down = True
