@@ -107,10 +107,11 @@ class AdvisoryLock:
     def alive(self) -> bool:
         """Whether the lock is still ours: its connection answers. A connection that does not
         is closed (the server ends its session, and the lock with it, if it has not already)."""
-        if self._conn is None:
+        conn = self._conn  # one reference: another thread may drop it meanwhile
+        if conn is None:
             return False
         try:
-            self._conn.execute("SELECT 1")
+            conn.execute("SELECT 1")
             return True
         except self._errors:
             self._drop()
