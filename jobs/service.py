@@ -123,19 +123,14 @@ def execute_run(
         log.info("run_started", kind=options.kind, since=earliest, until=req.until,
                  dry_run=options.dry_run)
         key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
+        # A shared lock (PostgreSQL) goes with its connection: once lost, another host may
+        # start a run, so this one stops after the transaction under way and is `failed`.
+        stop = _RunStop(cancel)
+        stop_watch = watch_lock(lock, stop.lose_lock)
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
-                                workers=workers or settings.stripe.concurrency, cancel=cancel)
-        # A shared lock (PostgreSQL) goes with its connection: once lost, another host may
-        # start a run, so this one stops after the transaction under way and is `failed`.
-        lost = threading.Event()
-
-        def on_lost() -> None:
-            lost.set()
-            cancel.set()
-
-        stop_watch = watch_lock(lock, on_lost)
+                                workers=workers or settings.stripe.concurrency, cancel=stop)
         try:
             with few_collections():
                 report = reconciler.run(req)
@@ -149,7 +144,7 @@ def execute_run(
         finally:
             stop_watch()
         data = report.to_json()
-        if lost.is_set():
+        if stop.lock_lost:
             return _lock_lost(ledger, run_id, data, notify)
         status = run_status(data, cancel.is_set())
         if cancel.is_set():
@@ -173,6 +168,29 @@ def execute_run(
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
         lock.release()
+
+
+class _RunStop(threading.Event):
+    """What a run checks to stop: its caller's `cancel` event (a signal, or the run giving up
+    on rejected credentials: `set` sets it, as before), or its shared lock found lost. The
+    caller's event is not set for a lost lock: a daemon's is shared by all its passes."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        super().__init__()
+        self._cancel = cancel
+
+    def is_set(self) -> bool:
+        return self._cancel.is_set() or super().is_set()
+
+    def set(self) -> None:
+        self._cancel.set()
+
+    def lose_lock(self) -> None:
+        super().set()
+
+    @property
+    def lock_lost(self) -> bool:
+        return super().is_set()
 
 
 LOCK_LOST = ("the run lock was lost (its database connection dropped); stopped after the "

@@ -276,3 +276,31 @@ def test_a_leader_cut_off_from_the_database_stops_starting_passes(
         if standby is not None:
             assert standby.stop() == 0
     assert set(subscriptions_per_session(box).values()) == {1}
+
+
+def test_a_database_restart_during_a_daemon_pass_and_the_next_pass_repairs(
+        box: Sandbox, pg_server: PostgresServer, pg_url: str, tmp_path: Path) -> None:
+    box.sanity.set_latency(150)
+    for _ in range(SCHOOLS):
+        box.sanity.inject_fault("mutate", delay_ms=1500)
+    daemon = Host(box, tmp_path / "host-a", pg_url, "daemon", RECONCILER_QUICK_INTERVAL="2s")
+    try:
+        wait_until(lambda: any(e["kind"] == "mutate" for e in box.sanity.log()), 30,
+                   "the first write", daemon)
+        restarted = time.monotonic()
+        pg_server.restart()
+        daemon.wait_event("run_lock_lost", 15, after=restarted)
+        # The restart cut the leader lock's session too: the daemon stepped down, led again
+        # (no other daemon here), and a later pass ended ok and repaired the rest.
+        daemon.wait_event("leadership_lost", 15, after=restarted)
+        wait_until(lambda: any(e.get("status") == "ok" for _, e in
+                               daemon.events("run_finished", after=restarted)), 60,
+                   "a pass to end ok after the restart", daemon)
+    finally:
+        assert daemon.stop() == 0
+    per_session = subscriptions_per_session(box)
+    assert set(per_session) == paid_session_ids(box) and set(per_session.values()) == {1}
+    with Ledger.connect(pg_url) as ledger:
+        runs = sorted(ledger.recent_runs(100), key=lambda r: r.started_at)
+    assert runs[0].status == "failed" and "lock was lost" in (runs[0].error or "")
+    assert "ok" in {r.status for r in runs[1:]}
