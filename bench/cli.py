@@ -4,11 +4,14 @@ against the stand-ins, print one JSON line per case and the summary table."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import itertools
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from bench.bounds import lower_bound
@@ -43,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the stand-in's limits are known exactly)")
     parser.add_argument("--concurrency", type=int,
                         help="RECONCILER_STRIPE_CONCURRENCY (default: the job's default)")
+    parser.add_argument("--ledger", choices=("sqlite", "postgresql", "both"), default="sqlite",
+                        help="where the reconciler keeps its ledger: the SQLite file "
+                        "(default), PostgreSQL (the bench starts its own server), or both, "
+                        "one run each, side by side")
     parser.add_argument("--out", help="also append the JSON lines to this file")
     args = parser.parse_args(args_in)
 
@@ -51,9 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = EngineConfig(rate_share=args.rate_share, concurrency=args.concurrency)
     now = int(time.time()) // 60 * 60
     lines: list[dict[str, Any]] = []
-    with Launcher() as launcher:  # first, while this process is still small
+    with Launcher() as launcher, _databases(args.ledger) as new_database:
+        # The launcher first, while this process is still small.
         for case in cases:
-            lines.append(_run_case(launcher, case, args, limits, config, now))
+            lines.append(_run_case(launcher, case, args, limits, config, now, new_database))
     rss = rss_check(lines)
     if rss is not None:
         print(json.dumps(rss), flush=True)
@@ -62,16 +70,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _databases(ledger: str) -> Iterator[Callable[[], str] | None]:
+    """For a PostgreSQL ledger: a local server for the whole bench, a fresh database a run."""
+    if ledger == "sqlite":
+        yield None
+        return
+    from sandbox.pg_server import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit("bench: --ledger postgresql needs PostgreSQL's initdb and pg_ctl")
+    # Durable settings, as a real server's (the ledger's own sessions commit asynchronously).
+    server = PostgresServer(bindir, fast=False).start()
+    names = itertools.count(1)
+    try:
+        yield lambda: server.create_database(f"bench{next(names)}")
+    finally:
+        server.close()
+
+
 def _run_case(launcher: Launcher, case: Case, args: argparse.Namespace, limits: Limits,
-              config: EngineConfig, now: int) -> dict[str, Any]:
+              config: EngineConfig, now: int,
+              new_database: Callable[[], str] | None = None) -> dict[str, Any]:
     _log(f"{case.name}: generating {case.sessions:,} sessions over {case.schools} "
          "connected accounts")
     bench = build_world(args.seed, case.sessions, case.schools, now)
     _log(f"{case.name}: world ready in {bench.generate_s:.1f} s ({bench.sessions:,} "
          f"complete sessions listed, {bench.pages} pages); starting the stand-ins")
+    on_postgres = None
+    if new_database is not None:
+        # Stand-ins of its own: they cache what they serve, and the runs compared should
+        # both meet them cold.
+        with stand_ins(bench, limits) as stand:
+            pg_config = dataclasses.replace(config, database_url=new_database())
+            on_postgres = run_engine(launcher, stand, bench, pg_config)
+        _log(f"{case.name}: reconciler, PostgreSQL ledger {on_postgres.wall_s:.2f} s, "
+             f"exit {on_postgres.exit_code}")
     with stand_ins(bench, limits) as stand:
-        engine = run_engine(launcher, stand, bench, config)
-        _log(f"{case.name}: reconciler {engine.wall_s:.2f} s, exit {engine.exit_code}")
+        engine = on_postgres if args.ledger == "postgresql" and on_postgres else run_engine(
+            launcher, stand, bench, config)
+        if engine is not on_postgres:
+            _log(f"{case.name}: reconciler {engine.wall_s:.2f} s, exit {engine.exit_code}")
         naive: RunResult | None = None
         if case.run_naive and not args.no_naive:
             per_account = args.naive_per_account or case.naive_per_account
@@ -79,6 +119,15 @@ def _run_case(launcher: Launcher, case: Case, args: argparse.Namespace, limits: 
             _log(f"{case.name}: naive {naive.wall_s:.2f} s "
                  f"({'sample' if per_account else 'full'})")
     line = case_json(case, bench, limits, lower_bound(bench, limits), engine, naive)
+    line["ledger"] = args.ledger
+    if args.ledger == "both" and on_postgres is not None:
+        line["engine_postgresql"] = {
+            "wall_s": round(on_postgres.wall_s, 3), "cpu_s": round(on_postgres.cpu_s, 3),
+            "peak_rss_mb": round(on_postgres.peak_rss_mb, 1), "exit_code": on_postgres.exit_code,
+            "created": on_postgres.created, "documents_created": on_postgres.documents_created}
+        line["postgresql_wall_vs_sqlite"] = round(on_postgres.wall_s / engine.wall_s, 4)
+        _log(f"{case.name}: PostgreSQL ledger / SQLite ledger wall time = "
+             f"{line['postgresql_wall_vs_sqlite']:.3f}")
     text = json.dumps(line, separators=(",", ":"))
     print(text, flush=True)
     if args.out:

@@ -26,6 +26,7 @@ class EngineConfig:
     # count shows whether the token buckets really keep under them.
     rate_share: float = 1.0
     concurrency: int | None = None  # None: the job's default
+    database_url: str | None = None  # the ledger in PostgreSQL; None: SQLite in a temp dir
 
 
 @dataclass
@@ -99,6 +100,8 @@ def run_engine(launcher: Launcher, stand: StandIns, bench: BenchWorld,
     extra = {"RECONCILER_STRIPE_RATE_SHARE": str(config.rate_share)}
     if config.concurrency is not None:
         extra["RECONCILER_STRIPE_CONCURRENCY"] = str(config.concurrency)
+    if config.database_url is not None:
+        extra["RECONCILER_DATABASE_URL"] = config.database_url
     command = [sys.executable, "-m", "jobs", "run", "--since", _iso(bench.since),
                "--until", _iso(bench.until), "--max-creates", "10000000"]
     done, counts, deltas = _measured_run(launcher, "engine", stand, bench, command, extra)

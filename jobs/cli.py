@@ -159,13 +159,12 @@ def _stop_on_signals(event: threading.Event) -> list[int]:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.bootstrap import build_metrics, build_services
     from jobs.heartbeat import Heartbeat
-    from jobs.ledger import Ledger
-    from jobs.lock import RunLock
     from jobs.logs import no_color
     from jobs.metrics import measure_cron_run
     from jobs.notify import notifier
     from jobs.progress import progress_for
     from jobs.service import RunOptions, RunOutcome, execute_run
+    from jobs.state import open_ledger, run_lock
     from jobs.summary import render_run_summary
 
     if args.until and not args.since:
@@ -184,11 +183,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     signals = _stop_on_signals(cancel)
     heartbeat = Heartbeat(settings.alerts.heartbeat_url)
     kind = "deep" if args.deep else "run"
-    with Ledger.open(settings.run.state_dir) as ledger:
+    with open_ledger(settings) as ledger:
         def run() -> RunOutcome:
             return execute_run(
                 settings, services.stripe, services.sanity, ledger,
-                RunLock(settings.run.state_dir),
+                run_lock(settings),
                 RunOptions(kind=kind, window=window,
                            accounts=tuple(args.account or ()) or None, dry_run=args.dry_run,
                            validate=args.validate, max_creates=args.max_creates),
@@ -229,14 +228,17 @@ def _json_logs(args: argparse.Namespace, settings: Settings) -> bool | None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.ledger import Ledger
-    from jobs.lock import RunLock
+    from jobs.state import open_ledger, run_lock
     from jobs.status import render_status_text, status_view
 
     if args.check:
         return _status_check(settings)
-    with Ledger.open(settings.run.state_dir) as ledger:
-        view = status_view(ledger, RunLock(settings.run.state_dir), datetime.now(UTC))
+    with open_ledger(settings) as ledger:
+        view = status_view(ledger, run_lock(settings), datetime.now(UTC))
+        if settings.database.postgresql:
+            from jobs.leader import leader_of
+
+            view["leader"] = leader_of(settings)
     if args.json:
         sys.stdout.write(json.dumps(view, default=str, ensure_ascii=False) + "\n")
     else:
@@ -248,10 +250,10 @@ def _status_check(settings: Settings) -> int:
     import sqlite3
 
     from jobs.health import check_health
-    from jobs.ledger import Ledger
+    from jobs.state import open_ledger
 
     try:
-        with Ledger.open(settings.run.state_dir) as ledger:
+        with open_ledger(settings) as ledger:
             health = check_health(ledger, settings.alerts, settings.run.grace, datetime.now(UTC))
     except sqlite3.Error as error:  # a damaged file: could not check, not "unhealthy"
         raise ConfigError(f"the ledger in {settings.run.state_dir} cannot be read: "

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.events import (
@@ -53,6 +53,9 @@ from jobs.heartbeat import Heartbeat
 from jobs.ledger import Ledger
 from jobs.metrics import Metrics
 from jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from jobs.leader import Leadership
 
 log = structlog.get_logger("jobs.daemon")
 
@@ -334,30 +337,47 @@ def route_scheduler_logs() -> None:
 
 
 def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
-    """`reconcile daemon`: wire the real services and block until SIGTERM/SIGINT."""
+    """`reconcile daemon`. With the ledger in PostgreSQL, daemons on several hosts share the
+    work: this one stands by until it leads (`jobs.leader`)."""
+    from jobs.state import database_url, open_ledger
+
+    del args  # the daemon takes its schedule from the settings
+    settings.require("stripe", "sanity")
+    url = database_url(settings)
+    if url is None:
+        return _serve(settings)
+    from jobs.leader import Leadership, lead_or_stand_by
+
+    open_ledger(settings).close()  # the database is there and migrated, or exit 2 now
+    return lead_or_stand_by(Leadership(url), lambda leadership: _serve(settings, leadership))
+
+
+def _serve(settings: Settings, leadership: Leadership | None = None) -> int:
+    """Wire the real services and block until SIGTERM/SIGINT (a leader: or until it is not)."""
     from jobs import systemd_notify
     from jobs.bootstrap import build_metrics, build_services
-    from jobs.lock import RunLock
     from jobs.logs import no_color
     from jobs.notify import notifier
     from jobs.progress import progress_for
     from jobs.service import RunOptions, RunOutcome, execute_run
+    from jobs.state import open_ledger, run_lock
 
-    del args  # the daemon takes its schedule from the settings
-    settings.require("stripe", "sanity")
     metrics = build_metrics(settings)
     services = build_services(settings, metrics)
     route_scheduler_logs()
     cancel = threading.Event()
     notify = notifier(settings)
     heartbeat = Heartbeat(settings.alerts.heartbeat_url)
-    with Ledger.open(settings.run.state_dir) as ledger:
+    with open_ledger(settings) as ledger:
 
         def execute(kind: str) -> RunOutcome:
+            if leadership is not None and not leadership.may_start_pass(kind):
+                return RunOutcome(exit_code=0, skipped=True, status="skipped")
+
             def one_pass() -> RunOutcome:
                 # A lock object per pass: flock is per open file, so each pass really competes.
                 return execute_run(settings, services.stripe, services.sanity, ledger,
-                                   RunLock(settings.run.state_dir, kind=kind),
+                                   run_lock(settings, kind=kind),
                                    RunOptions(kind=kind), cancel=cancel, notify=notify,
                                    on_start=heartbeat.start,
                                    progress=progress_for(sys.stderr, json_logs=settings.log.json,
@@ -383,7 +403,7 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
                  heartbeat=heartbeat.enabled)
         stop_metrics = _serve_metrics(metrics, settings, ledger)
         try:
-            return daemon.run()
+            return daemon.run() if leadership is None else leadership.run(daemon)
         finally:
             stop_metrics()
 

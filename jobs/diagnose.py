@@ -143,9 +143,8 @@ def _complete_upgrades(decisions: list[Decision], sanity: Any, run_id: str, dry_
 
 def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.bootstrap import build_services
-    from jobs.ledger import Ledger
-    from jobs.lock import RunLock
     from jobs.service import new_run_id
+    from jobs.state import open_ledger, run_lock
     from jobs.student_mail import student_mail, tell_students
 
     query = Query(email=args.email, session=args.session, user=args.user)
@@ -161,14 +160,14 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
     services = build_services(settings)
     result = diagnose(query, services.stripe, services.sanity, now=now, run_id=run_id)
     if args.fix:
-        lock = RunLock(settings.run.state_dir)
+        lock = run_lock(settings)
         if not lock.acquire(blocking=False, kind="diagnose"):
             result.fix = {"run_id": run_id, "dry_run": args.dry_run, "created": [],
                           "sessions": [], "error": "not fixed: another run holds the lock "
                           f"({lock.holder()}); try again when it has finished"}
         else:
             try:
-                with Ledger.open(settings.run.state_dir) as ledger:
+                with open_ledger(settings) as ledger:
                     students = student_mail(settings, ledger, services.sanity, args.dry_run)
                     result.fix = apply_fix(
                         result, services.sanity, ledger, run_id=run_id, dry_run=args.dry_run,

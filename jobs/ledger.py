@@ -1,16 +1,17 @@
-"""The run ledger: runs, session outcomes, pending async payments, watermarks, alerts (SQLite).
+"""The run ledger: runs, session outcomes, pending async payments, watermarks, alerts.
 
-The ledger is local state under RECONCILER_STATE_DIR; it keeps e-mail addresses of purchases
-that need a person, so its directory is 0700 and its file 0600. The schema lives in
+By default the ledger is local state under RECONCILER_STATE_DIR (SQLite); it keeps e-mail
+addresses of purchases that need a person, so its directory is 0700 and its file 0600. With
+RECONCILER_DATABASE_URL it lives in PostgreSQL instead. The SQL here is shared by both (see
+`jobs.ledger_db` for the few rules that keeps it portable); the schema lives in
 `jobs.ledger_schema`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jobs.errors import ConfigError
+from jobs.ledger_db import Conn, LedgerDb, PostgresDb, SqliteDb
 from jobs.ledger_schema import (
     FINAL_RUN_STATUSES,
     MIGRATIONS,
@@ -29,8 +31,6 @@ from jobs.ledger_schema import (
     SessionOutcome,
     UnsentReport,
     Watermark,
-    apply_migrations,
-    connect,
     to_datetime,
     to_epoch,
 )
@@ -60,22 +60,22 @@ _ROWS_PER_STATEMENT = 250
 _UPSERT_SESSIONS_TAIL = """
 ON CONFLICT (session_id) DO UPDATE SET
     account = excluded.account,
-    tenant = COALESCE(excluded.tenant, tenant),
+    tenant = COALESCE(excluded.tenant, sessions.tenant),
     outcome = excluded.outcome,
     reason = excluded.reason,
     detail = excluded.detail,
-    amount = COALESCE(excluded.amount, amount),
-    currency = COALESCE(excluded.currency, currency),
-    email = COALESCE(excluded.email, email),
-    pass_id = COALESCE(excluded.pass_id, pass_id),
-    pass_name = COALESCE(excluded.pass_name, pass_name),
-    subscription_id = COALESCE(excluded.subscription_id, subscription_id),
-    user_id = COALESCE(excluded.user_id, user_id),
-    paid_at = COALESCE(excluded.paid_at, paid_at),
+    amount = COALESCE(excluded.amount, sessions.amount),
+    currency = COALESCE(excluded.currency, sessions.currency),
+    email = COALESCE(excluded.email, sessions.email),
+    pass_id = COALESCE(excluded.pass_id, sessions.pass_id),
+    pass_name = COALESCE(excluded.pass_name, sessions.pass_name),
+    subscription_id = COALESCE(excluded.subscription_id, sessions.subscription_id),
+    user_id = COALESCE(excluded.user_id, sessions.user_id),
+    paid_at = COALESCE(excluded.paid_at, sessions.paid_at),
     last_seen_at = excluded.last_seen_at,
     last_run_id = excluded.last_run_id,
-    created_at = COALESCE(created_at, excluded.created_at),
-    created_run_id = COALESCE(created_run_id, excluded.created_run_id)
+    created_at = COALESCE(sessions.created_at, excluded.created_at),
+    created_run_id = COALESCE(sessions.created_run_id, excluded.created_run_id)
 """
 _INSERT_PENDING = ("INSERT INTO pending (session_id, account, reason, first_seen_at,"
                    " last_checked_at)")
@@ -83,10 +83,10 @@ _KEEP_PENDING_TAIL = """
 ON CONFLICT (session_id) DO UPDATE SET last_checked_at = excluded.last_checked_at,
     reason = excluded.reason
 """
-_DROP_PENDING = "DELETE FROM pending WHERE session_id IN (SELECT value FROM json_each(?))"
+_DROP_PENDING = "DELETE FROM pending WHERE session_id IN "
 
 
-def _insert_many(conn: sqlite3.Connection, head: str, tail: str, width: int,
+def _insert_many(conn: Conn, head: str, tail: str, width: int,
                  values: Iterable[tuple[Any, ...]]) -> None:
     """`head VALUES (…), (…), … tail`, up to `_ROWS_PER_STATEMENT` rows a statement, in
     order (a later row's upsert wins over an earlier one's); `values` is consumed a
@@ -106,7 +106,7 @@ ON CONFLICT (kind, session_id) DO UPDATE SET
     detail = excluded.detail,
     last_seen_at = excluded.last_seen_at,
     last_run_id = excluded.last_run_id,
-    times_seen = times_seen + 1
+    times_seen = anomalies.times_seen + 1
 """
 
 _SESSION_FIELDS = ("tenant", "amount", "currency", "email", "pass_id", "pass_name",
@@ -152,20 +152,25 @@ def _observations(report: Mapping[str, Any], dry_run: bool) -> Iterator[dict[str
 
 
 class Ledger:
-    """The run ledger over one SQLite file; safe to share between threads of one process."""
+    """The run ledger over one SQLite file or one PostgreSQL database; safe to share between
+    threads of one process."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
-        self.path = path
+    def __init__(self, where: Path | LedgerDb, *,
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self._clock = clock
-        self._guard = threading.RLock()
-        if not path.exists():
-            # Create it private before SQLite does (its WAL files copy these permissions).
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._conn = connect(path)
+        if isinstance(where, Path):
+            if not where.exists():
+                # Create it private before SQLite does (its WAL files copy these permissions).
+                os.close(os.open(where, os.O_CREAT | os.O_WRONLY, 0o600))
+            where = SqliteDb(where)
+        self._db: LedgerDb = where
+        # The file (SQLite), whose directory also keeps unsent reports; None in PostgreSQL,
+        # where unsent reports are kept in the database (no local state at all).
+        self.path: Path | None = where.path if isinstance(where, SqliteDb) else None
         try:
-            self.schema_version = apply_migrations(self._conn, MIGRATIONS)
+            self.schema_version = where.migrate(MIGRATIONS)
         except BaseException:
-            self._conn.close()
+            where.close()
             raise
 
     @classmethod
@@ -178,9 +183,29 @@ class Ledger:
             raise ConfigError(
                 f"RECONCILER_STATE_DIR {state_dir} is not usable: {e.strerror or e}") from e
 
+    @classmethod
+    def connect(cls, url: str, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
+        """Open the ledger in the PostgreSQL database at `url`, migrating it if needed."""
+        return cls(PostgresDb(url), clock=clock)
+
+    @classmethod
+    def for_settings(cls, state_dir: Path, database_url: str | None, *,
+                     clock: Callable[[], datetime] = utc_now) -> Ledger:
+        """PostgreSQL when a database URL is set, else the state directory's SQLite file."""
+        if database_url:
+            return cls.connect(database_url, clock=clock)
+        return cls.open(state_dir, clock=clock)
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    @property
+    def db(self) -> LedgerDb:
+        return self._db
+
     def close(self) -> None:
-        with self._guard:
-            self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -188,23 +213,13 @@ class Ledger:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def journal_mode(self) -> str:
-        return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0])
-
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._guard:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _tx(self) -> Iterator[Conn]:
+        with self._db.tx() as conn:
+            yield conn
 
     def _query(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> list[Any]:
-        with self._guard:
-            return self._conn.execute(sql, params).fetchall()
+        return self._db.query(sql, params)
 
     def _now(self) -> float:
         return to_epoch(self._clock()) or 0.0
@@ -339,7 +354,7 @@ class Ledger:
         self.expire_pending()
 
     @staticmethod
-    def _run_dry(conn: sqlite3.Connection, run_id: str) -> bool:
+    def _run_dry(conn: Conn, run_id: str) -> bool:
         """Whether the run is a dry run; LookupError when it was never started."""
         found = conn.execute("SELECT dry_run FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if found is None:
@@ -347,7 +362,7 @@ class Ledger:
         return bool(found["dry_run"])
 
     @staticmethod
-    def _upsert_sessions(conn: sqlite3.Connection, rows: Iterable[dict[str, Any]],
+    def _upsert_sessions(conn: Conn, rows: Iterable[dict[str, Any]],
                          run_id: str, now: float) -> None:
         """Sessions' outcomes, in order (a session named twice: the later row wins); a
         session's pending row follows its last outcome (kept only while pending). `rows`
@@ -362,9 +377,9 @@ class Ledger:
                        *created)
 
         _insert_many(conn, _INSERT_SESSIONS, _UPSERT_SESSIONS_TAIL, _SESSION_WIDTH, values())
-        settled = [sid for sid, (outcome, _, _) in last.items() if outcome != "pending"]
-        if settled:
-            conn.execute(_DROP_PENDING, (json.dumps(settled),))
+        settled = iter([sid for sid, (outcome, _, _) in last.items() if outcome != "pending"])
+        while chunk := list(islice(settled, _ROWS_PER_STATEMENT)):
+            conn.execute(_DROP_PENDING + "(" + ", ".join("?" * len(chunk)) + ")", chunk)
         _insert_many(conn, _INSERT_PENDING, _KEEP_PENDING_TAIL, 5, (
             (sid, account, reason, now, now)
             for sid, (outcome, account, reason) in last.items() if outcome == "pending"))
@@ -527,19 +542,28 @@ class Ledger:
             conn.execute(
                 "INSERT INTO alerts (key, kind, sent, detail, first_at, last_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
-                " sent = MAX(sent, excluded.sent), detail = excluded.detail,"
-                " last_at = excluded.last_at, attempts = attempts + 1",
+                " sent = CASE WHEN excluded.sent > alerts.sent THEN excluded.sent"
+                " ELSE alerts.sent END, detail = excluded.detail,"
+                " last_at = excluded.last_at, attempts = alerts.attempts + 1",
                 (key, kind, int(sent), detail, now, now),
             )
 
-    def keep_unsent_report(self, path: Path, error: str) -> None:
-        """Remember a report file that could not be mailed."""
+    def keep_unsent_report(self, path: Path, error: str, message: bytes | None = None) -> None:
+        """Remember a report that could not be mailed: a file, or (`message`) the message
+        itself, for a ledger with no directory beside it."""
+        kept = None if message is None else base64.b64encode(message).decode("ascii")
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO unsent_reports (path, error, kept_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (path) DO UPDATE SET error = excluded.error",
-                (str(path), error, self._now()),
+                "INSERT INTO unsent_reports (path, error, kept_at, message) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET error = excluded.error,"
+                " message = COALESCE(excluded.message, unsent_reports.message)",
+                (str(path), error, self._now(), kept),
             )
+
+    def unsent_message(self, path: Path) -> bytes | None:
+        """The message kept in the ledger for an unsent report, if it was kept there."""
+        rows = self._query("SELECT message FROM unsent_reports WHERE path = ?", (str(path),))
+        return base64.b64decode(rows[0]["message"]) if rows and rows[0]["message"] else None
 
     def unsent_reports(self) -> list[UnsentReport]:
         rows = self._query("SELECT * FROM unsent_reports ORDER BY kept_at, path")

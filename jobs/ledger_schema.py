@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,6 +150,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX student_notices_by_state ON student_notices (state)",
         "CREATE INDEX student_notices_by_update ON student_notices (updated_at)",
     ),
+    # 3: where the ledger is shared (PostgreSQL).
+    (
+        # Where the ledger is shared (PostgreSQL): who holds a lock, written by the holder
+        # under the lock; `backend_pid` tells a live holder from a row left by a dead one.
+        """CREATE TABLE lock_holders (
+            name TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            kind TEXT,
+            since REAL NOT NULL,
+            backend_pid INTEGER)""",
+        # An unsent report's message itself (base64), for a ledger with no directory beside it.
+        "ALTER TABLE unsent_reports ADD COLUMN message TEXT",
+    ),
 )
 
 
@@ -268,7 +282,7 @@ class RunRecord:
         return (self.finished_at - self.started_at).total_seconds()
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> RunRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
         return cls(
             run_id=row["run_id"],
             kind=row["kind"],
@@ -320,7 +334,7 @@ class SessionOutcome:
         return (self.created_at - self.paid_at).total_seconds()
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> SessionOutcome:
+    def from_row(cls, row: Mapping[str, Any]) -> SessionOutcome:
         values: dict[str, Any] = dict(row)
         for name in ("paid_at", "created_at"):
             values[name] = from_epoch(values[name])
@@ -355,7 +369,7 @@ class AnomalyRecord:
     times_seen: int
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> AnomalyRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> AnomalyRecord:
         return cls(
             kind=row["kind"],
             session_id=row["session_id"] or None,

@@ -276,15 +276,19 @@ class Mailer:
 class ReportLedger(Protocol):
     """What sending a report needs of the ledger."""
 
-    path: Path
+    path: Path | None  # None: no directory beside it, unsent messages are kept inside it
 
-    def keep_unsent_report(self, path: Path, error: str) -> None: ...
+    def keep_unsent_report(self, path: Path, error: str,
+                           message: bytes | None = None) -> None: ...
     def forget_unsent_report(self, path: Path) -> None: ...
     def unsent_reports(self) -> list[UnsentReport]: ...
+    def unsent_message(self, path: Path) -> bytes | None: ...
 
 
 def unsent_dir(ledger: ReportLedger) -> Path:
     """`<state dir>/unsent`, private like the ledger beside it."""
+    if ledger.path is None:
+        raise ConfigError("the ledger keeps no files (it is in a database)")
     path = ledger.path.parent / UNSENT_DIR
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
@@ -324,6 +328,10 @@ def send_weekly(report: WeeklyReport, smtp: SmtpSettings, ledger: ReportLedger, 
                                  [weekly_attachment(report, rendered.json or ""),
                                   weekly_csv_attachment(report)])
     except ConfigError as e:
+        if ledger.path is None:  # a database ledger: the report can be built again from it
+            ledger.keep_unsent_report(Path(name), str(e))
+            log.error("report_not_sent", error_kind="config", error=str(e))
+            return SendResult(False, "", error=str(e), error_kind="config", kept=Path(name))
         # No message can be built without the mail settings: keep the files themselves.
         folder = unsent_dir(ledger) / name
         write_weekly(report, folder)
@@ -331,6 +339,8 @@ def send_weekly(report: WeeklyReport, smtp: SmtpSettings, ledger: ReportLedger, 
         log.error("report_not_sent", error_kind="config", error=str(e))
         return SendResult(False, "", error=str(e), error_kind="config", kept=folder)
     result = mailer.send(message)
+    if ledger.path is None:
+        return _keep_in_ledger(ledger, message, Path(f"{name}.eml"), result, report.label)
     path = unsent_dir(ledger) / f"{name}.eml"
     if result.complete:
         if path.exists():
@@ -343,18 +353,36 @@ def send_weekly(report: WeeklyReport, smtp: SmtpSettings, ledger: ReportLedger, 
     return replace(result, kept=path)
 
 
+def _keep_in_ledger(ledger: ReportLedger, message: EmailMessage, name: Path,
+                    result: SendResult, label: str) -> SendResult:
+    """`send_weekly`'s ending for a ledger in a database: the message is kept in it."""
+    if result.complete:
+        ledger.forget_unsent_report(name)
+        return result
+    ledger.keep_unsent_report(name, result.error or "not sent",
+                              message.as_bytes(policy=policy.SMTP))
+    log.warning("report_kept", week=label, error_kind=result.error_kind)
+    return replace(result, kept=name)
+
+
 def resend_kept(ledger: ReportLedger, sender: Sender) -> list[SendResult]:
     """Try again every kept .eml report; forget (and delete) the ones now delivered."""
     results = []
     for kept in ledger.unsent_reports():
-        if kept.path.suffix != ".eml" or not kept.path.is_file():
+        if kept.path.suffix != ".eml":
             continue
-        with kept.path.open("rb") as handle:
-            message = BytesParser(policy=policy.default).parse(handle)
+        raw = ledger.unsent_message(kept.path)
+        in_file = raw is None
+        if raw is None:
+            if not kept.path.is_file():
+                continue
+            raw = kept.path.read_bytes()
+        message = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(message, EmailMessage)
         result = deliver_message(message, sender)
         if result.complete:
-            kept.path.unlink()
+            if in_file:
+                kept.path.unlink(missing_ok=True)
             ledger.forget_unsent_report(kept.path)
         elif result.error:
             ledger.keep_unsent_report(kept.path, result.error)

@@ -19,7 +19,7 @@ import structlog
 
 from jobs.errors import ReconcilerError
 from jobs.ledger import Ledger, RunStatus
-from jobs.lock import RunLock
+from jobs.lock import RunLockLike, watch_lock
 from jobs.ports import SanityStore, StripeSource
 from jobs.progress import ReadProgress
 from jobs.reconcile import Reconciler, RunRequest
@@ -106,7 +106,7 @@ def execute_run(
     stripe: StripeSource,
     sanity: SanityStore,
     ledger: Ledger,
-    lock: RunLock,
+    lock: RunLockLike,
     options: RunOptions,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -149,10 +149,14 @@ def execute_run(
                  dry_run=options.dry_run, resting=len(req.rest))
         key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
         students = student_mail(settings, ledger, sanity, options.dry_run)
+        # A shared lock (PostgreSQL) goes with its connection: once lost, another host may
+        # start a run, so this one stops after the transaction under way and is `failed`.
+        stop = _RunStop(cancel)
+        stop_watch = watch_lock(lock, stop.lose_lock)
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
                                 on_present=lambda rows: ledger.record_present(run_id, rows),
-                                workers=workers or settings.stripe.concurrency, cancel=cancel,
+                                workers=workers or settings.stripe.concurrency, cancel=stop,
                                 progress=progress,
                                 before_commit=None if students is None else (
                                     lambda ds: students.before_commit(ds, run_id)))
@@ -166,7 +170,11 @@ def execute_run(
             if notify is not None and ended == "failed":
                 _notify_quietly(notify, ledger)  # the failed-runs streak may call for an alert
             raise
+        finally:
+            stop_watch()
         data = report.to_json()
+        if stop.lock_lost:
+            return _lock_lost(ledger, run_id, data, notify)
         status = run_status(data, cancel.is_set())
         if cancel.is_set():
             log.warning("run_interrupted", detail="stopped by a signal; the transaction under "
@@ -204,6 +212,46 @@ def prune_ledger(ledger: Ledger, settings: Settings) -> dict[str, int]:
     if any(deleted.values()):
         log.info("ledger_pruned", retention_days=settings.run.ledger_retention.days, **deleted)
     return deleted
+
+
+class _RunStop(threading.Event):
+    """What a run checks to stop: its caller's `cancel` event (a signal, or the run giving up
+    on rejected credentials: `set` sets it, as before), or its shared lock found lost. The
+    caller's event is not set for a lost lock: a daemon's is shared by all its passes."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        super().__init__()
+        self._cancel = cancel
+
+    def is_set(self) -> bool:
+        return self._cancel.is_set() or super().is_set()
+
+    def set(self) -> None:
+        self._cancel.set()
+
+    def lose_lock(self) -> None:
+        super().set()
+
+    @property
+    def lock_lost(self) -> bool:
+        return super().is_set()
+
+
+LOCK_LOST = ("the run lock was lost (its database connection dropped); stopped after the "
+             "transaction under way")
+
+
+def _lock_lost(ledger: Ledger, run_id: str, data: dict[str, Any],
+               notify: Notify | None) -> RunOutcome:
+    """Record what the run did before it lost its lock, as `failed`; the watermarks stay
+    (the next run reads the window again)."""
+    log.error("run_lock_lost", detail=LOCK_LOST)
+    ledger.record_report(data)
+    ledger.finish_run(run_id, "failed", data, LOCK_LOST)
+    _log_outcomes(data)
+    if notify is not None and not data.get("dry_run"):
+        _notify_quietly(notify, ledger)
+    return RunOutcome(exit_code=2, report=data, status="failed")
 
 
 @contextmanager

@@ -80,6 +80,9 @@ SETTINGS: Mapping[str, Mapping[str, SettingSpec]] = {
         "level": SettingSpec(("RECONCILER_LOG_LEVEL",),
                              v.choice("debug", "info", "warning", "error")),
         "format": SettingSpec(("RECONCILER_LOG_FORMAT",), v.choice("auto", "json", "console")),
+    },    # A secret only when it holds a password: the converter refuses one from the config file.
+    "database": {
+        "url": SettingSpec(("RECONCILER_DATABASE_URL",), v.database_url),
     },
     "metrics": {
         "listen": SettingSpec(("RECONCILER_METRICS_LISTEN",), v.loopback_listen),

@@ -329,3 +329,23 @@ def language_map(raw: object, where: str) -> dict[str, str]:
                  "e-mail (nb, en)")
         out[school] = str(lang)
     return out
+
+
+def database_url(raw: object, where: str) -> Secret:
+    """A PostgreSQL URL for the ledger (`postgresql://user:pw@host:port/db?sslmode=…`).
+
+    Kept as a secret (it may carry a password); one with a password is refused from the config
+    file, like every other secret (`where` names the TOML key as `database.url in <file>`)."""
+    value = text(raw, where)
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        fail(where, "must be a postgresql:// URL (leave it unset for the local SQLite ledger)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        fail(where, "has a port that is not a number")
+    has_password = bool(parts.password) or "password=" in parts.query
+    if has_password and where.startswith("database.url"):
+        fail(where, "holds a password, and secrets are not read from the config file; set "
+                    "RECONCILER_DATABASE_URL in the environment or an env file (--env-file)")
+    return Secret(value)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from jobs.envfile import read_env_file
@@ -33,6 +33,7 @@ from jobs.timewindow import TimeWindow, parse_duration, parse_instant, parse_win
 __all__ = [
     "SETTINGS",
     "AlertSettings",
+    "DatabaseSettings",
     "LogSettings",
     "MetricsSettings",
     "NotifySettings",
@@ -190,6 +191,15 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    url: Secret | None = None  # a postgresql:// URL: the ledger and locks there; None: SQLite
+
+    @property
+    def postgresql(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     stripe: StripeSettings = field(default_factory=StripeSettings)
     sanity: SanitySettings = field(default_factory=SanitySettings)
@@ -199,6 +209,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     config_path: Path | None = None  # the TOML file read, if any
     notify: NotifySettings = field(default_factory=NotifySettings)
 
@@ -241,6 +252,7 @@ class Settings:
         secrets = [self.stripe.secret_key, self.sanity.token, self.smtp.password,
                    self.alerts.heartbeat_url, self.alerts.chat_webhook_url]
         values = [secret.reveal() for secret in secrets if secret is not None]
+        values += database_url_secrets(self.database.url)
         for url in (self.alerts.heartbeat_url, self.alerts.chat_webhook_url):
             token_part = urlsplit(url.reveal()).path.strip("/") if url is not None else ""
             if len(token_part) >= 8:
@@ -253,6 +265,7 @@ _SECTIONS = {
     "run": RunSettings, "schedule": ScheduleSettings, "alerts": AlertSettings, "log": LogSettings,
     "metrics": MetricsSettings,
     "notify": NotifySettings,
+    "database": DatabaseSettings,
 }
 
 
@@ -297,6 +310,14 @@ def load_settings(
 
     parts = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
     return Settings(**parts, config_path=config_path)
+
+
+def database_url_secrets(url: Secret | None) -> list[str]:
+    """The database URL and its password, for the log redactor (a driver may quote either)."""
+    if url is None:
+        return []
+    password = urlsplit(url.reveal()).password or ""
+    return [url.reveal(), *(p for p in {password, unquote(password)} if len(p) >= 4)]
 
 
 def default_state_dir(environ: Mapping[str, str]) -> Path:

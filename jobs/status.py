@@ -108,15 +108,26 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
             for r in (header, *rows)]
 
 
+def _who(holder: dict[str, Any]) -> str:
+    """`pid 42`, or `pid 42 on host-b` for a lock shared between hosts."""
+    host = holder.get("host")
+    return f"pid {holder.get('pid')}" + (f" on {host}" if host else "")
+
+
 def render_status_text(view: dict[str, Any]) -> str:
     """A short plain-text status for people (times in UTC)."""
     lines: list[str] = []
     holder = view["lock"]
     lines.append(
         "Lock: free" if holder is None else
-        f"Lock: held by pid {holder.get('pid')} ({holder.get('kind')}) since "
+        f"Lock: held by {_who(holder)} ({holder.get('kind')}) since "
         f"{_short_time(holder.get('started_at'))} UTC"
     )
+    if "leader" in view:  # daemons sharing a PostgreSQL ledger
+        leader = view["leader"]
+        lines.append("Leader daemon: none" if leader is None else
+                     f"Leader daemon: {_who(leader)} since "
+                     f"{_short_time(leader.get('started_at'))} UTC")
     success = view["last_success"]
     lines.append(
         "Last successful run: never" if success is None else

@@ -74,10 +74,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--week-of: {args.week_of!r} is not a date (YYYY-MM-DD)") from None
     if args.send:
         settings.require("smtp")
+    from jobs.state import open_ledger
+
     as_json = getattr(args, "json", False)
     # With --json stdout carries the JSON alone; what else there is to say goes to stderr.
     say = sys.stderr if as_json else sys.stdout
-    with Ledger.open(settings.run.state_dir) as ledger:
+    with open_ledger(settings) as ledger:
         report = build_from_settings(settings, ledger, week_of, datetime.now(UTC))
         code = 1 if report.needs_you else 0
         if as_json:

@@ -195,7 +195,6 @@ class AccountData:
                         if isinstance(s.get("_line_items"), list) and isinstance(s.get("id"), str)},
         )
 
-
     def with_sessions(self, sessions: Sequence[JSON]) -> AccountData:
         """A copy holding `sessions` too (each with its private `_line_items`); the caches
         start empty, since positions move."""

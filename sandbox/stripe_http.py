@@ -10,7 +10,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -185,6 +185,10 @@ class StripeStandIn:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
+
+    def add_sessions(self, account: str, sessions: Sequence[Mapping[str, Any]]) -> None:
+        """Purchases made while the stand-in runs (`account`: "platform" or `acct_…`)."""
+        self.data.add_sessions(account, [dict(s) for s in sessions])
 
     def __enter__(self) -> StripeStandIn:
         return self.start()

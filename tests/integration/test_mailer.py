@@ -325,3 +325,32 @@ def test_without_mail_settings_the_report_files_are_kept(report: WeeklyReport,
         "report.csv", "report.html", "report.json", "report.txt"]
     [kept] = ledger.unsent_reports()
     assert (kept.path, kept.error) == (result.kept, "REPORT_TO is not set")
+
+
+def test_with_the_ledger_in_postgresql_an_unsent_report_is_kept_in_it_and_sent_later(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may be written here (or anywhere on disk)
+    with world.build(pg_url) as ledger:
+        report = build_weekly(ledger, world.WEEK, world.REPORT_NOW, tz=world.TZ,
+                              dashboard_base=world.DASHBOARD, key_mode="test",
+                              webhook_health={"undelivered_events": 2},
+                              tenant_names={"tenant-a": "Dance City"})
+        refuse = dict.fromkeys(TO, "550 5.1.1 mailbox unavailable")
+        with smtp_server("plain", refuse=refuse) as server:
+            result = send_weekly(report, settings(server.port), ledger,
+                                 sender=smtp_sender(settings(server.port), sleep=no_sleep))
+        with world.build(tmp_path / "sqlite") as on_sqlite:  # the same figures on both
+            assert build_weekly(on_sqlite, world.WEEK, world.REPORT_NOW, tz=world.TZ,
+                                dashboard_base=world.DASHBOARD, key_mode="test",
+                                webhook_health={"undelivered_events": 2},
+                                tenant_names={"tenant-a": "Dance City"}) == report
+        assert not result.sent and result.kept == Path(f"weekly-{report.label}.eml")
+        (kept,) = ledger.unsent_reports()
+        assert kept.path == result.kept and "550" in kept.error
+        assert [p.name for p in tmp_path.iterdir()] == ["sqlite"]
+    with Ledger.connect(pg_url) as ledger, smtp_server("plain") as server:
+        # Another process (another host) sends it: the message is in the database.
+        again = resend_kept(ledger, smtp_sender(settings(server.port), sleep=no_sleep))
+        assert [r.complete for r in again] == [True]
+        check_report(server.messages[0].message, report)
+        assert ledger.unsent_reports() == []

@@ -87,10 +87,12 @@ def record(ledger: Ledger, clock: Clock, run_id: str, when: datetime, status: st
     return rep
 
 
-def build(state_dir: Path) -> Ledger:
-    """The known ledger (open; the caller closes it). Its clock ends at REPORT_NOW."""
+def build(state_dir: Path | str) -> Ledger:
+    """The known ledger (open; the caller closes it). Its clock ends at REPORT_NOW.
+    `state_dir` may be a PostgreSQL URL (an empty database) instead."""
     clock = Clock(utc(4, 3, 10))
-    ledger = Ledger.open(state_dir, clock=clock)
+    ledger = (Ledger.connect(state_dir, clock=clock) if isinstance(state_dir, str)
+              else Ledger.open(state_dir, clock=clock))
     # Week of 1 April (W-5): two present, one needing a person that was fixed by hand later.
     record(ledger, clock, "r-apr", utc(4, 3, 10),
            present=[present("cs_test_o1", utc(4, 3, 9)), present("cs_test_o2", utc(4, 3, 9))],

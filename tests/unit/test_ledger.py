@@ -1,11 +1,13 @@
-"""The run ledger: schema migrations, runs, session outcomes, pending, watermarks, alerts."""
+"""The run ledger: schema migrations, runs, session outcomes, pending, watermarks, alerts.
+
+Every test taking the `ledger` fixture runs twice: on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import sqlite3
 import stat
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ import pytest
 
 from jobs.errors import ConfigError
 from jobs.ledger import LEDGER_FILE, Ledger
+from jobs.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
 from jobs.ledger_schema import MIGRATIONS, apply_migrations, connect
+from jobs.pg_dialect import native_params, to_native
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -37,10 +41,35 @@ def clock() -> Clock:
     return Clock()
 
 
+OpenLedger = Callable[[], Ledger]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_ledger(request: pytest.FixtureRequest, tmp_path: Path,
+                clock: Clock) -> Iterator[OpenLedger]:
+    """Opens ledgers on one store: a state directory, or a fresh PostgreSQL database."""
+    opened: list[Ledger] = []
+    where = (request.getfixturevalue("pg_url") if request.param == "postgresql"
+             else tmp_path / "state")
+
+    def open_one() -> Ledger:
+        led = (Ledger.connect(where, clock=clock) if isinstance(where, str)
+               else Ledger.open(where, clock=clock))
+        opened.append(led)
+        return led
+
+    yield open_one
+    for led in opened:
+        led.close()
+
+
 @pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(tmp_path / "state", clock=clock) as led:
-        yield led
+def ledger(open_ledger: OpenLedger) -> Ledger:
+    return open_ledger()
+
+
+def count(ledger: Ledger, sql: str) -> Any:
+    return ledger.db.query(sql)[0][0]
 
 
 def start(ledger: Ledger, run_id: str, *, dry_run: bool = False, kind: str = "quick",
@@ -89,26 +118,36 @@ def present_item(session_id: str, paid_at: datetime) -> dict[str, Any]:
 def test_open_creates_private_state_dir_and_file_in_wal_mode(tmp_path: Path) -> None:
     state = tmp_path / "deep" / "state"
     with Ledger.open(state) as led:
-        assert led.journal_mode() == "wal"
+        assert isinstance(led.db, SqliteDb) and led.db.journal_mode() == "wal"
         assert led.schema_version == len(MIGRATIONS)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / LEDGER_FILE).stat().st_mode) == 0o600
 
 
-def test_pragmas_foreign_keys_and_busy_timeout_are_on(ledger: Ledger) -> None:
-    conn = ledger._conn
+def test_pragmas_foreign_keys_and_busy_timeout_are_on(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    assert isinstance(ledger.db, SqliteDb)
+    conn = ledger.db._conn
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
     with pytest.raises(sqlite3.IntegrityError):  # a pending row must name a known session
         conn.execute("INSERT INTO pending VALUES ('cs_nope', 'platform', NULL, 0, 0)")
+    ledger.close()
 
 
-def test_reopening_keeps_data_and_version(tmp_path: Path, clock: Clock) -> None:
-    with Ledger.open(tmp_path, clock=clock) as led:
-        led.advance_watermark("platform", T0)
-    with Ledger.open(tmp_path, clock=clock) as led:
-        assert led.watermark("platform") == T0
-        assert led.schema_version == len(MIGRATIONS)
+def test_foreign_keys_hold_on_both_backends(ledger: Ledger) -> None:
+    with pytest.raises(Exception, match=r"(?i)foreign key"), ledger.db.tx() as conn:
+        conn.execute("INSERT INTO pending (session_id, account, reason, first_seen_at,"
+                     " last_checked_at) VALUES (?, ?, NULL, 0, 0)", ("cs_nope", "platform"))
+
+
+def test_reopening_keeps_data_and_version(open_ledger: OpenLedger) -> None:
+    led = open_ledger()
+    led.advance_watermark("platform", T0)
+    led.close()
+    again = open_ledger()
+    assert again.watermark("platform") == T0
+    assert again.schema_version == len(MIGRATIONS)
 
 
 def test_migrations_upgrade_an_older_file_step_by_step(tmp_path: Path) -> None:
@@ -312,7 +351,7 @@ def test_failed_sessions_are_recorded_and_ones_without_an_id_skipped(ledger: Led
         {"session_id": None, "account": "acct_1", "error": "malformed session: no id"}]))
     row = ledger.session("cs_f")
     assert row is not None and (row.outcome, row.detail) == ("failed", "write rejected")
-    assert ledger._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 1
+    assert count(ledger, "SELECT COUNT(*) AS n FROM sessions") == 1
 
 
 def test_report_without_some_lists_is_accepted(ledger: Ledger) -> None:
@@ -479,8 +518,7 @@ def test_alerts_are_deduplicated_and_stay_sent(ledger: Ledger) -> None:
     ledger.record_alert("cap:r1", "max_creates", sent=True, detail="ok")
     ledger.record_alert("cap:r1", "max_creates", sent=False, detail="again")
     assert ledger.alert_sent("cap:r1") is True
-    attempts = ledger._conn.execute("SELECT attempts FROM alerts WHERE key='cap:r1'").fetchone()
-    assert attempts[0] == 3
+    assert count(ledger, "SELECT attempts FROM alerts WHERE key='cap:r1'") == 3
 
 
 def test_unsent_reports_are_kept_until_forgotten(ledger: Ledger, tmp_path: Path) -> None:
@@ -493,10 +531,141 @@ def test_unsent_reports_are_kept_until_forgotten(ledger: Ledger, tmp_path: Path)
     assert ledger.unsent_reports() == []
 
 
-def test_two_ledgers_on_one_file_see_each_other(tmp_path: Path, clock: Clock) -> None:
-    with Ledger.open(tmp_path, clock=clock) as a, Ledger.open(tmp_path, clock=clock) as b:
-        a.advance_watermark("platform", T0)
-        assert b.watermark("platform") == T0
+def test_two_ledgers_on_one_store_see_each_other(open_ledger: OpenLedger) -> None:
+    a, b = open_ledger(), open_ledger()
+    a.advance_watermark("platform", T0)
+    assert b.watermark("platform") == T0
+
+
+def test_an_unsent_message_is_kept_in_the_ledger_itself(ledger: Ledger) -> None:
+    name = Path("weekly-2024-W19.eml")
+    ledger.keep_unsent_report(name, "connection refused", b"Subject: x\r\n\r\nbody\xff")
+    ledger.keep_unsent_report(name, "timed out")  # a later error keeps the message
+    assert ledger.unsent_message(name) == b"Subject: x\r\n\r\nbody\xff"
+    assert [(k.path, k.error) for k in ledger.unsent_reports()] == [(name, "timed out")]
+    assert ledger.unsent_message(Path("other.eml")) is None
+
+
+# ---- SQL written for SQLite, by the portability rules, runs on both -------------------------
+
+# A migration and statements in the style of the existing ones (as other changes add them).
+NOTES_STEP = (
+    """CREATE TABLE notes (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        body BLOB,
+        score REAL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        sent INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1)),
+        at REAL NOT NULL)""",
+    "CREATE INDEX notes_by_at ON notes (at)",
+)
+UPSERT_NOTE = """INSERT INTO notes (key, at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET
+    attempts = attempts + 1, at = excluded.at,
+    sent = CASE WHEN excluded.at > at THEN 1 ELSE sent END WHERE excluded.at >= at"""
+
+
+def test_sql_written_for_sqlite_by_the_rules_runs_on_both_backends(ledger: Ledger) -> None:
+    assert ledger.db.migrate((*MIGRATIONS, NOTES_STEP)) == len(MIGRATIONS) + 1
+    with ledger.db.tx() as conn:
+        for key in ("a", "b"):  # the id is filled in, as SQLite's row id is
+            conn.execute("INSERT INTO notes (key, body, score, at) VALUES (?, ?, ?, ?)",
+                         (key, b"\x00\xffraw", 1715000000.25, 100.0))
+        conn.execute(UPSERT_NOTE, ("a", 200.0))  # bare `attempts`, `at`, `sent`: the old row
+        conn.execute(UPSERT_NOTE, ("b", 50.0))  # older: the WHERE keeps the row as it was
+        conn.execute("INSERT OR IGNORE INTO notes (key, at) VALUES (?, ?)", ("a", 1.0))
+        conn.execute("INSERT INTO notes (key, at) VALUES (:key, :at) ON CONFLICT (key)"
+                     " DO UPDATE SET attempts = attempts + :step", {"key": "b", "at": 0, "step": 5})
+    rows = ledger.db.query("SELECT id, key, body, score, attempts, sent, at FROM notes"
+                           " WHERE at > ? ORDER BY id", (0,))
+    assert [r[0] for r in rows] == [1, 2] and rows[0]["key"] == "a"
+    assert [dict(r) for r in rows] == [
+        {"id": 1, "key": "a", "body": b"\x00\xffraw", "score": 1715000000.25, "attempts": 2,
+         "sent": 1, "at": 200.0},
+        {"id": 2, "key": "b", "body": b"\x00\xffraw", "score": 1715000000.25, "attempts": 6,
+         "sent": 0, "at": 100.0}]
+
+
+def test_how_an_upsert_is_qualified_for_postgresql() -> None:
+    text, names = to_native(UPSERT_NOTE)
+    assert names is None and text.endswith(
+        "attempts = notes.attempts + 1, at = excluded.at,\n    sent = CASE WHEN excluded.at >"
+        " notes.at THEN 1 ELSE notes.sent END WHERE excluded.at >= notes.at")
+    assert to_native("INSERT INTO t AS x (k) VALUES (:k) ON CONFLICT (k) DO UPDATE SET"
+                     " n = COALESCE(excluded.n, n) + :k")[0].endswith(
+        "SET n = COALESCE(excluded.n, x.n) + $1")
+    assert to_native("INSERT OR IGNORE INTO t (k) VALUES (?);")[0] == (
+        "INSERT INTO t (k) VALUES ($1) ON CONFLICT DO NOTHING")
+
+
+# ---- PostgreSQL only -----------------------------------------------------------------------
+
+
+def test_placeholders_become_the_servers_own_and_quoted_text_is_left_alone() -> None:
+    sql = "UPDATE t SET a = ?, b = 'what? :x' WHERE c = ? AND d::text = '%'"
+    assert to_native(sql) == (
+        "UPDATE t SET a = $1, b = 'what? :x' WHERE c = $2 AND d::text = '%'", None)
+    named = "INSERT INTO t VALUES (:kind, :now, :now) ON CONFLICT DO NOTHING"
+    assert native_params(named, {"now": 5.0, "kind": "k"}) == (
+        "INSERT INTO t VALUES ($1, $2, $2) ON CONFLICT DO NOTHING", ["k", 5.0])
+    with pytest.raises(ValueError, match="mixes"):
+        to_native("SELECT ? WHERE :a")
+
+
+def test_postgres_migrations_are_versioned_and_applied_once(pg_url: str) -> None:
+    v1 = (("CREATE TABLE a (x INTEGER, t REAL)",),)
+    v2 = (*v1, ("ALTER TABLE a ADD COLUMN y TEXT", "CREATE TABLE b (z INTEGER)"))
+    db = PostgresDb(pg_url)
+    try:
+        assert db.migrate(v1) == 1
+        with db.tx() as conn:
+            conn.execute("INSERT INTO a (x, t) VALUES (?, ?)", (1, 1715000000.25))
+        assert db.migrate(v2) == 2 and db.migrate(v2) == 2
+        # REAL is widened: epoch seconds keep their fraction (a 4-byte float would not).
+        rows = db.query("SELECT x, t, y FROM a")
+        assert [dict(r) for r in rows] == [{"x": 1, "t": 1715000000.25, "y": None}]
+        assert rows[0][1] == rows[0]["t"] == 1715000000.25  # read like sqlite3.Row
+        assert db.query("SELECT version FROM schema_version")[0][0] == 2
+        with pytest.raises(Exception, match="syntax"):
+            db.migrate((*v2, ("CREATE TABLE c (w INTEGER)", "NOT SQL AT ALL")))
+        assert db.query("SELECT version FROM schema_version")[0][0] == 2
+        assert db.query("SELECT to_regclass('c') AS c")[0]["c"] is None  # rolled back
+        with pytest.raises(ConfigError, match="newer than this program knows"):
+            db.migrate(v1)
+    finally:
+        db.close()
+
+
+def test_postgres_hosts_starting_together_migrate_once(pg_url: str) -> None:
+    import threading
+
+    ledgers: list[Ledger] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            ledgers.append(Ledger.connect(pg_url))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and [led.schema_version for led in ledgers] == [len(MIGRATIONS)] * 4
+    for led in ledgers:
+        led.close()
+
+
+def test_an_unreachable_postgres_is_a_one_line_error(pg_server: Any) -> None:
+    from sandbox.pg_server import free_port
+
+    url = f"postgresql://reconciler:s3cret-pw@127.0.0.1:{free_port()}/none"
+    with pytest.raises(LedgerUnavailable) as info:
+        PostgresDb(url, timeout=2.0)
+    assert "\n" not in str(info.value) and "s3cret-pw" not in str(info.value)
+    assert str(info.value).startswith("ledger database 127.0.0.1:")
 
 
 def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:

@@ -434,3 +434,30 @@ def test_student_emails_are_off_by_default_and_read_from_env_and_toml(tmp_path: 
 ])
 def test_bad_student_email_settings_are_one_line_errors(env: dict[str, str], says: str) -> None:
     assert says in config_error(env)
+
+
+# --- the ledger's database ------------------------------------------------------------------
+
+def test_database_url_from_the_environment_is_a_secret_and_redacted() -> None:
+    url = "postgresql://job:p%40ss-w0rd@db.internal:5432/ledger?sslmode=require"
+    s = load({"RECONCILER_DATABASE_URL": url})
+    assert s.database.postgresql and s.database.url == Secret(url)
+    assert url not in repr(s)
+    assert {url, "p%40ss-w0rd", "p@ss-w0rd"} <= set(s.secret_values())
+    assert load().database.url is None and not load().database.postgresql
+
+
+def test_database_url_in_toml_only_without_a_password(tmp_path: Path) -> None:
+    plain = write(tmp_path, "a.toml", "[database]\nurl = 'postgresql://job@db:5432/ledger'\n")
+    assert load(config_path=plain).database.url == Secret("postgresql://job@db:5432/ledger")
+    for url in ("postgresql://job:hunter22@db/ledger", "postgres://db/ledger?password=hunter22"):
+        toml = write(tmp_path, "b.toml", f"[database]\nurl = '{url}'\n")
+        message = config_error(config_path=toml)
+        assert message.startswith("database.url in ") and "holds a password" in message
+        assert "hunter22" not in message
+
+
+@pytest.mark.parametrize("url", ["mysql://db/x", "sqlite:///tmp/x", "db.internal:5432"])
+def test_a_database_url_that_is_not_postgresql_is_refused(url: str) -> None:
+    message = config_error({"RECONCILER_DATABASE_URL": url})
+    assert message.startswith("RECONCILER_DATABASE_URL: must be a postgresql:// URL")
