@@ -21,13 +21,13 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 demo: setup
 	$(PY) -m sandbox.demo $(ARGS)
 
-CORE := jobs/model.py jobs/rules.py jobs/classify.py jobs/planner.py jobs/runreport.py \
-	jobs/retry.py jobs/reconcile.py jobs/segments.py jobs/batches.py jobs/service.py \
-	jobs/ledger.py jobs/stripe_source.py jobs/memory.py jobs/http_session.py jobs/metrics.py \
-	jobs/progress.py jobs/cli_help.py jobs/student_notice.py jobs/student_mail.py jobs/notice_ledger.py \
-	jobs/recheck.py \
-	jobs/refunds.py jobs/rhythm.py jobs/gather.py \
-	jobs/ledger_db.py jobs/pg_dialect.py jobs/pg_lock.py jobs/state.py jobs/leader.py
+CORE := jobs/core/model.py jobs/core/rules.py jobs/core/classify.py jobs/core/planner.py jobs/core/runreport.py \
+	jobs/adapters/retry.py jobs/run/reconcile.py jobs/run/segments.py jobs/run/batches.py jobs/run/service.py \
+	jobs/adapters/ledger.py jobs/adapters/stripe_source.py jobs/run/memory.py jobs/adapters/http_session.py jobs/adapters/metrics.py \
+	jobs/run/progress.py jobs/commands/help.py jobs/reports/student_notice.py jobs/run/student_mail.py jobs/adapters/notice_ledger.py \
+	jobs/core/recheck.py \
+	jobs/run/refunds.py jobs/run/rhythm.py jobs/run/gather.py \
+	jobs/adapters/ledger_db.py jobs/adapters/pg_dialect.py jobs/adapters/pg_lock.py jobs/run/state.py jobs/run/leader.py
 
 test: setup
 	$(PY) -m ruff check jobs sandbox tests bench

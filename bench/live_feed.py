@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs.sanity_store import SanityStore
+from jobs.adapters.sanity_store import SanityStore
 from sandbox.world import World
 
 JSON = dict[str, Any]

@@ -6,9 +6,9 @@ import copy
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from jobs.errors import AccountError, ReconcilerError, WriteRejected
-from jobs.ports import SessionPage
-from jobs.recheck import is_manual
+from jobs.core.errors import AccountError, ReconcilerError, WriteRejected
+from jobs.core.ports import SessionPage
+from jobs.core.recheck import is_manual
 
 
 class FakeStripe:
@@ -58,7 +58,7 @@ def _ref(doc: dict[str, Any], field: str) -> Any:
 
 
 class FakeSanity:
-    """Documents by id; lookups filter like the GROQ of `jobs.sanity_store`."""
+    """Documents by id; lookups filter like the GROQ of `jobs.adapters.sanity_store`."""
 
     def __init__(self, docs: Sequence[dict[str, Any]] = ()) -> None:
         self.docs: dict[str, dict[str, Any]] = {d["_id"]: copy.deepcopy(d) for d in docs}

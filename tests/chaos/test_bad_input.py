@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.classify import classify_raw, needs_line_items, parse_line_items, parse_session
-from jobs.model import (
+from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
+from jobs.core.model import (
     IGNORED_KINDS,
     NEEDS_MANUAL_REASONS,
     PENDING_KINDS,
@@ -25,10 +25,10 @@ from jobs.model import (
     PageFacts,
     PlanContext,
 )
-from jobs.planner import lookup_keys, plan_page, transaction_mutations
-from jobs.reconcile import catalog_from
-from jobs.runreport import RunReport
-from jobs.summary import render_run_summary
+from jobs.core.planner import lookup_keys, plan_page, transaction_mutations
+from jobs.core.runreport import RunReport
+from jobs.reports.summary import render_run_summary
+from jobs.run.reconcile import catalog_from
 from sandbox.sanity_server import SanityStandIn
 from sandbox.stripe_server import StripeStandIn
 from tests.chaos import bad_inputs as corpus

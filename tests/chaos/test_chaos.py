@@ -22,11 +22,11 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.ledger import Ledger
-from jobs.logs import configure_logging
-from jobs.mailer import Sender, resend_kept, send_weekly, smtp_sender
-from jobs.settings import Secret, SmtpSettings
-from jobs.weekly import WeeklyReport, build_weekly
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.logs import configure_logging
+from jobs.adapters.mailer import Sender, resend_kept, send_weekly, smtp_sender
+from jobs.config.settings import Secret, SmtpSettings
+from jobs.reports.weekly import WeeklyReport, build_weekly
 from sandbox.sanity_server import SanityStandIn
 from tests.chaos.boxes import ChaosBox, InProcess, RunResult, open_box
 from tests.chaos.faults import Fault, random_schedule, schedules

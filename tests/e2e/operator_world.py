@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs import rules
+from jobs.core import rules
 from tests.stripe_data import (
     account,
     account_data,

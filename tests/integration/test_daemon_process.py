@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 from sandbox.sanity_server import SanityStandIn, StandInError
 from sandbox.stripe_server import StripeStandIn
 from tests import stripe_data as sd

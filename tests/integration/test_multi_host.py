@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 from sandbox.pg_server import PostgresServer
 from sandbox.sanity_server import SanityStandIn
 from tests import stripe_data as sd

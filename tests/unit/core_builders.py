@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from jobs.classify import Classified, classify_raw, parse_line_items, parse_session
-from jobs.model import (
+from jobs.core.classify import Classified, classify_raw, parse_line_items, parse_session
+from jobs.core.model import (
     Catalog,
     Decision,
     LineItem,
@@ -22,7 +22,7 @@ from jobs.model import (
     Session,
     Tenant,
 )
-from jobs.recheck import is_manual, recheck
+from jobs.core.recheck import is_manual, recheck
 
 DAY_S = 86_400
 DAY_MS = 86_400_000

@@ -29,7 +29,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from jobs.daemon import (
+from jobs.adapters.heartbeat import Heartbeat, fail_url, start_url
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.lock import RunLock
+from jobs.adapters.logs import configure_logging
+from jobs.commands.daemon import (
     DEEP,
     PASSES_EXECUTOR,
     QUICK,
@@ -41,13 +45,7 @@ from jobs.daemon import (
     next_deep_at,
     route_scheduler_logs,
 )
-from jobs.heartbeat import Heartbeat, fail_url, start_url
-from jobs.ledger import Ledger
-from jobs.lock import RunLock
-from jobs.logs import configure_logging
-from jobs.ports import SessionPage
-from jobs.service import RunOptions, RunOutcome, execute_run
-from jobs.settings import (
+from jobs.config.settings import (
     RunSettings,
     ScheduleSettings,
     Secret,
@@ -55,6 +53,8 @@ from jobs.settings import (
     StripeSettings,
     WeeklyAt,
 )
+from jobs.core.ports import SessionPage
+from jobs.run.service import RunOptions, RunOutcome, execute_run
 from tests.fakes import FakeSanity, FakeStripe, account_error
 from tests.ping_server import PingServer
 
@@ -387,7 +387,7 @@ def test_pass_errors_are_logged_pinged_and_never_raised(tmp_path: Path, logs: io
         raise RuntimeError("boom")
 
     assert make_pass_runner(broken, hb, threading.Event())(QUICK) == 2
-    from jobs.errors import ServiceUnavailable
+    from jobs.core.errors import ServiceUnavailable
 
     def down(kind: str) -> RunOutcome:
         raise ServiceUnavailable("Sanity is unreachable")
@@ -601,9 +601,9 @@ def test_scheduler_errors_become_our_log_lines_and_its_chatter_is_dropped(logs: 
 
 def test_weekly_job_calls_the_report_sender(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     sent: list[tuple[Settings, Ledger]] = []
-    module = types.ModuleType("jobs.weekly_cmd")
+    module = types.ModuleType("jobs.commands.report")
     module.send_weekly_from_settings = lambda s, ledger: sent.append((s, ledger))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "jobs.weekly_cmd", module)
+    monkeypatch.setitem(sys.modules, "jobs.commands.report", module)
     settings = settings_for(tmp_path)
     with Ledger.open(tmp_path) as ledger:
         make_weekly(settings, ledger)()
@@ -614,10 +614,10 @@ def test_weekly_job_logs_a_missing_or_failing_sender_and_returns(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO):
     settings = settings_for(tmp_path)
     with Ledger.open(tmp_path) as ledger:
-        monkeypatch.setitem(sys.modules, "jobs.weekly_cmd", None)  # import fails
+        monkeypatch.setitem(sys.modules, "jobs.commands.report", None)  # import fails
         make_weekly(settings, ledger)()
-        module = types.ModuleType("jobs.weekly_cmd")
-        monkeypatch.setitem(sys.modules, "jobs.weekly_cmd", module)  # no such function
+        module = types.ModuleType("jobs.commands.report")
+        monkeypatch.setitem(sys.modules, "jobs.commands.report", module)  # no such function
         make_weekly(settings, ledger)()
 
         def fails(s: Settings, ledger: Ledger) -> None:
@@ -632,7 +632,7 @@ def test_weekly_job_logs_a_missing_or_failing_sender_and_returns(
 
 
 def test_weekly_job_reaches_the_real_sender(tmp_path: Path, logs: io.StringIO):
-    # No SMTP settings here: the real `jobs.weekly_cmd` refuses, and the job only logs it.
+    # No SMTP settings here: the real `jobs.commands.report` refuses, and the job only logs it.
     with Ledger.open(tmp_path) as ledger:
         make_weekly(settings_for(tmp_path), ledger)()
     errors = [e for e in events(logs) if e["level"] == "error"]

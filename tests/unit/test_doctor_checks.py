@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from jobs.doctor import (
+from jobs.commands.doctor import (
     Check,
     Probe,
     SmtpProbe,
@@ -30,9 +30,9 @@ from jobs.doctor import (
     run_checks,
     webhook_health,
 )
-from jobs.errors import AccountError, CredentialsRejected, ReconcilerError, ServiceUnavailable
-from jobs.ports import SessionPage
-from jobs.settings import Secret, Settings, SmtpSettings, StripeSettings
+from jobs.config.settings import Secret, Settings, SmtpSettings, StripeSettings
+from jobs.core.errors import AccountError, CredentialsRejected, ReconcilerError, ServiceUnavailable
+from jobs.core.ports import SessionPage
 from tests.stripe_data import webhook_endpoint
 
 NOW = datetime(2026, 8, 20, 12, 0, tzinfo=UTC)

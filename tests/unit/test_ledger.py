@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.ledger import LEDGER_FILE, Ledger
-from jobs.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
-from jobs.ledger_schema import MIGRATIONS, apply_migrations, connect
-from jobs.pg_dialect import native_params, to_native
+from jobs.adapters.ledger import LEDGER_FILE, Ledger
+from jobs.adapters.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
+from jobs.adapters.ledger_schema import MIGRATIONS, apply_migrations, connect
+from jobs.adapters.pg_dialect import native_params, to_native
+from jobs.core.errors import ConfigError
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -669,10 +669,10 @@ def test_an_unreachable_postgres_is_a_one_line_error(pg_server: Any) -> None:
 
 
 def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
-    """Contract check against `jobs.runreport.RunReport.to_json()` and `present_row` (ISO `Z`
+    """Contract check against `jobs.core.runreport.RunReport.to_json()` and `present_row` (ISO `Z`
     times)."""
-    from jobs.model import Anomaly, Decision
-    from jobs.runreport import RunReport, present_row
+    from jobs.core.model import Anomaly, Decision
+    from jobs.core.runreport import RunReport, present_row
 
     rep = RunReport(run_id="r1", started_at="2024-05-06T09:00:00.000Z",
                     since="2024-05-06T07:00:00.000Z", until="2024-05-06T08:55:00.000Z",

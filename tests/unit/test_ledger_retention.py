@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.ledger import Ledger
-from jobs.settings import load_settings
+from jobs.adapters.ledger import Ledger
+from jobs.config.settings import load_settings
+from jobs.core.errors import ConfigError
 from tests.unit.test_ledger import (
     T0,
     Clock,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import rules
-from jobs.model import PLATFORM, Decision, PageFacts
-from jobs.planner import decide, lookup_keys, plan_page, transaction_mutations
-from jobs.recheck import recheck
+from jobs.core import rules
+from jobs.core.model import PLATFORM, Decision, PageFacts
+from jobs.core.planner import decide, lookup_keys, plan_page, transaction_mutations
+from jobs.core.recheck import recheck
 from tests.unit.core_builders import (
     ACCT1,
     ACCT_UNKNOWN,

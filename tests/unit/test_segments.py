@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from jobs.errors import AccountError, CredentialsRejected, ReconcilerError
-from jobs.ports import SessionPage
-from jobs.reconcile import Reconciler, RunRequest
-from jobs.segments import Segment, SegmentReader, after_page
+from jobs.core.errors import AccountError, CredentialsRejected, ReconcilerError
+from jobs.core.ports import SessionPage
+from jobs.run.reconcile import Reconciler, RunRequest
+from jobs.run.segments import Segment, SegmentReader, after_page
 from tests.fakes import FakeSanity, FakeStripe
 from tests.unit.test_reconcile import ACCT, NOW, clip_pass, session, tenant
 

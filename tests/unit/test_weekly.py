@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.ledger_schema import RunRecord, SessionOutcome
-from jobs.model import ANOMALY_KINDS, NEEDS_MANUAL_REASONS
-from jobs.reasons import ANOMALIES, NEEDS_MANUAL, explain_failure, runbook_markdown
-from jobs.weekly import (
+from jobs.adapters.ledger_schema import RunRecord, SessionOutcome
+from jobs.core.model import ANOMALY_KINDS, NEEDS_MANUAL_REASONS
+from jobs.core.reasons import ANOMALIES, NEEDS_MANUAL, explain_failure, runbook_markdown
+from jobs.reports.weekly import (
     LedgerRows,
     Links,
     build_weekly,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from jobs.doctor import (
+from jobs.commands.doctor import (
     DELIVERY_DAYS,
     LOGGED_SAMPLE,
     SIGNATURE_FAILED,
