@@ -23,7 +23,8 @@ import structlog
 from jobs import __version__
 from jobs.adapters.logs import configure_logging
 from jobs.commands.help import describe
-from jobs.config.settings import Settings, load_settings, parse_window
+from jobs.config.settings import Settings, load_settings
+from jobs.config.timewindow import parse_window
 from jobs.core.errors import ConfigError, ReconcilerError
 from jobs.run.memory import tune_malloc
 

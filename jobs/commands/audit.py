@@ -19,7 +19,8 @@ from typing import Any
 
 import structlog
 
-from jobs.config.settings import Settings, parse_duration, parse_instant
+from jobs.config.settings import Settings
+from jobs.config.timewindow import parse_duration, parse_instant
 from jobs.core.anomalies import KINDS, Finding, audit, explain
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError
 from jobs.run.reconcile import accounts_to_read, catalog_from, refunded_by_intent

@@ -29,33 +29,15 @@ import structlog
 
 from jobs.config.settings import Settings
 from jobs.core import rules
-from jobs.core.diagnosis import JSON, Diagnosis, Found, Query
+from jobs.core.diagnosis import JSON, Diagnosis, Query
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError
 from jobs.core.model import Decision
 from jobs.core.planner import transaction_mutations
-from jobs.core.purchase_view import IGNORED_WORDS, exit_code, purchase_view, to_json, verdict
+from jobs.core.purchase_view import to_json
 from jobs.core.recheck import upgrade_completion
 from jobs.core.runreport import RunReport
 from jobs.reports.diagnosis import render_text
-from jobs.run.find_sessions import RememberingStripe, diagnose, find_sessions, user_of
-
-__all__ = [
-    "IGNORED_WORDS",
-    "Diagnosis",
-    "Found",
-    "Query",
-    "RememberingStripe",
-    "apply_fix",
-    "cmd_diagnose",
-    "diagnose",
-    "exit_code",
-    "find_sessions",
-    "purchase_view",
-    "render_text",
-    "to_json",
-    "user_of",
-    "verdict",
-]
+from jobs.run.find_sessions import diagnose
 
 log = structlog.get_logger("jobs.diagnose")
 

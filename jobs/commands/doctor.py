@@ -47,37 +47,6 @@ from jobs.config.settings import Settings, SmtpSettings
 from jobs.core.errors import CredentialsRejected, ReconcilerError, ServiceUnavailable
 from jobs.core.model import PLATFORM
 
-__all__ = [
-    "DELIVERY_DAYS",
-    "LOGGED_SAMPLE",
-    "SIGNATURE_FAILED",
-    "WEBHOOK_LOG_DAYS",
-    "Check",
-    "Probe",
-    "SmtpProbe",
-    "WebhookFacts",
-    "attempt",
-    "check_account",
-    "check_connect",
-    "check_dataset_mode",
-    "check_deliveries",
-    "check_endpoints",
-    "check_heartbeat",
-    "check_key_mode",
-    "check_sanity",
-    "check_settings",
-    "check_smtp",
-    "check_webhook_log",
-    "cmd_doctor",
-    "exit_code",
-    "gather_webhooks",
-    "probe_smtp",
-    "render_table",
-    "run_checks",
-    "webhook_checks",
-    "webhook_health",
-]
-
 JSON = dict[str, Any]
 
 LOGGED_SAMPLE = 500

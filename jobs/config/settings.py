@@ -20,40 +20,13 @@ from jobs.config.envfile import read_env_file
 from jobs.config.sources import (
     SETTINGS,
     Layers,
-    SettingSpec,
     first_value,
     read_toml,
     toml_value,
     where_to_set,
 )
-from jobs.config.timewindow import TimeWindow, parse_duration, parse_instant, parse_window
 from jobs.config.values import Secret, WeeklyAt
 from jobs.core.errors import ConfigError
-
-__all__ = [
-    "SETTINGS",
-    "AlertSettings",
-    "DatabaseSettings",
-    "LogSettings",
-    "MetricsSettings",
-    "NotifySettings",
-    "Part",
-    "RunSettings",
-    "SanitySettings",
-    "ScheduleSettings",
-    "Secret",
-    "SettingSpec",
-    "Settings",
-    "SmtpSettings",
-    "StripeSettings",
-    "TimeWindow",
-    "WeeklyAt",
-    "default_state_dir",
-    "load_settings",
-    "parse_duration",
-    "parse_instant",
-    "parse_window",
-]
 
 Part = Literal["stripe", "sanity", "smtp"]
 

@@ -19,7 +19,8 @@ import structlog
 
 from jobs.adapters.ledger import Ledger, RunStatus
 from jobs.adapters.lock import RunLockLike, watch_lock
-from jobs.config.settings import Settings, TimeWindow
+from jobs.config.settings import Settings
+from jobs.config.timewindow import TimeWindow
 from jobs.core.errors import ReconcilerError
 from jobs.core.ports import SanityStore, StripeSource
 from jobs.run.progress import ReadProgress

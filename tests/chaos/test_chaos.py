@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from jobs.adapters.ledger import Ledger
 from jobs.adapters.logs import configure_logging
 from jobs.adapters.mailer import Sender, resend_kept, send_weekly, smtp_sender
-from jobs.config.settings import Secret, SmtpSettings
+from jobs.config.settings import SmtpSettings
+from jobs.config.values import Secret
 from jobs.reports.weekly import WeeklyReport, build_weekly
 from sandbox.sanity_server import SanityStandIn
 from tests.chaos.boxes import ChaosBox, InProcess, RunResult, open_box

@@ -17,7 +17,8 @@ import structlog
 
 from jobs.adapters.chat import ChatWebhook, deliver_chat, render_chat
 from jobs.adapters.ledger import Ledger
-from jobs.config.settings import AlertSettings, Secret
+from jobs.config.settings import AlertSettings
+from jobs.config.values import Secret
 from jobs.reports.alerts import evaluate
 from jobs.reports.weekly import Links
 from sandbox.sanity_server import SanityStandIn

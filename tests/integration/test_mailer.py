@@ -18,7 +18,8 @@ import pytest
 import jobs.adapters.mailer as mailer_module
 from jobs.adapters.ledger import Ledger
 from jobs.adapters.mailer import Mailer, MailError, resend_kept, send_once, send_weekly, smtp_sender
-from jobs.config.settings import Secret, SmtpSettings
+from jobs.config.settings import SmtpSettings
+from jobs.config.values import Secret
 from jobs.core.errors import RetriableError
 from jobs.reports.alerts import Alert, deliver
 from jobs.reports.weekly import WeeklyReport, build_weekly

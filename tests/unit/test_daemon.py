@@ -45,14 +45,8 @@ from jobs.commands.daemon import (
     next_deep_at,
     route_scheduler_logs,
 )
-from jobs.config.settings import (
-    RunSettings,
-    ScheduleSettings,
-    Secret,
-    Settings,
-    StripeSettings,
-    WeeklyAt,
-)
+from jobs.config.settings import RunSettings, ScheduleSettings, Settings, StripeSettings
+from jobs.config.values import Secret, WeeklyAt
 from jobs.core.ports import SessionPage
 from jobs.run.service import RunOptions, RunOutcome, execute_run
 from tests.fakes import FakeSanity, FakeStripe, account_error

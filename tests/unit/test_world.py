@@ -12,16 +12,14 @@ from typing import Any
 
 import pytest
 
-from jobs.commands.doctor import (
+from jobs.commands.doctor import LOGGED_SAMPLE, WebhookFacts, webhook_checks
+from jobs.commands.doctor_checks import (
     DELIVERY_DAYS,
-    LOGGED_SAMPLE,
     SIGNATURE_FAILED,
     WEBHOOK_LOG_DAYS,
     Check,
     Probe,
-    WebhookFacts,
     check_connect,
-    webhook_checks,
 )
 from sandbox.world import World, generate, main, write_world
 from tests.unit.world_reference import Reference
