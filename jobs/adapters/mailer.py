@@ -32,7 +32,7 @@ from jobs.config.settings import SmtpSettings
 from jobs.config.values import is_loopback
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError, RetriableError
 from jobs.reports.render import render_weekly, report_csv, write_private, write_weekly
-from jobs.reports.weekly import WeeklyReport
+from jobs.reports.weekly_rows import WeeklyReport
 
 log = structlog.get_logger("jobs.mailer")
 

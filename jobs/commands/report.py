@@ -16,14 +16,10 @@ from jobs.adapters.notice_ledger import NoticeBook
 from jobs.config.settings import Settings
 from jobs.core.errors import ConfigError
 from jobs.reports.render import render_weekly, report_json, write_weekly
-from jobs.reports.weekly import (
-    WeeklyReport,
-    build_weekly,
-    last_complete_week,
-    monday_of,
-    week_bounds,
-)
+from jobs.reports.weekly_ledger import build_weekly
+from jobs.reports.weekly_rows import WeeklyReport
 from jobs.reports.weekly_students import student_emails
+from jobs.reports.weeks import last_complete_week, monday_of, week_bounds
 
 log = structlog.get_logger("jobs.weekly_cmd")
 

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from jobs.reports.weekly import TrendWeek, WeeklyReport
+from jobs.reports.weekly_rows import TrendWeek, WeeklyReport
 
 if TYPE_CHECKING:
     from jobs.reports.alerts import Alert

@@ -1,7 +1,7 @@
 """The weekly ops report's figures, computed from run-ledger rows.
 
-Everything here is pure (rows in, figures out) except `build_weekly`, which only reads the ledger
-through its named queries and hands the rows to `compute_weekly`.
+Everything here is pure (rows in, figures out); `jobs.reports.weekly_ledger` reads the rows, the
+parts are in `jobs.reports.weekly_rows`, week arithmetic and the categories in `jobs.reports.weeks`.
 
 How a purchase of the week is counted (a purchase belongs to the week it was first seen in):
 - automatic: its subscription was there when the job first saw the paid purchase (the webhook
@@ -18,315 +18,39 @@ Pending (unsettled) payments, expired pending ones and malformed sessions are no
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
-from urllib.parse import quote
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from jobs.adapters.ledger_schema import AnomalyRecord, RunRecord, SessionOutcome
-from jobs.core.model import PLATFORM
 from jobs.core.reasons import explain_anomaly, explain_outcome
-from jobs.reports.weekly_students import StudentEmails
-
-TARGET_AUTOMATIC_RATE = 0.98
-TARGET_MANUAL_RATE = 0.02
-TARGET_REPAIR_SECONDS = 300.0
-TREND_WEEKS = 8
-REPORT_VERSION = 1
-
-CATEGORIES = ("automatic", "repaired", "open", "fixed_by_person", "fixed_elsewhere",
-              "still_missing")
-NEEDS_PERSON_OUTCOMES = ("needs_manual", "failed")
-
-
-# ---- weeks -------------------------------------------------------------------------------
-
-
-def monday_of(day: date) -> date:
-    """The Monday of the ISO week holding `day`."""
-    return day - timedelta(days=day.weekday())
-
-
-def week_bounds(week_start: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """[Monday 00:00, next Monday 00:00) in `tz`, in UTC (a DST week is 167 or 169 hours).
-
-    UTC because Python compares and subtracts two datetimes of the same zone by wall clock.
-    """
-    start = datetime.combine(monday_of(week_start), time(0), tzinfo=tz)
-    end = datetime.combine(monday_of(week_start) + timedelta(days=7), time(0), tzinfo=tz)
-    return start.astimezone(UTC), end.astimezone(UTC)
-
-
-def last_complete_week(now: datetime, tz: ZoneInfo) -> date:
-    """The Monday of the last week that ended before `now` (in `tz`): the default report week."""
-    return monday_of(now.astimezone(tz).date()) - timedelta(days=7)
-
-
-# ---- pure helpers ------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) with linear interpolation between closest ranks.
-
-    The "inclusive" definition (numpy's default, Excel's PERCENTILE.INC): p0 is the minimum,
-    p100 the maximum, p50 the median. None for no values.
-    """
-    if not values:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within 0..100, got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def rate(part: int, whole: int) -> float | None:
-    """part / whole, or None when there is nothing to divide."""
-    return part / whole if whole else None
-
-
-def stripe_payment_url(dashboard_base: str, account: str | None, session_id: str,
-                       key_mode: str) -> str:
-    """The Checkout Session's page in the Stripe dashboard.
-
-    A connected account's object is reached through `/<acct_id>/` (the platform's view of that
-    account); test-mode objects live under `/test/`. The session id's own prefix (`cs_test_` /
-    `cs_live_`) wins over the key's mode, which is only the fallback.
-    """
-    if session_id.startswith("cs_test_"):
-        mode = "test"
-    elif session_id.startswith("cs_live_"):
-        mode = "live"
-    else:
-        mode = key_mode
-    parts = [dashboard_base.rstrip("/")]
-    if account and account != PLATFORM:
-        parts.append(quote(account, safe=""))
-    if mode == "test":
-        parts.append("test")
-    parts += ["checkout", "sessions", quote(session_id, safe="")]
-    return "/".join(parts)
-
-
-def major_units(amount: float | None) -> float | None:
-    """An amount in major units (kroner, euros), as the run report and the ledger hold it."""
-    return None if amount is None else round(float(amount), 2)
-
-
-def _is_malformed(row: SessionOutcome) -> bool:
-    return row.outcome == "failed" and (row.detail or "").lower().startswith("malformed session")
-
-
-def purchase_category(row: SessionOutcome) -> str | None:
-    """Which of CATEGORIES a ledger row is, or None when it is not (yet) a paid pass purchase."""
-    if _is_malformed(row):
-        return None
-    if row.outcome in NEEDS_PERSON_OUTCOMES:
-        return "open"
-    if row.created_at is not None or row.outcome == "created":
-        return "repaired"
-    if row.outcome == "already_present":
-        if row.first_outcome in ("already_present", "pending"):
-            return "automatic"
-        if row.first_outcome in NEEDS_PERSON_OUTCOMES:
-            return "fixed_by_person"
-        return "fixed_elsewhere"
-    if row.outcome == "would_create":
-        return "still_missing"
-    return None  # pending, pending_expired, ignored
-
-
-def needed_person(row: SessionOutcome, category: str | None) -> bool:
-    """Whether a purchase needed (or needs) a person: open now, or first seen as needs_manual."""
-    return category in ("open", "fixed_by_person") or (
-        category is not None and row.first_outcome == "needs_manual")
-
-
-# ---- the report's parts ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Targets:
-    automatic_rate: float = TARGET_AUTOMATIC_RATE
-    manual_rate: float = TARGET_MANUAL_RATE
-    repair_seconds: float = TARGET_REPAIR_SECONDS
-
-
-@dataclass(frozen=True)
-class Headline:
-    """The week's purchases and what became of them."""
-
-    purchases: int
-    automatic: int
-    repaired: int
-    needed_person: int
-    open: int
-    fixed_by_person: int
-    fixed_elsewhere: int
-    still_missing: int
-    pending: int  # unsettled payments first seen this week (not purchases yet)
-    automatic_rate: float | None
-    manual_rate: float | None
-    automatic_target_met: bool | None
-    manual_target_met: bool | None
-
-
-@dataclass(frozen=True)
-class RepairTimes:
-    """Payment to repair, over the subscriptions the job created during the week (seconds)."""
-
-    count: int
-    median: float | None
-    p95: float | None
-    max: float | None
-    within_target: int
-    target_met: bool | None  # p95 within the target
-
-
-@dataclass(frozen=True)
-class MoneyLine:
-    """Amounts in major units (250.0 NOK), as the run report gives them."""
-
-    currency: str
-    purchases: int
-    purchases_amount: float
-    repaired: int
-    repaired_amount: float
-    needs_person: int
-    needs_person_amount: float
-
-
-@dataclass(frozen=True)
-class RunHealth:
-    runs: int  # real runs started this week
-    dry_runs: int
-    ok: int
-    partial: int
-    failed: int  # failed or interrupted
-    running: int
-    last_success_at: datetime | None
-    last_success_run_id: str | None
-    consecutive_failures: int  # now, latest real runs
-    last_failure: str | None  # the error of the week's latest failed run
-
-
-@dataclass(frozen=True)
-class NeedsYouRow:
-    session_id: str
-    account: str
-    school: str | None
-    email: str | None
-    pass_name: str | None
-    amount: float | None
-    currency: str | None
-    paid_at: datetime | None
-    first_seen_at: datetime
-    new_this_week: bool
-    outcome: str
-    reason: str
-    title: str
-    meaning: str
-    fix: str
-    detail: str | None
-    dashboard_url: str
-
-
-@dataclass(frozen=True)
-class CreatedRow:
-    session_id: str
-    account: str
-    school: str | None
-    email: str | None
-    pass_name: str | None
-    amount: float | None
-    currency: str | None
-    paid_at: datetime | None
-    created_at: datetime | None
-    repair_seconds: float | None
-    subscription_id: str | None
-    dashboard_url: str
-
-
-@dataclass(frozen=True)
-class AnomalyRow:
-    kind: str
-    title: str
-    meaning: str
-    fix: str
-    session_id: str | None
-    subscription_ids: tuple[str, ...]
-    detail: str | None
-    times_seen: int
-    first_seen_at: datetime
-    dashboard_url: str | None
-
-
-@dataclass(frozen=True)
-class TrendWeek:
-    week_start: date
-    purchases: int
-    automatic: int
-    repaired: int
-    person: int  # open + fixed by a person (the chart's segments add up to purchases)
-    other: int  # fixed elsewhere + still missing
-    needed_person: int  # as in the headline (also counts repairs after a person's fix)
-    automatic_rate: float | None
-    manual_rate: float | None
-
-
-@dataclass(frozen=True)
-class WeeklyReport:
-    week_start: date
-    week_end: date  # the next Monday (exclusive)
-    timezone: str
-    generated_at: datetime
-    complete: bool  # the week had ended when the report was built
-    key_mode: str
-    targets: Targets
-    headline: Headline
-    repair_time: RepairTimes
-    money: tuple[MoneyLine, ...]
-    runs: RunHealth
-    needs_you: tuple[NeedsYouRow, ...]
-    created: tuple[CreatedRow, ...]
-    anomalies: tuple[AnomalyRow, ...]
-    trend: tuple[TrendWeek, ...]
-    webhook_health: Mapping[str, Any] | None = None
-    version: int = field(default=REPORT_VERSION)
-    students: StudentEmails | None = None  # the student e-mails, when they are on or were sent
-
-    @property
-    def label(self) -> str:
-        """e.g. `2024-W19`."""
-        year, week, _ = self.week_start.isocalendar()
-        return f"{year}-W{week:02d}"
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready data: times as ISO 8601, amounts in major units, rates as 0..1."""
-        out = _plain(self)
-        out["label"] = self.label
-        return out
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
+from jobs.reports.weekly_rows import (
+    AnomalyRow,
+    CreatedRow,
+    Headline,
+    MoneyLine,
+    NeedsYouRow,
+    RepairTimes,
+    RunHealth,
+    Targets,
+    TrendWeek,
+    WeeklyReport,
+)
+from jobs.reports.weeks import (
+    CATEGORIES,
+    NEEDS_PERSON_OUTCOMES,
+    TREND_WEEKS,
+    major_units,
+    monday_of,
+    needed_person,
+    percentile,
+    purchase_category,
+    rate,
+    stripe_payment_url,
+    week_bounds,
+)
 
 # ---- figures -----------------------------------------------------------------------------
 
@@ -562,57 +286,3 @@ def compute_weekly(rows: LedgerRows, week_start: date, now: datetime, *, tz: Zon
     )
 
 
-# ---- the shell: read the ledger ----------------------------------------------------------
-
-
-class WeeklyLedger(Protocol):
-    """The ledger queries the weekly report reads."""
-
-    def outcomes_first_seen_between(self, start: datetime,
-                                    end: datetime) -> list[SessionOutcome]: ...
-    def created_between(self, start: datetime, end: datetime) -> list[SessionOutcome]: ...
-    def open_manual(self) -> list[SessionOutcome]: ...
-    def anomalies_between(self, start: datetime, end: datetime) -> list[AnomalyRecord]: ...
-    def session(self, session_id: str) -> SessionOutcome | None: ...
-    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]: ...
-    def last_success(self) -> RunRecord | None: ...
-    def consecutive_failures(self) -> int: ...
-
-
-def read_rows(ledger: WeeklyLedger, week_start: date, tz: ZoneInfo) -> LedgerRows:
-    """The ledger rows of one report week (and its 8-week trend)."""
-    start, end = week_bounds(week_start, tz)
-    trend_start, _ = week_bounds(monday_of(week_start) - timedelta(weeks=TREND_WEEKS - 1), tz)
-    anomalies = ledger.anomalies_between(start, end)
-    accounts: dict[str, str] = {}
-    for a in anomalies:
-        if a.session_id and a.session_id not in accounts:
-            row = ledger.session(a.session_id)
-            if row is not None:
-                accounts[a.session_id] = row.account
-    return LedgerRows(
-        first_seen=ledger.outcomes_first_seen_between(trend_start, end),
-        created=ledger.created_between(start, end),
-        open_manual=ledger.open_manual(),
-        anomalies=anomalies,
-        anomaly_sessions=accounts,
-        runs=ledger.runs_between(start, end),
-        last_success=ledger.last_success(),
-        consecutive_failures=ledger.consecutive_failures(),
-    )
-
-
-def build_weekly(ledger: WeeklyLedger, week_start: date, now: datetime, *, tz: ZoneInfo,
-                 dashboard_base: str, key_mode: str,
-                 webhook_health: Mapping[str, Any] | None = None,
-                 tenant_names: Mapping[str, str] | None = None) -> WeeklyReport:
-    """The weekly report for the week starting on `week_start`'s Monday in `tz`.
-
-    `webhook_health` is shown as given (e.g. `doctor`'s findings: undelivered events, endpoint
-    problems); `tenant_names` maps tenant ids to school names for display (ids otherwise).
-    """
-    return compute_weekly(
-        read_rows(ledger, week_start, tz), week_start, now, tz=tz,
-        links=Links(dashboard_base, key_mode), webhook_health=webhook_health,
-        tenant_names=tenant_names,
-    )

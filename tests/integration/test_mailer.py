@@ -22,7 +22,8 @@ from jobs.config.settings import SmtpSettings
 from jobs.config.values import Secret
 from jobs.core.errors import RetriableError
 from jobs.reports.alerts import Alert, deliver
-from jobs.reports.weekly import WeeklyReport, build_weekly
+from jobs.reports.weekly_ledger import build_weekly
+from jobs.reports.weekly_rows import WeeklyReport
 from tests.integration.smtp_server import Tls, free_port, self_signed, smtp_server
 from tests.unit import report_world as world
 

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 from jobs.adapters.ledger_schema import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.core.reasons import ANOMALIES, NEEDS_MANUAL
-from jobs.reports.weekly import LedgerRows, Links, WeeklyReport, compute_weekly
+from jobs.reports.weekly import LedgerRows, Links, compute_weekly
+from jobs.reports.weekly_rows import WeeklyReport
 
 OSLO = ZoneInfo("Europe/Oslo")
 MONDAY = date(2024, 5, 6)

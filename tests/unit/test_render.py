@@ -24,7 +24,8 @@ from jobs.reports.render import (
     weekly_subject,
     write_weekly,
 )
-from jobs.reports.weekly import LedgerRows, Links, TrendWeek, WeeklyReport, compute_weekly
+from jobs.reports.weekly import LedgerRows, Links, compute_weekly
+from jobs.reports.weekly_rows import TrendWeek, WeeklyReport
 
 OSLO = ZoneInfo("Europe/Oslo")
 MON = date(2024, 5, 6)
