@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from jobs.adapters.ledger import LEDGER_FILE, Ledger
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.ledger_base import LEDGER_FILE
 from jobs.adapters.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
 from jobs.adapters.ledger_schema import MIGRATIONS, apply_migrations, connect
 from jobs.adapters.pg_dialect import native_params, to_native
