@@ -19,11 +19,13 @@ from typing import Any
 
 import structlog
 
+from jobs.adapters.sanity_catalog import catalog_from
 from jobs.config.settings import Settings
 from jobs.config.timewindow import parse_duration, parse_instant
 from jobs.core.anomalies import KINDS, Finding, audit, explain
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError
-from jobs.run.reconcile import accounts_to_read, catalog_from, refunded_by_intent
+from jobs.run.reconcile import accounts_to_read
+from jobs.run.refunds import refunded_by_intent
 
 log = structlog.get_logger("jobs.audit")
 

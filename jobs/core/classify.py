@@ -8,7 +8,7 @@ pass purchase candidate with the keys it carries.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -96,6 +96,23 @@ def parse_session(raw: Any, account: str, now_s: int) -> Session | str:
     if needs_line_items(session):
         session = replace(session, line_items=listed_line_items(raw.get("line_items")))
     return session
+
+
+Parsed = Session | tuple[str, str]  # a session, or (its id or "", why it is malformed)
+
+
+def parse_page(raws: Iterable[Any], account: str, now_s: int) -> list[Parsed]:
+    """A page's raw sessions as the small `Session` values planning needs (the raw dicts can
+    go at once); a malformed one as (id, reason)."""
+    out: list[Parsed] = []
+    for raw in raws:
+        parsed = parse_session(raw, account, now_s)
+        if isinstance(parsed, str):
+            sid = raw.get("id") if isinstance(raw, Mapping) else None
+            out.append((sid if isinstance(sid, str) else "", parsed))
+        else:
+            out.append(parsed)
+    return out
 
 
 def mode_conflict(raw: Any, key_mode: str | None) -> str | None:

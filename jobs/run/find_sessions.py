@@ -10,12 +10,13 @@ from typing import Any
 
 import structlog
 
+from jobs.adapters.sanity_catalog import catalog_from
 from jobs.core.classify import needs_line_items, parse_line_items, parse_session, text
 from jobs.core.diagnosis import JSON, Diagnosis, Found, Query
 from jobs.core.errors import CredentialsRejected, ReconcilerError
 from jobs.core.model import Decision, PlanContext, Session
 from jobs.core.ports import SessionPage
-from jobs.run.reconcile import Reconciler, accounts_to_read, catalog_from
+from jobs.run.reconcile import Reconciler, accounts_to_read
 
 # The command's logger: its lines read the same wherever the work is done.
 log = structlog.get_logger("jobs.diagnose")

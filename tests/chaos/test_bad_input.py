@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobs.adapters.sanity_catalog import catalog_from
 from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
 from jobs.core.model import (
     IGNORED_KINDS,
@@ -28,7 +29,6 @@ from jobs.core.model import (
 from jobs.core.planner import lookup_keys, plan_page, transaction_mutations
 from jobs.core.runreport import RunReport
 from jobs.reports.summary import render_run_summary
-from jobs.run.reconcile import catalog_from
 from sandbox.sanity_server import SanityStandIn
 from sandbox.stripe_server import StripeStandIn
 from tests.chaos import bad_inputs as corpus

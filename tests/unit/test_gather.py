@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.core.classify import parse_page
 from jobs.core.model import Session
 from jobs.run.gather import GROUP_INDEX, ProductGatherer
-from jobs.run.reconcile import parse_page
 from tests.unit.test_reconcile import ACCT, NOW, run, session, world
 
 
