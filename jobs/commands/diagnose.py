@@ -30,9 +30,9 @@ import structlog
 from jobs.config.settings import Settings
 from jobs.core import rules
 from jobs.core.diagnosis import JSON, Diagnosis, Query
+from jobs.core.documents import transaction_mutations
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError
 from jobs.core.model import Decision
-from jobs.core.planner import transaction_mutations
 from jobs.core.purchase_view import to_json
 from jobs.core.recheck import upgrade_completion
 from jobs.core.runreport import RunReport

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.core import rules
+from jobs.core.matching import VISIBLE_FIELDS, is_draft, ref
 from jobs.core.model import Catalog, Pass
-from jobs.core.planner import VISIBLE_FIELDS, is_draft, ref
 from jobs.core.reasons import Explanation, explain_anomaly
 
 Doc = Mapping[str, Any]

@@ -9,8 +9,8 @@ from typing import Any
 from jobs.core import rules
 from jobs.core.anomalies import explain as explain_anomaly
 from jobs.core.diagnosis import JSON, Diagnosis
+from jobs.core.matching import matching_subscriptions
 from jobs.core.model import PLATFORM, Decision, Session
-from jobs.core.planner import matching_subscriptions
 from jobs.core.reasons import PENDING, explain_failure, explain_reason
 
 SHOWN_METADATA = ("type", "passId", "userId", "tenantId", "upgradeFromSubscriptionId", "classId")

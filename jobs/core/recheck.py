@@ -15,8 +15,9 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.core import rules
+from jobs.core.matching import Doc, is_draft, matching_subscriptions, ref
 from jobs.core.model import PAYMENT_ID_FIELDS, Anomaly, Decision, Session
-from jobs.core.planner import Doc, is_draft, matching_subscriptions, ref, upgrade_open
+from jobs.core.planner import upgrade_open
 
 STRIPE_SESSION_PREFIXES = ("cs_live_", "cs_test_")
 

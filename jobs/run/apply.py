@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from jobs.core.documents import transaction_mutations
 from jobs.core.errors import AccountError, CredentialsRejected, ReconcilerError, WriteRejected
 from jobs.core.model import Decision
-from jobs.core.planner import transaction_mutations
 from jobs.core.ports import SanityStore
 from jobs.core.recheck import recheck
 from jobs.core.runreport import RunReport

@@ -32,6 +32,7 @@ from jobs.core.classify import (
 from jobs.core.errors import (
     ConfigError,
 )
+from jobs.core.matching import lookup_keys
 from jobs.core.model import (
     PLATFORM,
     Catalog,
@@ -41,7 +42,7 @@ from jobs.core.model import (
     PlanContext,
     Session,
 )
-from jobs.core.planner import lookup_keys, plan_page
+from jobs.core.planner import plan_page
 from jobs.core.ports import SanityStore, StripeSource
 from jobs.core.runreport import RunReport, present_row
 from jobs.run.apply import ApplyStep

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from jobs.adapters.sanity_catalog import catalog_from
 from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
+from jobs.core.documents import transaction_mutations
+from jobs.core.matching import lookup_keys
 from jobs.core.model import (
     IGNORED_KINDS,
     NEEDS_MANUAL_REASONS,
@@ -26,7 +28,7 @@ from jobs.core.model import (
     PageFacts,
     PlanContext,
 )
-from jobs.core.planner import lookup_keys, plan_page, transaction_mutations
+from jobs.core.planner import plan_page
 from jobs.core.runreport import RunReport
 from jobs.reports.summary import render_run_summary
 from sandbox.sanity_server import SanityStandIn

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from jobs.core import rules
 from jobs.core.classify import classify_raw, needs_line_items, parse_session
+from jobs.core.documents import transaction_mutations
+from jobs.core.matching import lookup_keys
 from jobs.core.model import (
     ANOMALY_KINDS,
     IGNORED_KINDS,
@@ -24,7 +26,7 @@ from jobs.core.model import (
     Decision,
     Session,
 )
-from jobs.core.planner import lookup_keys, plan_page, transaction_mutations
+from jobs.core.planner import plan_page
 from jobs.core.runreport import RunReport
 from tests.unit.core_builders import (
     ACCT1,
@@ -376,8 +378,8 @@ _SUB_DOCS = st.lists(st.fixed_dictionaries({}, optional={
 @given(docs=_SUB_DOCS, pi=st.sampled_from(["pi_3Test1", None]))
 @settings(max_examples=300, deadline=None)
 def test_a_pages_index_finds_exactly_what_a_scan_finds(docs, pi):
+    from jobs.core.matching import matching_subscriptions, page_matches
     from jobs.core.model import PageFacts
-    from jobs.core.planner import matching_subscriptions, page_matches
     from tests.unit.core_builders import session
 
     s = session(1, payment_intent=pi)
