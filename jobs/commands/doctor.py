@@ -253,7 +253,8 @@ def render_table(checks: Sequence[Check], header: str) -> str:
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.adapters.sanity_store import SanityStore
-    from jobs.adapters.stripe_source import StripeSource, make_client
+    from jobs.adapters.stripe_client import make_client
+    from jobs.adapters.stripe_source import StripeSource
     from jobs.run.bootstrap import build_stripe
 
     now = datetime.now(UTC)

@@ -8,7 +8,8 @@ from jobs.adapters.http_session import session_from_env
 from jobs.adapters.metrics import Metrics
 from jobs.adapters.ratelimit import RateBudget
 from jobs.adapters.sanity_store import SanityStore
-from jobs.adapters.stripe_source import StripeSource, make_client
+from jobs.adapters.stripe_client import make_client
+from jobs.adapters.stripe_source import StripeSource
 from jobs.config.settings import Settings
 
 RATE_LIMIT_ATTEMPTS = 50

@@ -22,7 +22,8 @@ from typing import Any
 from jobs.adapters.ledger import Ledger
 from jobs.adapters.lock import RunLock
 from jobs.adapters.sanity_store import SanityStore
-from jobs.adapters.stripe_source import StripeSource, make_client
+from jobs.adapters.stripe_client import make_client
+from jobs.adapters.stripe_source import StripeSource
 from jobs.config.settings import Settings, load_settings
 from jobs.config.timewindow import TimeWindow
 from jobs.core.errors import ReconcilerError

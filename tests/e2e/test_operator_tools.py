@@ -22,7 +22,8 @@ from aiosmtpd.controller import Controller
 
 from jobs.adapters.ledger import Ledger
 from jobs.adapters.sanity_store import SanityStore
-from jobs.adapters.stripe_source import StripeSource, make_client
+from jobs.adapters.stripe_client import make_client
+from jobs.adapters.stripe_source import StripeSource
 from jobs.cli import main
 from jobs.commands.audit import run_audit
 from jobs.commands.doctor import webhook_health

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import stripe
 
-from jobs.adapters.stripe_source import make_client
+from jobs.adapters.stripe_client import make_client
 from sandbox.stripe_server import StripeStandIn
 from tests.stripe_data import TEST_KEY
 

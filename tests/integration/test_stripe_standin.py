@@ -614,7 +614,7 @@ def test_runs_as_a_process_until_sigterm(tmp_path: Path, world: dict[str, Any]) 
 
 
 def make_remote_client(url: str) -> stripe.StripeClient:
-    from jobs.adapters.stripe_source import make_client
+    from jobs.adapters.stripe_client import make_client
 
     return make_client(TEST_KEY, url, 5.0)
 
