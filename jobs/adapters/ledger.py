@@ -19,13 +19,8 @@ from typing import Any, Literal
 
 from jobs.adapters.ledger_base import LEDGER_FILE, utc_now
 from jobs.adapters.ledger_db import PostgresDb
-from jobs.adapters.ledger_schema import (
-    FINAL_RUN_STATUSES,
-    RunRecord,
-    UnsentReport,
-    to_datetime,
-    to_epoch,
-)
+from jobs.adapters.ledger_rows import RunRecord, UnsentReport, to_datetime, to_epoch
+from jobs.adapters.ledger_schema import FINAL_RUN_STATUSES
 from jobs.adapters.ledger_sessions import SessionTables
 from jobs.adapters.ledger_watermarks import WatermarkTables
 from jobs.core.errors import ConfigError

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs.adapters.ledger_db import Conn, LedgerDb, SqliteDb
-from jobs.adapters.ledger_schema import (
-    MIGRATIONS,
-    to_epoch,
-)
+from jobs.adapters.ledger_rows import to_epoch
+from jobs.adapters.ledger_schema import MIGRATIONS
 
 LEDGER_FILE = "ledger.sqlite"
 DAY = 86400.0

@@ -11,14 +11,14 @@ from typing import Any
 
 from jobs.adapters.ledger_base import DAY, LedgerBase
 from jobs.adapters.ledger_db import Conn
-from jobs.adapters.ledger_schema import (
-    OUTCOMES,
+from jobs.adapters.ledger_rows import (
     AnomalyRecord,
     PendingSession,
     SessionOutcome,
     to_datetime,
     to_epoch,
 )
+from jobs.adapters.ledger_schema import OUTCOMES
 
 # Sessions go in many rows per statement: each statement costs one step of SQLite, and
 # every step releases Python's GIL and waits to take it back. Row by row, a run's planning

@@ -7,11 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from jobs.adapters.ledger_base import LedgerBase
-from jobs.adapters.ledger_schema import (
-    Watermark,
-    to_datetime,
-    to_epoch,
-)
+from jobs.adapters.ledger_rows import Watermark, to_datetime, to_epoch
 
 
 class WatermarkTables(LedgerBase):

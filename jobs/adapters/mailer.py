@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 
 import structlog
 
-from jobs.adapters.ledger_schema import UnsentReport
+from jobs.adapters.ledger_rows import UnsentReport
 from jobs.adapters.retry import call_with_retry
 from jobs.config.settings import SmtpSettings
 from jobs.config.values import is_loopback

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from jobs.adapters.ledger_schema import RunRecord, to_epoch
+from jobs.adapters.ledger_rows import RunRecord, to_epoch
 from jobs.config.settings import AlertSettings
 from jobs.core.reasons import CAP_HIT, explain_failure, explain_reason
 from jobs.reports.render import duration, money, render_alerts

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger_schema import AnomalyRecord, RunRecord, SessionOutcome
+from jobs.adapters.ledger_rows import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.core.reasons import explain_anomaly, explain_outcome
 from jobs.reports.weekly_rows import (
     AnomalyRow,

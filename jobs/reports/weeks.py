@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger_schema import SessionOutcome
+from jobs.adapters.ledger_rows import SessionOutcome
 from jobs.core.model import PLATFORM
 
 TARGET_AUTOMATIC_RATE = 0.98

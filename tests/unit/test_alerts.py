@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from jobs.adapters.ledger_schema import RunRecord
+from jobs.adapters.ledger_rows import RunRecord
 from jobs.adapters.mailer import SendResult
 from jobs.config.settings import AlertSettings
 from jobs.reports.alerts import RUNS_READ, Alert, deliver, evaluate, failure_streak

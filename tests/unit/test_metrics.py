@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.adapters.ledger_schema import Watermark
+from jobs.adapters.ledger_rows import Watermark
 from jobs.adapters.metrics import Metrics, purchase_outcomes
 
 
