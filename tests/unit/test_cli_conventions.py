@@ -14,9 +14,10 @@ import structlog
 from jobs import cli
 from jobs.adapters.heartbeat import Heartbeat
 from jobs.adapters.logs import configure_logging, get_logger, no_color
-from jobs.commands.daemon import Daemon, build_scheduler, make_pass_runner
+from jobs.commands.daemon import Daemon, make_pass_runner
 from jobs.commands.help import COMMANDS
 from jobs.config.settings import load_settings
+from jobs.run.schedule import build_scheduler
 
 
 @pytest.fixture(autouse=True)

@@ -34,20 +34,16 @@ from jobs.adapters.ledger import Ledger
 from jobs.adapters.lock import RunLock
 from jobs.adapters.logs import configure_logging
 from jobs.commands.daemon import (
-    DEEP,
-    PASSES_EXECUTOR,
-    QUICK,
     Daemon,
-    build_scheduler,
     make_pass_runner,
     make_weekly,
     mark_own_runs_interrupted,
-    next_deep_at,
     route_scheduler_logs,
 )
 from jobs.config.settings import RunSettings, ScheduleSettings, Settings, StripeSettings
 from jobs.config.values import Secret, WeeklyAt
 from jobs.core.ports import SessionPage
+from jobs.run.schedule import DEEP, PASSES_EXECUTOR, QUICK, build_scheduler, next_deep_at
 from jobs.run.service import RunOptions, RunOutcome, execute_run
 from tests.fakes import FakeSanity, FakeStripe, account_error
 from tests.ping_server import PingServer
