@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from jobs.adapters.logs import Scrubber
@@ -109,9 +110,9 @@ def gather_webhooks(stripe: Any, sanity: Any, accounts: Sequence[str],
     facts = WebhookFacts(endpoints=attempt(stripe.webhook_endpoints))
     for account in [PLATFORM, *accounts]:
         facts.deliveries[account] = attempt(
-            lambda a=account: stripe.events(a, since, delivery_success=False))
+            partial(stripe.events, account, since, delivery_success=False))
     for account in accounts:
-        completed = attempt(lambda a=account: stripe.events(a, since, types=[COMPLETED]))
+        completed = attempt(partial(stripe.events, account, since, types=[COMPLETED]))
         if completed.ok:
             facts.purchases[account] = [sid for e in completed.value or []
                                         if isinstance(sid := _event_object_id(e), str)]
@@ -209,7 +210,7 @@ def run_checks(settings: Settings, *, stripe: Any | None, probe_stripe: Any | No
     schools = accounts_of(tenants)
     if stripe is not None and probe_stripe is not None:
         until = int(now.timestamp()) + 1
-        listings = {a: attempt(lambda a=a: list_one(probe_stripe, a, until))
+        listings = {a: attempt(partial(list_one, probe_stripe, a, until))
                     for a in [PLATFORM, *(a for a, _ in schools)]}
         if listings[PLATFORM].fatal:
             # The key itself is refused: every other Stripe check would say the same.
@@ -280,7 +281,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
                                      "exit_code": code,
                                      "checks": [asdict(c) for c in checks]}) + "\n")
     else:
-        mode = "no key" if settings.missing("stripe") else f"{settings.stripe.key_mode} mode"
-        sys.stdout.write(render_table(checks, f"reconcile doctor ({mode}, "
+        shown = "no key" if settings.missing("stripe") else f"{settings.stripe.key_mode} mode"
+        sys.stdout.write(render_table(checks, f"reconcile doctor ({shown}, "
                                               f"{now.strftime('%Y-%m-%d %H:%M')} UTC)"))
     return code

@@ -140,15 +140,15 @@ def check_endpoints(endpoints: Sequence[Mapping[str, Any]]) -> list[Check]:
                              + "): one of them probably redirects, which Stripe counts as a "
                              "failed delivery"))
     for endpoint in endpoints:
-        name, url = f"webhook endpoint {endpoint.get('id')}", endpoint.get("url")
+        name, address = f"webhook endpoint {endpoint.get('id')}", endpoint.get("url")
         if endpoint.get("status") != "enabled":
-            covered = any(e.get("url") == url and listens_for_completed(e) for e in enabled)
+            covered = any(e.get("url") == address and listens_for_completed(e) for e in enabled)
             out.append(Check(name, "warn" if covered else "fail",
-                             f"{url} is {endpoint.get('status')}" + (
+                             f"{address} is {endpoint.get('status')}" + (
                                  " (another enabled endpoint serves this URL)" if covered else
                                  ": Stripe stops delivering after repeated failures")))
         elif not listens_for_completed(endpoint):
-            out.append(Check(name, "warn", f"{url} does not listen for {COMPLETED}"))
+            out.append(Check(name, "warn", f"{address} does not listen for {COMPLETED}"))
     receivers = [e for e in enabled if listens_for_completed(e)]
     if not receivers:
         out.append(Check("webhook endpoints", "fail",

@@ -67,7 +67,8 @@ def purchase_view(d: Diagnosis, session: Session | None, raw: Mapping[str, Any],
                   decision: Decision) -> JSON:
     tenant = d.catalog.tenant_of_account(decision.account) if decision.account != PLATFORM else (
         d.catalog.tenants.get(decision.tenant or ""))
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), Mapping) else {}
+    found = raw.get("metadata")
+    metadata: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     pass_ = d.catalog.passes.get(decision.pass_id or "")
     uid = d.clerk_ids.get(decision.session_id)
     existing = matching_subscriptions(session, d.subs) if session else []

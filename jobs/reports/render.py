@@ -335,9 +335,10 @@ def render_alerts(alerts: Sequence[Alert], *, tz: str = "UTC",
                   key_mode: str | None = None) -> Rendered:
     """One e-mail carrying several alerts (most urgent first, as given)."""
     env = environment()
-    context = {"alerts": list(alerts), "tz": tz, "subject": alert_subject(alerts, key_mode)}
+    subject = alert_subject(alerts, key_mode)
+    context = {"alerts": list(alerts), "tz": tz, "subject": subject}
     return Rendered(
-        subject=context["subject"],
+        subject=subject,
         text=env.get_template("alert.txt.j2").render(context),
         html=env.get_template("alert.html.j2").render(context),
     )

@@ -123,9 +123,13 @@ def money_by_currency(rows: Iterable[SessionOutcome]) -> tuple[MoneyLine, ...]:
         if category == "open":
             count["needs_person"] += 1
             total["needs_person_amount"] += cents
-    lines = {c: {**counts[c], **{k: v / 100 for k, v in hundredths[c].items()}}
-             for c in counts}
-    return tuple(MoneyLine(currency=c, **v) for c, v in sorted(lines.items()))
+    return tuple(MoneyLine(currency=c, purchases=n["purchases"],
+                           purchases_amount=hundredths[c]["purchases_amount"] / 100,
+                           repaired=n["repaired"],
+                           repaired_amount=hundredths[c]["repaired_amount"] / 100,
+                           needs_person=n["needs_person"],
+                           needs_person_amount=hundredths[c]["needs_person_amount"] / 100)
+                 for c, n in sorted(counts.items()))
 
 
 def run_health(runs: Iterable[RunRecord], last_success: RunRecord | None,

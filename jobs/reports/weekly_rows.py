@@ -181,7 +181,7 @@ class WeeklyReport:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data: times as ISO 8601, amounts in major units, rates as 0..1."""
-        out = _plain(self)
+        out: dict[str, Any] = _plain(self)
         out["label"] = self.label
         return out
 
