@@ -36,7 +36,7 @@ from sandbox.stripe_server import StripeStandIn
 from tests.chaos import bad_inputs as corpus
 from tests.chaos.tally import Tally
 from tests.e2e.harness import ROOT, Sandbox
-from tests.fakes import FakeSanity
+from tests.support.fakes import FakeSanity
 
 NOW_S = 1_790_000_000
 SANITY_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_-]{0,127}$")  # public: no dot

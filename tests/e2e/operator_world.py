@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.core import rules
-from tests.stripe_data import (
+from tests.support.stripe_data import (
     account,
     account_data,
     event,

@@ -16,7 +16,7 @@ import stripe
 
 from jobs.adapters.stripe_client import make_client
 from sandbox.stripe_server import StripeStandIn
-from tests.stripe_data import TEST_KEY
+from tests.support.stripe_data import TEST_KEY
 
 __all__ = ["StandInFactory", "stripe_standin", "stripe_test_client"]
 

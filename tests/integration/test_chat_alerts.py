@@ -28,7 +28,7 @@ from tests.integration.test_daemon_process import (
     Sandbox,
     sanity_node,  # noqa: F401 - the module's Sanity stand-in fixture
 )
-from tests.ping_server import PingServer
+from tests.support.ping_server import PingServer
 
 TOKEN = "XyZ-chat-webhook-token-123"
 HOOK_PATH = f"/services/T0001/B0002/{TOKEN}"

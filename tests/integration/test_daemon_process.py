@@ -24,7 +24,7 @@ from jobs.adapters.ledger import Ledger
 from sandbox.sanity_server import SanityStandIn, StandInError
 from sandbox.stripe_server import StripeStandIn
 from tests import stripe_data as sd
-from tests.ping_server import PingServer
+from tests.support.ping_server import PingServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHOOLS = 3

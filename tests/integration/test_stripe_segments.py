@@ -14,7 +14,7 @@ from jobs.core.ports import SessionPage
 from jobs.run.segments import SegmentReader
 from sandbox.stripe_server import StripeStandIn
 from tests.integration.conftest_stripe import StandInFactory, stripe_test_client
-from tests.stripe_data import TEST_KEY, account, account_data, many_sessions, stripe_file
+from tests.support.stripe_data import TEST_KEY, account, account_data, many_sessions, stripe_file
 
 NEWEST = 1_800_000_000
 NOW = NEWEST + 60

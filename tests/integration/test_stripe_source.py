@@ -19,7 +19,7 @@ from jobs.core.errors import (
 )
 from sandbox.stripe_server import StripeStandIn
 from tests.integration.conftest_stripe import stripe_test_client
-from tests.stripe_data import (
+from tests.support.stripe_data import (
     TEST_KEY,
     account,
     account_data,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,11 +71,6 @@ def purchase(n: int, *, email: str | None = None, tenant: str = "tenant-nord",
 def clock() -> Clock:
     return Clock()
 
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(tmp_path / "state", clock=clock) as led:
-        yield led
 
 
 @pytest.fixture

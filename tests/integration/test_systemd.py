@@ -24,7 +24,7 @@ from tests.integration.test_daemon_process import (
     sanity_node,  # noqa: F401 - the module's Sanity stand-in fixture
     stop,
 )
-from tests.ping_server import PingServer
+from tests.support.ping_server import PingServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

@@ -7,7 +7,7 @@ from typing import Any
 from jobs.core.model import Creation, Decision
 from jobs.run.batches import Batch, transactions, write_units
 from jobs.run.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeSanity, FakeStripe
+from tests.support.fakes import FakeSanity, FakeStripe
 from tests.unit.test_reconcile import ACCT, NOW, clip_pass, session, tenant
 
 

@@ -13,7 +13,7 @@ from jobs.core.classify import (
     with_products,
 )
 from jobs.core.model import PLATFORM, ListedItem
-from tests.unit.core_builders import (
+from tests.support.sessions import (
     ACCT1,
     ACCT2,
     ACCT_UNKNOWN,

@@ -32,7 +32,7 @@ from jobs.config.settings import Settings, SmtpSettings, StripeSettings
 from jobs.config.values import Secret
 from jobs.core.errors import AccountError, CredentialsRejected, ReconcilerError, ServiceUnavailable
 from jobs.core.ports import SessionPage
-from tests.stripe_data import webhook_endpoint
+from tests.support.stripe_data import webhook_endpoint
 
 NOW = datetime(2026, 8, 20, 12, 0, tzinfo=UTC)
 HOOK = "https://school.example.com/api/stripe/webhook"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import stat
 import statistics
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,53 +19,13 @@ from jobs.adapters.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
 from jobs.adapters.ledger_schema import MIGRATIONS, apply_migrations, connect
 from jobs.adapters.pg_dialect import native_params, to_native
 from jobs.core.errors import ConfigError
-
-T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
-
-
-class Clock:
-    """A settable clock for the ledger."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-OpenLedger = Callable[[], Ledger]
+from tests.support.ledger import T0, Clock, OpenLedger
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def open_ledger(request: pytest.FixtureRequest, tmp_path: Path,
-                clock: Clock) -> Iterator[OpenLedger]:
-    """Opens ledgers on one store: a state directory, or a fresh PostgreSQL database."""
-    opened: list[Ledger] = []
-    where = (request.getfixturevalue("pg_url") if request.param == "postgresql"
-             else tmp_path / "state")
-
-    def open_one() -> Ledger:
-        led = (Ledger.connect(where, clock=clock) if isinstance(where, str)
-               else Ledger.open(where, clock=clock))
-        opened.append(led)
-        return led
-
-    yield open_one
-    for led in opened:
-        led.close()
-
-
-@pytest.fixture
-def ledger(open_ledger: OpenLedger) -> Ledger:
-    return open_ledger()
+def store(request: pytest.FixtureRequest) -> str:
+    """Every ledger test here runs on both stores."""
+    return str(request.param)
 
 
 def count(ledger: Ledger, sql: str) -> Any:

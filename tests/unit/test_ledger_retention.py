@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,29 +10,12 @@ import pytest
 from jobs.adapters.ledger import Ledger
 from jobs.config.settings import load_settings
 from jobs.core.errors import ConfigError
-from tests.unit.test_ledger import (
-    T0,
-    Clock,
-    created_item,
-    pending_item,
-    present_item,
-    record,
-    report,
-    start,
-)
+from tests.support.ledger import T0, Clock
+from tests.unit.test_ledger import created_item, pending_item, present_item, record, report, start
 
 KEEP = timedelta(days=400)
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(tmp_path / "state", clock=clock) as led:
-        yield led
 
 
 def finish(ledger: Ledger, run_id: str) -> None:

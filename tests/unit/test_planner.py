@@ -11,7 +11,7 @@ from jobs.core.matching import lookup_keys
 from jobs.core.model import PLATFORM, Decision, PageFacts
 from jobs.core.planner import decide, plan_page
 from jobs.core.recheck import recheck
-from tests.unit.core_builders import (
+from tests.support.sessions import (
     ACCT1,
     ACCT_UNKNOWN,
     CREATED_S,

@@ -28,7 +28,7 @@ from jobs.core.model import (
 )
 from jobs.core.planner import plan_page
 from jobs.core.runreport import RunReport
-from tests.unit.core_builders import (
+from tests.support.sessions import (
     ACCT1,
     ACCT2,
     ACCT_UNKNOWN,
@@ -54,7 +54,7 @@ from tests.unit.core_builders import (
     ref,
     sub_doc,
 )
-from tests.unit.core_builders import items as parse_items
+from tests.support.sessions import items as parse_items
 
 P_LEGACY = "passLegacyCourse000006"
 P_NOLIMIT = "passClipNoLimit0000007"
@@ -380,7 +380,7 @@ _SUB_DOCS = st.lists(st.fixed_dictionaries({}, optional={
 def test_a_pages_index_finds_exactly_what_a_scan_finds(docs, pi):
     from jobs.core.matching import matching_subscriptions, page_matches
     from jobs.core.model import PageFacts
-    from tests.unit.core_builders import session
+    from tests.support.sessions import session
 
     s = session(1, payment_intent=pi)
     facts = PageFacts(subs=tuple(docs))

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from jobs.run.progress import ProgressBars, ProgressLog, Tally, format_eta, progress_for
 from jobs.run.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeStripe
+from tests.support.fakes import FakeStripe
 from tests.unit.test_segments import (
     ACCT,
     NOW,

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.core.errors import CredentialsRejected
 from jobs.run.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeSanity, FakeStripe, account_error
+from tests.support.fakes import FakeSanity, FakeStripe, account_error
 
 NOW = 1_790_000_000
 ACCT = "acct_school1"

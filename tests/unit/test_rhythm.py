@@ -7,7 +7,8 @@ from pathlib import Path
 
 from jobs.adapters.ledger import Ledger
 from jobs.run.rhythm import accounts_to_rest, quiet_every
-from tests.unit.test_ledger import T0, Clock, created_item, present_item, record, report, start
+from tests.support.ledger import T0, Clock
+from tests.unit.test_ledger import created_item, present_item, record, report, start
 
 QUICK, DEEP = timedelta(seconds=30), timedelta(minutes=60)
 

@@ -9,7 +9,7 @@ import pytest
 from jobs.core.model import Anomaly, Decision
 from jobs.core.planner import decide
 from jobs.core.runreport import COUNT_KEYS, RunReport
-from tests.unit.core_builders import (
+from tests.support.sessions import (
     ACCT1,
     P_CLIP,
     T1,

@@ -14,7 +14,7 @@ from jobs.core.errors import AccountError, CredentialsRejected, ReconcilerError
 from jobs.core.ports import SessionPage
 from jobs.run.reconcile import Reconciler, RunRequest
 from jobs.run.segments import Segment, SegmentReader, after_page
-from tests.fakes import FakeSanity, FakeStripe
+from tests.support.fakes import FakeSanity, FakeStripe
 from tests.unit.test_reconcile import ACCT, NOW, clip_pass, session, tenant
 
 

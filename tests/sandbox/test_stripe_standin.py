@@ -19,7 +19,7 @@ import stripe
 from sandbox.stripe_server import RemoteControls, StripeStandIn
 from tests.integration import conftest_stripe
 from tests.integration.conftest_stripe import StandInFactory, stripe_test_client
-from tests.stripe_data import (
+from tests.support.stripe_data import (
     TEST_KEY,
     account,
     account_data,

@@ -22,7 +22,7 @@ from jobs.commands.doctor_checks import (
     check_connect,
 )
 from sandbox.world import World, generate, main, write_world
-from tests.unit.world_reference import Reference
+from tests.sandbox.world_reference import Reference
 
 NOW = 1_787_227_200  # 2026-08-20T12:00:00Z
 Doc = dict[str, Any]
