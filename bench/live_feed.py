@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs.adapters.sanity_store import SanityStore
-from sandbox.world import World
+from sandbox.world.generate import World
 
 JSON = dict[str, Any]
 WEBHOOK_CHECK = ('*[_type == "subscription" && !(_id in path("drafts.**")) && '

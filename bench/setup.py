@@ -19,8 +19,8 @@ from typing import Any
 
 from jobs.core.classify import needs_line_items, parse_session
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import ROUTES, StripeStandIn, sort_created
-from sandbox.world import World, generate
+from sandbox.stripe.server import ROUTES, StripeStandIn, sort_created
+from sandbox.world.generate import World, generate
 
 PLATFORM = "platform"
 PAGE = 100

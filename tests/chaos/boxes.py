@@ -29,8 +29,8 @@ from jobs.config.timewindow import TimeWindow
 from jobs.core.errors import ReconcilerError
 from jobs.run.service import RunOptions, RunOutcome, execute_run
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
-from sandbox.world import World, generate, write_world
+from sandbox.stripe.server import StripeStandIn
+from sandbox.world.generate import World, generate, write_world
 from tests.e2e.harness import ROOT, Sandbox, comparable
 
 # Client timeouts in process: short, so that a stand-in delay longer than them is a timeout

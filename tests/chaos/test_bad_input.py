@@ -32,7 +32,7 @@ from jobs.core.planner import plan_page
 from jobs.core.runreport import RunReport
 from jobs.reports.summary import render_run_summary
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
+from sandbox.stripe.server import StripeStandIn
 from tests.chaos import bad_inputs as corpus
 from tests.chaos.tally import Tally
 from tests.e2e.harness import ROOT, Sandbox

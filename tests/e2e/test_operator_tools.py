@@ -30,8 +30,8 @@ from jobs.commands.doctor import webhook_health
 from jobs.config.sources import SETTINGS
 from jobs.core import rules
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
-from sandbox.world import generate
+from sandbox.stripe.server import StripeStandIn
+from sandbox.world.generate import generate
 from tests.e2e import operator_world as ow
 
 pytest_plugins = ["tests.integration.conftest_sanity", "tests.integration.conftest_stripe"]

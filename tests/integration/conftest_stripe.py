@@ -15,7 +15,7 @@ import pytest
 import stripe
 
 from jobs.adapters.stripe_client import make_client
-from sandbox.stripe_server import StripeStandIn
+from sandbox.stripe.server import StripeStandIn
 from tests.support.stripe_data import TEST_KEY
 
 __all__ = ["StandInFactory", "stripe_standin", "stripe_test_client"]

@@ -12,7 +12,7 @@ from jobs.adapters.stripe_source import LINE_ITEMS_OP, REFUNDS_OP, SESSIONS_OP, 
 from jobs.core.errors import RetriableError
 from jobs.core.ports import SessionPage
 from jobs.run.segments import SegmentReader
-from sandbox.stripe_server import StripeStandIn
+from sandbox.stripe.server import StripeStandIn
 from tests.integration.conftest_stripe import StandInFactory, stripe_test_client
 from tests.support.stripe_data import TEST_KEY, account, account_data, many_sessions, stripe_file
 

@@ -17,7 +17,7 @@ from jobs.core.errors import (
     RetriableError,
     ServiceUnavailable,
 )
-from sandbox.stripe_server import StripeStandIn
+from sandbox.stripe.server import StripeStandIn
 from tests.integration.conftest_stripe import stripe_test_client
 from tests.support.stripe_data import (
     TEST_KEY,

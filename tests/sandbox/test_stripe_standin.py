@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import stripe
 
-from sandbox.stripe_server import RemoteControls, StripeStandIn
+from sandbox.stripe.server import RemoteControls, StripeStandIn
 from tests.integration import conftest_stripe
 from tests.integration.conftest_stripe import StandInFactory, stripe_test_client
 from tests.support.stripe_data import (
@@ -595,7 +595,7 @@ def test_runs_as_a_process_until_sigterm(tmp_path: Path, world: dict[str, Any]) 
     data = tmp_path / "stripe.json"
     data.write_text(json.dumps(world))
     root = Path(__file__).resolve().parents[2]
-    process = subprocess.Popen([sys.executable, "-m", "sandbox.stripe_server", "--data",
+    process = subprocess.Popen([sys.executable, "-m", "sandbox.stripe.server", "--data",
                                 str(data), "--now", str(NOW)], cwd=root,
                                stdout=subprocess.PIPE, text=True)
     try:

@@ -21,7 +21,7 @@ from jobs.commands.doctor_checks import (
     Probe,
     check_connect,
 )
-from sandbox.world import World, generate, main, write_world
+from sandbox.world.generate import World, generate, main, write_world
 from tests.sandbox.world_reference import Reference
 
 NOW = 1_787_227_200  # 2026-08-20T12:00:00Z

@@ -1,6 +1,7 @@
 """A reference reading of the architecture's decision rules, applied to a generated world's data.
 
-Test helper only: `sandbox.world` records what each scenario *meant*; this module derives the
+Test helper only: `sandbox.world.generate` records what each scenario *meant*; this module derives
+the
 outcome from the *data* alone (stripe.json + sanity.ndjson). The world tests require both to agree
 for every session, so a plant that accidentally touches another session is caught. It also
 reports sessions whose outcome would depend on the order of the rules (present AND needing a

@@ -21,8 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.world_catalog import School
-from sandbox.world_ids import DAY_S, Ids, iso_ms, iso_s, ref
+from sandbox.world.catalog import School
+from sandbox.world.ids import DAY_S, Ids, iso_ms, iso_s, ref
 
 Doc = dict[str, Any]
 

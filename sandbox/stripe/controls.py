@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.stripe_data import JSON
+from sandbox.stripe.data import JSON
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.world_build import Builder, Doc
-from sandbox.world_catalog import School
-from sandbox.world_people import Student
+from sandbox.world.build import Builder, Doc
+from sandbox.world.catalog import School
+from sandbox.world.people import Student
 
 Plant = Callable[[Builder, int], None]
 ALL_METADATA = ("passId", "passType", "userId", "type", "tenantId", "tenantSlug",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sandbox.stripe_data import PLATFORM, StripeData
-from sandbox.stripe_errors import ApiError
+from sandbox.stripe.data import PLATFORM, StripeData
+from sandbox.stripe.errors import ApiError
 
 
 class Headers(Protocol):

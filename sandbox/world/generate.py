@@ -1,6 +1,6 @@
 """Seeded dance-school world: Stripe data, Sanity dataset, and what a correct reconciler does.
 
-    python -m sandbox.world --seed 1 --sessions 10000 --schools 3 --out DIR [--now ISO8601]
+    python -m sandbox.world.generate --seed 1 --sessions 10000 --schools 3 --out DIR [--now ISO8601]
 
 writes `stripe.json`, `sanity.ndjson` and `truth.json` (formats in docs/architecture.md). The same
 arguments give byte-identical files. The truth is computed from what was generated (the intent
@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from sandbox.gcpause import collector_paused
-from sandbox.world_base import BASE, background
-from sandbox.world_build import PLATFORM, Builder
-from sandbox.world_catalog import build_schools
-from sandbox.world_ids import DAY_S, Ids, iso_ms
-from sandbox.world_json import Template
-from sandbox.world_json import dumps as _dumps
-from sandbox.world_people import People
-from sandbox.world_plants import plant_all
-from sandbox.world_stripe import (
+from sandbox.world.base import BASE, background
+from sandbox.world.build import PLATFORM, Builder
+from sandbox.world.catalog import build_schools
+from sandbox.world.ids import DAY_S, Ids, iso_ms
+from sandbox.world.json_io import Template
+from sandbox.world.json_io import dumps as _dumps
+from sandbox.world.people import People
+from sandbox.world.plants import plant_all
+from sandbox.world.stripe_side import (
     EVENT_CONSTANT,
     LINE_ITEM_CONSTANT,
     PRICE_CONSTANT,
@@ -39,7 +39,7 @@ from sandbox.world_stripe import (
     api_keys,
     webhook_endpoints,
 )
-from sandbox.world_webhook_log import SUCCESS_SHARE, webhook_log
+from sandbox.world.webhook_log import SUCCESS_SHARE, webhook_log
 
 Doc = dict[str, Any]
 _CHUNK = 2000
@@ -89,7 +89,7 @@ def generate(
     ordinary pass purchases lost their webhook; `oddities` plants every incident of domain.md §4
     (at least one each from 500 sessions up). The app's webhookLog holds `log_share` of the
     successful deliveries (and each account's newest), the failed ones and a few signature
-    failures (sandbox.world_webhook_log).
+    failures (sandbox.world.webhook_log).
     """
     with collector_paused():
         return _generate(seed, sessions=sessions, schools=schools, now=now, days=days,
@@ -240,7 +240,7 @@ def _parse_now(text: str | None, clock: Callable[[], float]) -> datetime:
 
 def main(argv: Sequence[str] | None = None, *, clock: Callable[[], float] = time.time) -> int:
     """CLI: generate a world and print the paths and sizes of its files."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox.world", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m sandbox.world.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sessions", type=int, default=10_000)

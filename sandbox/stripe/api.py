@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from sandbox import stripe_objects as objects
-from sandbox import stripe_sessions as sessions
-from sandbox.stripe_auth import Headers, authorize
-from sandbox.stripe_data import StripeData
-from sandbox.stripe_errors import ApiError
-from sandbox.stripe_params import Call, parse_query
+from sandbox.stripe import objects as objects
+from sandbox.stripe import sessions as sessions
+from sandbox.stripe.auth import Headers, authorize
+from sandbox.stripe.data import StripeData
+from sandbox.stripe.errors import ApiError
+from sandbox.stripe.params import Call, parse_query
 
 Handler = Callable[..., bytes]  # (call, *path arguments) -> the answer's body
 

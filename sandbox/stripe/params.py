@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sandbox.stripe_data import JSON, AccountData, Collection, StripeData, list_body
-from sandbox.stripe_errors import bad_request, no_such, unknown_parameter
+from sandbox.stripe.data import JSON, AccountData, Collection, StripeData, list_body
+from sandbox.stripe.errors import bad_request, no_such, unknown_parameter
 
 MAX_EXPAND_DEPTH = 4
 LIST_PARAMS = ("limit", "starting_after", "ending_before", "expand")

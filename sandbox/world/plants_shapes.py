@@ -8,11 +8,11 @@ Each plant uses students of its own, so what it plants meets only its own purcha
 
 from __future__ import annotations
 
-from sandbox import world_base as base
-from sandbox import world_plant_kit as kit
-from sandbox.world_build import Builder
-from sandbox.world_docs import historic_subscription, webhook_subscription
-from sandbox.world_ids import DAY_S
+from sandbox.world import base
+from sandbox.world import plant_kit as kit
+from sandbox.world.build import Builder
+from sandbox.world.docs import historic_subscription, webhook_subscription
+from sandbox.world.ids import DAY_S
 
 
 def draft_only(b: Builder, i: int) -> None:

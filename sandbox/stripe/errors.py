@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sandbox.stripe_data import dumps
+from sandbox.stripe.data import dumps
 
 DOC_URL = "https://stripe.com/docs/error-codes/"
 

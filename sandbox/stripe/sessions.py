@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from sandbox.stripe_data import JSON, AccountData, dumps, list_body, public, ref
-from sandbox.stripe_errors import bad_request, no_such
-from sandbox.stripe_params import LIST_PARAMS, Call, Params, list_page
+from sandbox.stripe.data import JSON, AccountData, dumps, list_body, public, ref
+from sandbox.stripe.errors import bad_request, no_such
+from sandbox.stripe.params import LIST_PARAMS, Call, Params, list_page
 
 EMBEDDED_LIST_LIMIT = 10
 

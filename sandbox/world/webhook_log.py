@@ -23,8 +23,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from sandbox.world_docs import parse_ms
-from sandbox.world_ids import Ids, iso_ms, iso_s
+from sandbox.world.docs import parse_ms
+from sandbox.world.ids import Ids, iso_ms, iso_s
 
 Doc = dict[str, Any]
 COMPLETED = "checkout.session.completed"

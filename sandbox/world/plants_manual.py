@@ -3,11 +3,11 @@ of design.md, with the variants the app's history produced."""
 
 from __future__ import annotations
 
-from sandbox import world_base as base
-from sandbox import world_plant_kit as kit
-from sandbox.world_build import Builder
-from sandbox.world_docs import historic_subscription, system_fields
-from sandbox.world_ids import DAY_S, iso_ms, ref
+from sandbox.world import base
+from sandbox.world import plant_kit as kit
+from sandbox.world.build import Builder
+from sandbox.world.docs import historic_subscription, system_fields
+from sandbox.world.ids import DAY_S, iso_ms, ref
 
 
 def manual_duplicate(b: Builder, i: int) -> None:

@@ -6,7 +6,7 @@ import json
 import urllib.request
 from typing import Any
 
-from sandbox.stripe_data import JSON
+from sandbox.stripe.data import JSON
 
 
 class RemoteControls:

@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sandbox.gcpause import collector_paused
-from sandbox.stripe_api import StripeApi, find_route
-from sandbox.stripe_controls import Controls, control
-from sandbox.stripe_data import PLATFORM, StripeData, dumps, load_data
-from sandbox.stripe_errors import ApiError, default_error, rate_limit_error
+from sandbox.stripe.api import StripeApi, find_route
+from sandbox.stripe.controls import Controls, control
+from sandbox.stripe.data import PLATFORM, StripeData, dumps, load_data
+from sandbox.stripe.errors import ApiError, default_error, rate_limit_error
 
 API_VERSION = "2026-10-28.endive"
 MALFORMED_BODY = b'{"object": "list", "data": [{"id": "cs_'

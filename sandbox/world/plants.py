@@ -6,12 +6,12 @@ Plants are listed by importance; a small world takes only the first few.
 
 from __future__ import annotations
 
-from sandbox import world_base as base
-from sandbox import world_plants_found as found
-from sandbox import world_plants_manual as manual
-from sandbox import world_plants_shapes as shapes
-from sandbox.world_build import Builder
-from sandbox.world_plant_kit import ALL_METADATA, Plant, created, created_named, needs, odd_pass
+from sandbox.world import base
+from sandbox.world import plants_found as found
+from sandbox.world import plants_manual as manual
+from sandbox.world import plants_shapes as shapes
+from sandbox.world.build import Builder
+from sandbox.world.plant_kit import ALL_METADATA, Plant, created, created_named, needs, odd_pass
 
 
 def _base(scenario: str, **kwargs: object) -> Plant:

@@ -10,17 +10,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.world_catalog import School
-from sandbox.world_docs import (
+from sandbox.world.catalog import School
+from sandbox.world.docs import (
     end_ms,
     expected_subscription,
     expected_user,
     parse_ms,
     webhook_subscription,
 )
-from sandbox.world_ids import Ids, money
-from sandbox.world_people import People, Student
-from sandbox.world_stripe import (
+from sandbox.world.ids import Ids, money
+from sandbox.world.people import People, Student
+from sandbox.world.stripe_side import (
     APP_URL,
     customer_details,
     event_object,

@@ -11,7 +11,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sandbox.world_ids import DAY_MS, Ids, iso_ms, iso_s, num, ref
+from sandbox.world.ids import DAY_MS, Ids, iso_ms, iso_s, num, ref
 
 Doc = dict[str, Any]
 

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.world_ids import DAY_S, Ids, iso_ms, iso_s, ref
+from sandbox.world.ids import DAY_S, Ids, iso_ms, iso_s, ref
 
 Doc = dict[str, Any]
 

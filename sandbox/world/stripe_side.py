@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sandbox.world_ids import Ids
+from sandbox.world.ids import Ids
 
 Obj = dict[str, Any]
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sandbox.world_build import PLATFORM, Builder, Doc
-from sandbox.world_catalog import School
-from sandbox.world_docs import historic_subscription
-from sandbox.world_ids import DAY_S
-from sandbox.world_people import Student
-from sandbox.world_stripe import customer_details
+from sandbox.world.build import PLATFORM, Builder, Doc
+from sandbox.world.catalog import School
+from sandbox.world.docs import historic_subscription
+from sandbox.world.ids import DAY_S
+from sandbox.world.people import Student
+from sandbox.world.stripe_side import customer_details
 
 
 def pass_purchase(b: Builder, *, platform: bool = False) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import fnmatch
 import math
 
-from sandbox.stripe_data import JSON, PLATFORM, dumps, list_body, public, sort_created
-from sandbox.stripe_errors import ApiError, bad_request
-from sandbox.stripe_params import LIST_PARAMS, Call, Params, list_page
+from sandbox.stripe.data import JSON, PLATFORM, dumps, list_body, public, sort_created
+from sandbox.stripe.errors import ApiError, bad_request
+from sandbox.stripe.params import LIST_PARAMS, Call, Params, list_page
 
 EVENT_RETENTION_S = 30 * 86400
 MAX_TYPES = 20

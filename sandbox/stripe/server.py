@@ -6,7 +6,7 @@ In process::
         client = stripe.StripeClient("sk_test_sandbox", base_addresses={"api": standin.url})
         standin.controls.set_latency(0.05)
 
-Out of process: ``python -m sandbox.stripe_server --data stripe.json [--port N] [--now TS]``
+Out of process: ``python -m sandbox.stripe.server --data stripe.json [--port N] [--now TS]``
 prints one line ``LISTENING http://127.0.0.1:PORT`` and serves until SIGTERM/SIGINT;
 ``RemoteControls(url)`` drives the same controls over HTTP under ``/_sandbox/…``.
 
@@ -26,12 +26,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from sandbox.stripe_api import ROUTES, Route, StripeApi, find_route
-from sandbox.stripe_controls import Controls, Fault
-from sandbox.stripe_data import StripeData, public, sort_created
-from sandbox.stripe_errors import ApiError
-from sandbox.stripe_http import StripeStandIn
-from sandbox.stripe_remote import RemoteControls
+from sandbox.stripe.api import ROUTES, Route, StripeApi, find_route
+from sandbox.stripe.controls import Controls, Fault
+from sandbox.stripe.data import StripeData, public, sort_created
+from sandbox.stripe.errors import ApiError
+from sandbox.stripe.http import StripeStandIn
+from sandbox.stripe.remote import RemoteControls
 
 __all__ = [
     "ROUTES",
@@ -51,7 +51,7 @@ __all__ = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.stripe_server",
+    parser = argparse.ArgumentParser(prog="python -m sandbox.stripe.server",
                                      description="Serve a sandbox stripe.json like Stripe's API.")
     parser.add_argument("--data", required=True, type=Path, help="the sandbox stripe.json")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free)")

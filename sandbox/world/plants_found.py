@@ -4,16 +4,16 @@ need a person."""
 
 from __future__ import annotations
 
-from sandbox import world_plant_kit as kit
-from sandbox.world_build import Builder
-from sandbox.world_docs import (
+from sandbox.world import plant_kit as kit
+from sandbox.world.build import Builder
+from sandbox.world.docs import (
     alternate_shape,
     expected_subscription,
     historic_subscription,
     system_fields,
 )
-from sandbox.world_ids import DAY_S, iso_ms
-from sandbox.world_stripe import customer_details
+from sandbox.world.ids import DAY_S, iso_ms
+from sandbox.world.stripe_side import customer_details
 
 # --- present, with or without anomalies --------------------------------------------------------
 
