@@ -1,4 +1,4 @@
-"""The apply step: the safety cap, then the write or the dry run, for `run` and `diagnose --fix`.
+"""The apply step of a pass: the safety cap, then the write or the dry run.
 
 Writing starts only when the whole window is planned, because the cap must know the total: a
 run that would create more than `max_creates` subscriptions writes nothing. Each write unit's
