@@ -133,7 +133,7 @@ def translate(error: stripe.StripeError, *, account: str, what: str) -> Reconcil
                           retry_after=_retry_after(headers))
 
 
-def _get_json(client: stripe.StripeClient, path: str, params: Mapping[str, Any],
+def get_json(client: stripe.StripeClient, path: str, params: Mapping[str, Any],
               account: str) -> Any:
     """One GET through the SDK's requestor, its answer parsed with plain `json.loads`.
 
@@ -183,7 +183,7 @@ def _private_path_gone(error: TypeError | None) -> None:
                     sdk=getattr(stripe, "VERSION", "?"), error=str(error) if error else None)
 
 
-class _RateLimited(Exception):
+class RateLimited(Exception):
     """Stripe answered 429 (carries the translated error): waited out before a retry."""
 
     def __init__(self, error: RetriableError) -> None:
@@ -191,7 +191,7 @@ class _RateLimited(Exception):
         self.error = error
 
 
-def _cursor(data: list[JSON], what: str) -> str:
+def page_cursor(data: list[JSON], what: str) -> str:
     """The `starting_after` for the page after `data`: its last object's id."""
     last = data[-1]
     cursor = last.get("id") if isinstance(last, dict) else None

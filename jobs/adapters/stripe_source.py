@@ -23,9 +23,9 @@ from jobs.adapters.ratelimit import Budget
 from jobs.adapters.retry import call_with_retry
 from jobs.adapters.stripe_client import (
     JSON,
-    _cursor,
-    _get_json,
-    _RateLimited,
+    RateLimited,
+    get_json,
+    page_cursor,
     translate,
 )
 from jobs.core.errors import (
@@ -116,13 +116,13 @@ class StripeSource:
             if self._bucket is not None:
                 self._bucket.acquire(op)
             try:
-                body = _get_json(self._client, path, params, account)
+                body = get_json(self._client, path, params, account)
             except stripe.StripeError as error:
                 if missing_ok and error.http_status == 404:
                     return None
                 translated = translate(error, account=account, what=what)
                 if error.http_status == 429 and isinstance(translated, RetriableError):
-                    raise _RateLimited(translated) from error
+                    raise RateLimited(translated) from error
                 raise translated from error
             if not isinstance(body, dict):
                 raise RetriableError(f"Stripe answered {what} with a body that is not an object")
@@ -132,7 +132,7 @@ class StripeSource:
             for attempt in range(1, self._rate_limit_attempts + 1):
                 try:
                     return once()
-                except _RateLimited as limited:
+                except RateLimited as limited:
                     error = limited.error
                     if attempt == self._rate_limit_attempts:
                         raise error from limited.__cause__
@@ -169,7 +169,7 @@ class StripeSource:
             yield data, has_more
             if not has_more or not data:
                 return
-            cursor, index = _cursor(data, what), index + 1
+            cursor, index = page_cursor(data, what), index + 1
 
     def _all(self, account: str, path: str, params: Mapping[str, Any], *,
              what: str, op: str) -> list[JSON]:
@@ -191,7 +191,7 @@ class StripeSource:
                             op=SESSIONS_OP, starting_after=starting_after)
         cursor = starting_after
         for index, (data, has_more) in enumerate(pages):
-            cursor = _cursor(data, what) if data else cursor
+            cursor = page_cursor(data, what) if data else cursor
             yield SessionPage(account, index, data, cursor, has_more)
 
     def session_page(self, account: str, since: int, until: int,
@@ -206,7 +206,7 @@ class StripeSource:
         what = f"checkout sessions of {account}"
         data, has_more = self._page(account, "/v1/checkout/sessions", params,
                                     what=f"{what} page {index}", op=SESSIONS_OP)
-        cursor = _cursor(data, what) if data else starting_after
+        cursor = page_cursor(data, what) if data else starting_after
         return SessionPage(account, index, data, cursor, has_more and bool(data))
 
     def line_items(self, account: str, session_id: str) -> list[JSON]:

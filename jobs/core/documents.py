@@ -33,9 +33,12 @@ def transaction_mutations(decisions: Iterable[Decision]) -> list[dict[str, Any]]
             out.append(mutation)
     return out
 
-def _subscription(session: Session, keys: PurchaseKeys, pass_: Pass, grant: rules.Entitlement,
-                  start_ms: int, end_ms: int, tenant_id: str, user_ref: str, old: Doc | None,
-                  ctx: PlanContext) -> dict[str, Any]:
+
+def subscription_document(session: Session, keys: PurchaseKeys, pass_: Pass,
+                          grant: rules.Entitlement, start_ms: int, end_ms: int, tenant_id: str,
+                          user_ref: str, old: Doc | None, ctx: PlanContext) -> dict[str, Any]:
+    """The subscription the app's webhook would have written for this purchase, marked as
+    recovered by this run (an upgrade names the subscription it upgrades)."""
     md = session.metadata
     doc: dict[str, Any] = {
         "_id": subscription_id(session.id),

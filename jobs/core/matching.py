@@ -94,7 +94,7 @@ def matching_subscriptions(session: Session, subs: Iterable[Doc]) -> list[Doc]:
             found.append(doc)
     return found
 
-class _Person:
+class PersonMatch:
     """The student's user documents: which one a new subscription points at."""
 
     def __init__(self, clerk_id: str, user_ref: str, refs: tuple[str, ...], exists: bool,
@@ -127,7 +127,7 @@ def chosen_user(user_id: str, by_clerk: Sequence[Doc]) -> Doc:
     return min(by_clerk, key=lambda d: (str(d.get("_createdAt") or "~"), str(d.get("_id"))))
 
 
-def _person(user_id: str | None, users: Iterable[Doc]) -> _Person | str:
+def find_person(user_id: str | None, users: Iterable[Doc]) -> PersonMatch | str:
     """§1.5: the clerkId user, else the legacy user whose _id is the Clerk id, else a new one."""
     if user_id is None:
         return "missing"
@@ -139,13 +139,13 @@ def _person(user_id: str | None, users: Iterable[Doc]) -> _Person | str:
     refs = tuple(dict.fromkeys([user_id, *(str(u["_id"]) for u in by_clerk + legacy)]))
     if by_clerk:
         ids = tuple(sorted(str(u["_id"]) for u in by_clerk))
-        return _Person(user_id, str(chosen_user(user_id, by_clerk)["_id"]), refs, True, ids)
+        return PersonMatch(user_id, str(chosen_user(user_id, by_clerk)["_id"]), refs, True, ids)
     if legacy:
-        return _Person(user_id, user_id, refs, True)
-    return _Person(user_id, user_doc_id(user_id), (*refs, user_doc_id(user_id)), False)
+        return PersonMatch(user_id, user_id, refs, True)
+    return PersonMatch(user_id, user_doc_id(user_id), (*refs, user_doc_id(user_id)), False)
 
 
-def _person_problem(problem: str, user_id: str | None) -> tuple[str, str]:
+def person_problem(problem: str, user_id: str | None) -> tuple[str, str]:
     if problem == "missing":
         return "user_unknown", "no userId in the session or its line item"
     return "user_unknown", "userId is not a usable Clerk id"

@@ -12,16 +12,16 @@ from typing import Any
 
 from jobs.core import rules
 from jobs.core.classify import Classified, PurchaseKeys
-from jobs.core.documents import _subscription
+from jobs.core.documents import subscription_document
 from jobs.core.matching import (
     VISIBLE_FIELDS,
     Doc,
-    _Person,
-    _person,
-    _person_problem,
+    PersonMatch,
+    find_person,
     is_active,
     is_draft,
     page_matches,
+    person_problem,
     ref,
 )
 from jobs.core.model import (
@@ -90,7 +90,7 @@ def _decide_purchase(
     tenant_id = _tenant(session, keys, pass_, ctx)
     base = replace(base, tenant=tenant_id, pass_id=keys.pass_id,
                    pass_name=pass_.name if pass_ else None)
-    person = _person(keys.user_id, facts.users)
+    person = find_person(keys.user_id, facts.users)
     old = _upgrade_source(keys, facts)
 
     # Drafts count: the app reads in the raw perspective, so a student books with a draft.
@@ -98,7 +98,7 @@ def _decide_purchase(
     if matches:
         ids = tuple(str(d.get("_id")) for d in matches)
         found = _present_anomalies(session, matches, pass_, tenant_id, ctx)
-        if isinstance(person, _Person):
+        if isinstance(person, PersonMatch):
             found += _wrong_users(session, matches, person)
         if old is not None and upgrade_open(old):
             found += (Anomaly("upgrade_incomplete", session.id, (str(old["_id"]),),
@@ -130,7 +130,7 @@ def _decide_purchase(
         return _manual(base, "upgrade_source_missing", detail)
 
     if isinstance(person, str):
-        return _manual(base, *_person_problem(person, keys.user_id))
+        return _manual(base, *person_problem(person, keys.user_id))
     user_ref, new_user = person.user_ref, person.new_user(session, ctx)
     if old is not None:
         # The webhook copies the old subscription's student; we also check it is this buyer's,
@@ -142,7 +142,7 @@ def _decide_purchase(
         user_ref, new_user = owner, None
     # Manual duplicates (§4#16) are looked for by the re-check just before the write
     # (`jobs.core.recheck`), by the buyer's refs: a plain field lookup, no join in the page's query.
-    doc = _subscription(session, keys, pass_, grant, start_ms, end_ms, tenant_id,
+    doc = subscription_document(session, keys, pass_, grant, start_ms, end_ms, tenant_id,
                         str(user_ref), old, ctx)
     deactivate = None
     # A source already inactive was settled by someone else: existing documents stay as they are.
@@ -181,7 +181,8 @@ def upgrade_open(old: Doc) -> bool:
     return old.get("isActive") is not False and not old.get("upgradedToPassId")
 
 
-def _wrong_users(session: Session, present: list[Doc], person: _Person) -> tuple[Anomaly, ...]:
+def _wrong_users(session: Session, present: list[Doc],
+                 person: PersonMatch) -> tuple[Anomaly, ...]:
     out = []
     for doc in present:
         owner = ref(doc, "user")
