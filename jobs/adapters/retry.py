@@ -40,6 +40,37 @@ def backoff_wait(base: float, cap: float,
     return wait
 
 
+class RateLimited(Exception):
+    """The service answered 429 (carries the translated error): waited out before a retry."""
+
+    def __init__(self, error: RetriableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _waiting_out_429s(fn: Callable[[], T], *, what: str, times: int,
+                      sleep: Callable[[float], None]) -> Callable[[], T]:
+    """`fn` with up to `times` 429s in a row waited out (Retry-After says how long; without it,
+    a short backoff capped at 5 s); the last one counts as one failed attempt."""
+
+    def call() -> T:
+        for attempt in range(1, times + 1):
+            try:
+                return fn()
+            except RateLimited as limited:
+                error = limited.error
+                if attempt == times:
+                    raise error from limited.__cause__
+                wait = error.retry_after if error.retry_after is not None else min(
+                    5.0, 0.25 * 2 ** (attempt - 1))
+                log.warning("retrying", what=what, attempt=attempt, wait_s=wait,
+                            error=str(error))
+                sleep(wait)
+        raise AssertionError("unreachable")
+
+    return call
+
+
 def call_with_retry(
     fn: Callable[[], T],
     *,
@@ -49,8 +80,11 @@ def call_with_retry(
     base: float = 0.5,
     cap: float = 30.0,
     rng: random.Random | None = None,
+    rate_limit_attempts: int = 1,
 ) -> T:
-    """Call `fn` until it succeeds, retrying `RetriableError` up to `attempts` calls in all."""
+    """Call `fn` until it succeeds, retrying `RetriableError` up to `attempts` calls in all.
+    A `RateLimited` from `fn` is waited out up to `rate_limit_attempts` times in a row before
+    it counts as one of those attempts (the job sets it high: a 429 never fails a run)."""
 
     def before_sleep(state: RetryCallState) -> None:
         outcome = state.outcome
@@ -67,4 +101,5 @@ def call_with_retry(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return retrying(fn)
+    return retrying(_waiting_out_429s(fn, what=what, times=max(1, rate_limit_attempts),
+                                      sleep=sleep))

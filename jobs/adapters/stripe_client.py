@@ -183,14 +183,6 @@ def _private_path_gone(error: TypeError | None) -> None:
                     sdk=getattr(stripe, "VERSION", "?"), error=str(error) if error else None)
 
 
-class RateLimited(Exception):
-    """Stripe answered 429 (carries the translated error): waited out before a retry."""
-
-    def __init__(self, error: RetriableError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 def page_cursor(data: list[JSON], what: str) -> str:
     """The `starting_after` for the page after `data`: its last object's id."""
     last = data[-1]

@@ -20,10 +20,9 @@ import stripe
 import structlog
 
 from jobs.adapters.ratelimit import Budget
-from jobs.adapters.retry import call_with_retry
+from jobs.adapters.retry import RateLimited, call_with_retry
 from jobs.adapters.stripe_client import (
     JSON,
-    RateLimited,
     get_json,
     page_cursor,
     translate,
@@ -128,24 +127,8 @@ class StripeSource:
                 raise RetriableError(f"Stripe answered {what} with a body that is not an object")
             return dict(body)
 
-        def waiting_out_429s() -> JSON | None:
-            for attempt in range(1, self._rate_limit_attempts + 1):
-                try:
-                    return once()
-                except RateLimited as limited:
-                    error = limited.error
-                    if attempt == self._rate_limit_attempts:
-                        raise error from limited.__cause__
-                    # Retry-After says when; without it, a short backoff (capped at 5 s).
-                    wait = error.retry_after if error.retry_after is not None else min(
-                        5.0, 0.25 * 2 ** (attempt - 1))
-                    log.warning("retrying", what=what, attempt=attempt, wait_s=wait,
-                                error=str(error))
-                    self._sleep(wait)
-            raise AssertionError("unreachable")
-
-        return call_with_retry(waiting_out_429s, what=what, attempts=self._attempts,
-                               sleep=self._sleep)
+        return call_with_retry(once, what=what, attempts=self._attempts, sleep=self._sleep,
+                               rate_limit_attempts=self._rate_limit_attempts)
 
     def _page(self, account: str, path: str, params: Mapping[str, Any], *,
               what: str, op: str) -> tuple[list[JSON], bool]:
