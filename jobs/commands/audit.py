@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -43,7 +43,21 @@ def page_query(size: int) -> str:
             f"{{{FIELDS}}}")
 
 
-def subscription_pages(sanity: Any, size: int = PAGE) -> Iterator[list[JSON]]:
+class AuditSanity(Protocol):
+    """What the audit reads of Sanity: the catalog, then the subscriptions page by page."""
+
+    def load_catalog(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+
+    def query(self, groq: str, params: dict[str, Any]) -> Any: ...
+
+
+class AuditStripe(Protocol):
+    """What the audit reads of Stripe: each account's refunds."""
+
+    def refunds(self, account: str, since: int) -> list[dict[str, Any]]: ...
+
+
+def subscription_pages(sanity: AuditSanity, size: int = PAGE) -> Iterator[list[JSON]]:
     """Every subscription (drafts included), one page per query, resumed after the last id."""
     last = ""
     query = page_query(size)
@@ -69,7 +83,7 @@ def since_of(text: str | None, now: datetime) -> datetime:
     return since
 
 
-def run_audit(stripe: Any, sanity: Any, *, now: datetime, since: datetime,
+def run_audit(stripe: AuditStripe, sanity: AuditSanity, *, now: datetime, since: datetime,
               page_size: int = PAGE) -> JSON:
     """Read everything, apply the rules, return the report (JSON-ready)."""
     catalog = catalog_from(*sanity.load_catalog())

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
+from jobs.adapters.ledger import RunStatus
 from jobs.config.settings import Settings
 from jobs.core import rules
 from jobs.core.diagnosis import JSON, Diagnosis, Query
@@ -42,8 +43,29 @@ from jobs.run.find_sessions import diagnose
 log = structlog.get_logger("jobs.diagnose")
 
 
-def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dry_run: bool,
-              max_creates: int, now: datetime,
+class FixStore(Protocol):
+    """What `--fix` needs of Sanity: the superseded documents, and transactions."""
+
+    def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]: ...
+
+    def commit(self, mutations: Sequence[dict[str, Any]], transaction_id: str, *,
+               dry_run: bool = False) -> Any: ...
+
+
+class FixLedger(Protocol):
+    """What `--fix` needs of the ledger: the `diagnose` run and its report."""
+
+    def start_run(self, run_id: str, kind: str, since: datetime, until: datetime,
+                  dry_run: bool, accounts: list[str], *, pid: int | None = None) -> None: ...
+
+    def finish_run(self, run_id: str, status: RunStatus, report: Mapping[str, Any] | None,
+                   error: str | None) -> None: ...
+
+    def record_report(self, report: Mapping[str, Any]) -> None: ...
+
+
+def apply_fix(diagnosis: Diagnosis, sanity: FixStore, ledger: FixLedger, *, run_id: str,
+              dry_run: bool, max_creates: int, now: datetime,
               clock: Callable[[], datetime] = lambda: datetime.now(UTC),
               before_commit: Callable[[list[Any]], None] | None = None) -> JSON:
     """Write the planned creations of exactly these purchases in ONE transaction (or none),
@@ -98,7 +120,7 @@ def apply_fix(diagnosis: Diagnosis, sanity: Any, ledger: Any, *, run_id: str, dr
             "sessions": [d.session_id for d in creations], "upgrades_completed": completed}
 
 
-def _complete_upgrades(decisions: list[Decision], sanity: Any, run_id: str, dry_run: bool,
+def _complete_upgrades(decisions: list[Decision], sanity: FixStore, run_id: str, dry_run: bool,
                        now: datetime, error: str | None) -> tuple[list[str], str | None]:
     """`upgrade_incomplete`: deactivate the superseded subscription, one patch each, guarded
     by the revision just read (`ifRevisionID`): changed meanwhile, it is left as it is."""
