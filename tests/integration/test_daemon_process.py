@@ -23,7 +23,7 @@ import pytest
 from jobs.adapters.ledger import Ledger
 from sandbox.sanity_server import SanityStandIn, StandInError
 from sandbox.stripe.server import StripeStandIn
-from tests import stripe_data as sd
+from tests.support import stripe_data as sd
 from tests.support.ping_server import PingServer
 
 ROOT = Path(__file__).resolve().parents[2]
