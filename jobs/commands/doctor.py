@@ -15,11 +15,11 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from jobs.adapters.logs import Scrubber
 from jobs.commands.doctor_checks import (
@@ -47,6 +47,7 @@ from jobs.commands.doctor_smtp import probe_smtp
 from jobs.config.settings import Settings, SmtpSettings
 from jobs.core.errors import CredentialsRejected, ReconcilerError, ServiceUnavailable
 from jobs.core.model import PLATFORM
+from jobs.core.ports import SessionPage
 
 JSON = dict[str, Any]
 
@@ -75,7 +76,31 @@ def session_ids(probe: Probe) -> list[str]:
     return [s for s in probe.value or [] if isinstance(s, str)] if probe.ok else []
 
 
-def list_one(stripe: Any, account: str, until: int) -> list[str]:
+class WebhookStripe(Protocol):
+    """What the webhook checks read of Stripe: the endpoints and recent events."""
+
+    def webhook_endpoints(self) -> list[dict[str, Any]]: ...
+
+    def events(self, account: str, since: int, types: Sequence[str] | None = None,
+               delivery_success: bool | None = None) -> list[dict[str, Any]]: ...
+
+
+class WebhookSanity(Protocol):
+    """What the webhook checks read of Sanity: the schools, and the app's webhookLog."""
+
+    def load_catalog(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+
+    def query(self, groq: str, params: dict[str, Any]) -> Any: ...
+
+
+class PageLister(Protocol):
+    """A Stripe source that lists a window's sessions page by page."""
+
+    def session_pages(self, account: str, since: int, until: int,
+                      starting_after: str | None = None) -> Iterator[SessionPage]: ...
+
+
+def list_one(stripe: PageLister, account: str, until: int) -> list[str]:
     """The newest complete session's id of `account` (one request: the pages are lazy)."""
     page = next(iter(stripe.session_pages(account, 1, until)), None)
     return [str(s.get("id")) for s in (page.sessions if page else [])]
@@ -103,7 +128,7 @@ class WebhookFacts:
     logged: Probe | None = None  # the purchases' session ids that appear in webhookLog
 
 
-def gather_webhooks(stripe: Any, sanity: Any, accounts: Sequence[str],
+def gather_webhooks(stripe: WebhookStripe, sanity: WebhookSanity | None, accounts: Sequence[str],
                     now: datetime) -> WebhookFacts:
     """`accounts`: the connected accounts that can be read."""
     since = int((now - timedelta(days=DELIVERY_DAYS)).timestamp())
@@ -155,7 +180,7 @@ def webhook_checks(facts: WebhookFacts, connected: Sequence[str],
     return out
 
 
-def webhook_health(stripe: Any, sanity: Any, now: datetime) -> JSON:
+def webhook_health(stripe: WebhookStripe, sanity: WebhookSanity, now: datetime) -> JSON:
     """Webhook figures for the weekly report: undelivered events (last 3 days, per account),
     endpoint problems, and the app's webhookLog errors / signature failures (last 7 days).
     Never raises for a read that fails: it is named in `errors`."""
