@@ -158,7 +158,6 @@ def _stop_on_signals(event: threading.Event) -> list[int]:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.adapters.heartbeat import Heartbeat
     from jobs.adapters.logs import no_color
     from jobs.adapters.metrics import measure_cron_run
     from jobs.reports.summary import render_run_summary
@@ -182,7 +181,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     services = build_services(settings, metrics)
     cancel = threading.Event()
     signals = _stop_on_signals(cancel)
-    heartbeat = Heartbeat(settings.alerts.heartbeat_url)
+    heartbeat = services.heartbeat
     kind = "deep" if args.deep else "run"
     with open_ledger(settings) as ledger:
         def run() -> RunOutcome:

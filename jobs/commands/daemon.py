@@ -284,7 +284,7 @@ def _serve(settings: Settings, leadership: Leadership | None = None) -> int:
     route_scheduler_logs()
     cancel = threading.Event()
     notify = notifier(settings)
-    heartbeat = Heartbeat(settings.alerts.heartbeat_url)
+    heartbeat = services.heartbeat
     with open_ledger(settings) as ledger:
 
         def execute(kind: str) -> RunOutcome:

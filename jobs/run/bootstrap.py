@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs.adapters.heartbeat import Heartbeat
 from jobs.adapters.http_session import session_from_env
 from jobs.adapters.metrics import Metrics
 from jobs.adapters.ratelimit import RateBudget
@@ -17,8 +18,11 @@ RATE_LIMIT_ATTEMPTS = 50
 
 @dataclass(frozen=True)
 class Services:
+    """The outside systems of one process, each built once from the settings."""
+
     stripe: StripeSource
     sanity: SanityStore
+    heartbeat: Heartbeat
 
 
 def build_stripe(settings: Settings, *, timeout: float = 80.0,
@@ -55,4 +59,5 @@ def build_metrics(settings: Settings) -> Metrics | None:
 
 def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     return Services(stripe=build_stripe(settings, metrics=metrics),
-                    sanity=build_sanity(settings, metrics=metrics))
+                    sanity=build_sanity(settings, metrics=metrics),
+                    heartbeat=Heartbeat(settings.alerts.heartbeat_url))
