@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,9 +19,11 @@ class SessionPage:
 
 
 class StripeSource(Protocol):
-    def session_pages(
-        self, account: str, since: int, until: int, starting_after: str | None = None
-    ) -> Iterator[SessionPage]: ...
+    def session_page(self, account: str, since: int, until: int,
+                     starting_after: str | None = None, *, index: int = 0) -> SessionPage:
+        """ONE page of complete sessions created in [since, until), newest first, after the
+        session `starting_after`: the unit of a segmented read (`jobs.run.segments`)."""
+        ...
 
     def line_items(self, account: str, session_id: str) -> list[dict[str, Any]]: ...
 

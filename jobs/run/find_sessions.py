@@ -54,6 +54,12 @@ class RememberingStripe:
                       starting_after: str | None = None) -> Iterator[SessionPage]:
         return iter(self._stripe.session_pages(account, since, until, starting_after))
 
+    def session_page(self, account: str, since: int, until: int,
+                     starting_after: str | None = None, *, index: int = 0) -> SessionPage:
+        page: SessionPage = self._stripe.session_page(account, since, until, starting_after,
+                                                      index=index)
+        return page
+
     def refunds(self, account: str, since: int) -> list[JSON]:
         return list(self._stripe.refunds(account, since))
 

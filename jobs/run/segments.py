@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from jobs.core.errors import CredentialsRejected, ReconcilerError
 from jobs.core.ports import SessionPage
@@ -36,19 +36,11 @@ MIN_PAGES_PER_PIECE = 2.0  # a split must leave each piece at least this many pa
 MAX_PIECES = 8  # pieces one split makes at most
 
 
-@runtime_checkable
 class SegmentSource(Protocol):
-    """A Stripe source that can fetch one page of any time segment (`StripeSource`)."""
+    """What a segmented read needs of Stripe: one page of any time segment (the port's call)."""
 
     def session_page(self, account: str, since: int, until: int,
                      starting_after: str | None = None, *, index: int = 0) -> SessionPage: ...
-
-
-class PagedSource(Protocol):
-    """A source that can only iterate a window's pages in order (one chain per account)."""
-
-    def session_pages(self, account: str, since: int, until: int,
-                      starting_after: str | None = None) -> Iterator[SessionPage]: ...
 
 
 @dataclass(frozen=True)
@@ -122,16 +114,7 @@ class _Start:
     until: int
 
 
-@dataclass(frozen=True)
-class _Chain:
-    """A whole window read in order, for sources without `session_page`."""
-
-    account: str
-    since: int
-    until: int
-
-
-_Item = _Start | Segment | _Chain
+_Item = _Start | Segment
 
 
 class SegmentReader:
@@ -144,7 +127,7 @@ class SegmentReader:
     the window it accounted for (they add up to the whole window), for progress displays.
     """
 
-    def __init__(self, source: SegmentSource | PagedSource, *, fetchers: int,
+    def __init__(self, source: SegmentSource, *, fetchers: int,
                  deliver: Callable[[SessionPage], None],
                  start: Callable[[str], None] = lambda account: None,
                  cancelled: Callable[[], bool] = lambda: False,
@@ -153,7 +136,6 @@ class SegmentReader:
                  on_page: Callable[[str, int, int], None] | None = None,
                  on_account_done: Callable[[str], None] = lambda account: None) -> None:
         self._source = source
-        self._segmented = isinstance(source, SegmentSource)
         self._fetchers = max(1, fetchers)
         self._deliver = deliver
         self._start = start
@@ -266,30 +248,12 @@ class SegmentReader:
                 self.stats.segments += 1
             # The account's first page at once, not behind every other account's start:
             # the pages (and the line items they call for) start flowing right away.
-            first: _Item = (Segment(item.account, item.since, item.until) if self._segmented
-                            else _Chain(item.account, item.since, item.until))
+            first = Segment(item.account, item.since, item.until)
             if self._cancelled():
                 return []
             return self._do(first)
-        if isinstance(item, _Chain):
-            source: Any = self._source
-            upper = item.until
-            for page in source.session_pages(item.account, item.since, item.until):
-                if self._cancelled():
-                    return []
-                if self._on_page is not None:
-                    oldest = created_of(page.sessions[-1]) if page.sessions else None
-                    low = item.since if not page.has_more or oldest is None else oldest
-                    self._on_page(item.account, len(page.sessions), max(0, upper - low))
-                    upper = min(upper, low)
-                index = self._index(item.account)
-                self._deliver(page if page.index == index else SessionPage(
-                    page.account, index, page.sessions, page.last_id, page.has_more))
-            return []
-        source = self._source
-        assert isinstance(source, SegmentSource)
-        page = source.session_page(item.account, item.since, item.until, item.cursor,
-                                   index=self._index(item.account))
+        page = self._source.session_page(item.account, item.since, item.until, item.cursor,
+                                         index=self._index(item.account))
         spare = self._spare()
         follow = after_page(item, page, spare, min_pages=self._min_pages,
                             max_pieces=self._max_pieces)

@@ -21,18 +21,37 @@ class FakeStripe:
         self.failing_accounts: dict[str, ReconcilerError] = {}
         self.calls: list[tuple[str, str]] = []
 
-    def session_pages(self, account: str, since: int, until: int,
-                      starting_after: str | None = None) -> Iterator[SessionPage]:
-        self.calls.append(("list", account))
+    def _window(self, account: str, since: int, until: int) -> list[dict[str, Any]]:
+        """Complete sessions created in [since, until), newest first, as Stripe lists them."""
         if account in self.failing_accounts:
             raise self.failing_accounts[account]
-        rows = sorted((s for s in self.sessions.get(account, [])
+        return sorted((s for s in self.sessions.get(account, [])
                        if since <= s["created"] < until and s.get("status") == "complete"),
                       key=lambda s: (-s["created"], s["id"]))
-        for n in range(0, max(len(rows), 1), self.page_size):
-            chunk = rows[n:n + self.page_size]
-            yield SessionPage(account, n // self.page_size, copy.deepcopy(chunk),
-                              chunk[-1]["id"] if chunk else None, n + self.page_size < len(rows))
+
+    def session_page(self, account: str, since: int, until: int,
+                     starting_after: str | None = None, *, index: int = 0) -> SessionPage:
+        """The port's call: one page of a time segment, after the cursor `starting_after`."""
+        self.calls.append(("list", account))
+        rows = self._window(account, since, until)
+        start = 0
+        if starting_after is not None:
+            start = next(i for i, s in enumerate(rows) if s["id"] == starting_after) + 1
+        chunk = rows[start:start + self.page_size]
+        return SessionPage(account, index, copy.deepcopy(chunk),
+                           chunk[-1]["id"] if chunk else starting_after,
+                           start + self.page_size < len(rows))
+
+    def session_pages(self, account: str, since: int, until: int,
+                      starting_after: str | None = None) -> Iterator[SessionPage]:
+        """A whole window in order (what `diagnose` reads a person's purchases with)."""
+        index, cursor = 0, starting_after
+        while True:
+            page = self.session_page(account, since, until, cursor, index=index)
+            yield page
+            if not page.has_more:
+                return
+            index, cursor = index + 1, page.last_id
 
     def line_items(self, account: str, session_id: str) -> list[dict[str, Any]]:
         self.calls.append(("line_items", session_id))

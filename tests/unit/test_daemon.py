@@ -90,10 +90,11 @@ class RecordingStripe(FakeStripe):
         super().__init__(sessions, page_size)
         self.windows: list[tuple[str, int, int]] = []
 
-    def session_pages(self, account: str, since: int, until: int,
-                      starting_after: str | None = None) -> Iterator[SessionPage]:
-        self.windows.append((account, since, until))
-        return super().session_pages(account, since, until, starting_after)
+    def session_page(self, account: str, since: int, until: int,
+                     starting_after: str | None = None, *, index: int = 0) -> SessionPage:
+        if index == 0 and starting_after is None:  # an account's first page: its whole window
+            self.windows.append((account, since, until))
+        return super().session_page(account, since, until, starting_after, index=index)
 
     def window_of(self, account: str) -> tuple[datetime, datetime]:
         _, since, until = [w for w in self.windows if w[0] == account][-1]
