@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import structlog
 
 from jobs.adapters.sanity_catalog import catalog_from
+from jobs.adapters.sanity_queries import page_query
 from jobs.config.settings import Settings
 from jobs.config.timewindow import parse_duration, parse_instant
 from jobs.core.anomalies import KINDS, Finding, audit, explain
@@ -32,15 +33,6 @@ log = structlog.get_logger("jobs.audit")
 JSON = dict[str, Any]
 PAGE = 1000
 DEFAULT_SINCE = timedelta(days=90)
-FIELDS = """_id, _type, type, startDate, endDate, passId, passName, pass, user, tenant,
-  isActive, isUpgrade, stripeSessionId, stripePaymentId, stripePaymentIntentId, paymentId,
-  purchasePrice, finalPrice, upgradeCost, amount, status, purchaseDate, expiryDate"""
-
-
-def page_query(size: int) -> str:
-    # The slice is written into the query: GROQ slices take literal numbers.
-    return (f'*[_type == "subscription" && _id > $last] | order(_id asc) [0...{int(size)}]'
-            f"{{{FIELDS}}}")
 
 
 class AuditSanity(Protocol):

@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from jobs.adapters.logs import Scrubber
+from jobs.adapters.sanity_queries import LOGGED_QUERY, WEBHOOK_LOG_QUERY
 from jobs.commands.doctor_checks import (
     COMPLETED,
     DELIVERY_DAYS,
@@ -52,11 +53,6 @@ from jobs.core.ports import SessionPage
 JSON = dict[str, Any]
 
 LOGGED_SAMPLE = 500
-LOGGED_QUERY = '*[_type == "webhookLog" && details.sessionId in $sids].details.sessionId'
-WEBHOOK_LOG_QUERY = """*[_type == "webhookLog" && timestamp >= $since
-  && (status == "error" || eventType == $signature)] | order(timestamp desc) {
-  eventType, eventId, status, timestamp, "error": details.error, "sessionId": details.sessionId
-}"""
 
 
 # ---- fetching ---------------------------------------------------------------------------

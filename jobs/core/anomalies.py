@@ -14,7 +14,7 @@ from typing import Any
 
 from jobs.core import rules
 from jobs.core.matching import VISIBLE_FIELDS, is_draft, ref
-from jobs.core.model import Catalog, Pass
+from jobs.core.model import PAYMENT_ID_FIELDS, Catalog, Pass
 from jobs.core.reasons import Explanation, explain_anomaly
 
 Doc = Mapping[str, Any]
@@ -28,7 +28,6 @@ KINDS = (
     "refunded_but_active",
     "draft_only",
 )
-PAYMENT_FIELDS = ("stripePaymentId", "stripePaymentIntentId", "paymentId")
 
 END_DATE_OFF = Explanation(
     "end_date_off",
@@ -77,7 +76,8 @@ def session_of(doc: Doc) -> str | None:
 def payment_intents(doc: Doc) -> set[str]:
     """Real payment intents only: fake ids (`manual_recovery_…`, `debug_test_payment`) are
     shared by many hand-made documents and prove nothing."""
-    return {v for f in PAYMENT_FIELDS if isinstance(v := doc.get(f), str) and v.startswith("pi_")}
+    return {v for f in PAYMENT_ID_FIELDS
+            if isinstance(v := doc.get(f), str) and v.startswith("pi_")}
 
 
 def pass_of(doc: Doc, catalog: Catalog) -> Pass | None:

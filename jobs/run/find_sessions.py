@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from jobs.adapters.sanity_catalog import catalog_from
+from jobs.adapters.sanity_queries import FACTS_QUERY
 from jobs.core.classify import needs_line_items, parse_line_items, parse_session, text
 from jobs.core.diagnosis import JSON, Diagnosis, Found, Query
 from jobs.core.errors import CredentialsRejected, ReconcilerError
@@ -23,14 +24,6 @@ log = structlog.get_logger("jobs.diagnose")
 
 USER_DAYS = 90
 
-_PEOPLE = ('*[_type == "user" && (clerkId in $uids || _id in $uids'
-           ' || (defined(email) && lower(email) in $emails))]')
-FACTS_QUERY = f"""{{
-  "users": {_PEOPLE}{{_id, clerkId, email, name, role, "tenant": tenant._ref, isActive}},
-  "subs": *[_type == "subscription" && (stripeSessionId in $sids || _id in $detIds
-    || stripePaymentId in $pis || stripePaymentIntentId in $pis || paymentId in $pis
-    || user._ref in $uids || user._ref in {_PEOPLE}._id || user._ref in {_PEOPLE}.clerkId)]
-}}"""
 
 
 class RememberingStripe:
