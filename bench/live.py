@@ -36,11 +36,11 @@ from zoneinfo import ZoneInfo
 from bench.live_feed import Purchase, SlowWebhook, new_purchase, pick_template, templates
 from bench.live_metrics import SUBSCRIPTIONS_QUERY, PhaseResult, measure
 from bench.setup import Limits, StandIns
-from jobs.sanity_store import SanityStore
+from jobs.adapters.sanity_store import SanityStore
 from sandbox.job_env import job_env
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
-from sandbox.world import generate
+from sandbox.stripe.server import StripeStandIn
+from sandbox.world.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 STRIPE_KEY = "sk_test_sandbox"

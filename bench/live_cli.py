@@ -10,8 +10,8 @@ from pathlib import Path
 
 from bench.live import PHASES, LiveConfig, LiveResult, run_live
 from bench.live_metrics import table
-from jobs.errors import ConfigError
-from jobs.setting_values import duration
+from jobs.config.values import duration
+from jobs.core.errors import ConfigError
 
 # The targets on the default settings: payment to pass with the webhook down, and
 # what a school costs in Stripe requests when nothing happens.

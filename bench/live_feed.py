@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs.sanity_store import SanityStore
-from sandbox.world import World
+from jobs.adapters.sanity_store import SanityStore
+from sandbox.world.generate import World
 
 JSON = dict[str, Any]
 WEBHOOK_CHECK = ('*[_type == "subscription" && !(_id in path("drafts.**")) && '

@@ -28,13 +28,16 @@ from typing import Any
 
 import stripe
 
-from jobs.classify import classify_raw, needs_line_items, parse_line_items, parse_session
-from jobs.model import PLATFORM, PageFacts, PlanContext
-from jobs.planner import lookup_keys, plan_page
-from jobs.recheck import recheck
-from jobs.reconcile import accounts_to_read, catalog_from, refunded_by_intent
-from jobs.sanity_store import SanityStore
-from jobs.settings import load_settings
+from jobs.adapters.sanity_catalog import catalog_from
+from jobs.adapters.sanity_store import SanityStore
+from jobs.config.settings import load_settings
+from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
+from jobs.core.matching import lookup_keys
+from jobs.core.model import PLATFORM, PageFacts, PlanContext
+from jobs.core.planner import plan_page
+from jobs.core.recheck import recheck
+from jobs.run.reconcile import accounts_to_read
+from jobs.run.refunds import refunded_by_intent
 
 
 def _options(account: str) -> dict[str, Any]:

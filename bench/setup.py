@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.classify import needs_line_items, parse_session
+from jobs.core.classify import needs_line_items, parse_session
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import ROUTES, StripeStandIn, sort_created
-from sandbox.world import World, generate
+from sandbox.stripe.server import ROUTES, StripeStandIn, sort_created
+from sandbox.world.generate import World, generate
 
 PLATFORM = "platform"
 PAGE = 100
@@ -102,7 +102,7 @@ def build_world(seed: int, sessions: int, schools: int, now: int) -> BenchWorld:
         listed = [s for s in data.get(account, {}).get("checkout_sessions", [])
                   if s.get("status") == "complete" and world.since <= sort_created(s) < world.until]
         complete[account] = len(listed)
-        # The architecture's rule (jobs.classify): line items only for a session whose own
+        # The architecture's rule (jobs.core.classify): line items only for a session whose own
         # metadata lacks a key.
         keyless[account] = sum(
             1 for raw in listed

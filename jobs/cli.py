@@ -21,11 +21,12 @@ from typing import Any
 import structlog
 
 from jobs import __version__
-from jobs.cli_help import describe
-from jobs.errors import ConfigError, ReconcilerError
-from jobs.logs import configure_logging
-from jobs.memory import tune_malloc
-from jobs.settings import Settings, load_settings, parse_window
+from jobs.adapters.logs import configure_logging
+from jobs.commands.help import describe
+from jobs.config.settings import Settings, load_settings
+from jobs.config.timewindow import parse_window
+from jobs.core.errors import ConfigError, ReconcilerError
+from jobs.run.memory import tune_malloc
 
 log = structlog.get_logger("jobs.cli")
 
@@ -157,15 +158,14 @@ def _stop_on_signals(event: threading.Event) -> list[int]:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.bootstrap import build_metrics, build_services
-    from jobs.heartbeat import Heartbeat
-    from jobs.logs import no_color
-    from jobs.metrics import measure_cron_run
-    from jobs.notify import notifier
-    from jobs.progress import progress_for
-    from jobs.service import RunOptions, RunOutcome, execute_run
-    from jobs.state import open_ledger, run_lock
-    from jobs.summary import render_run_summary
+    from jobs.adapters.logs import no_color
+    from jobs.adapters.metrics import measure_cron_run
+    from jobs.reports.summary import render_run_summary
+    from jobs.run.bootstrap import build_metrics, build_services
+    from jobs.run.notify import notifier
+    from jobs.run.progress import progress_for
+    from jobs.run.service import RunOptions, RunOutcome, execute_run
+    from jobs.run.state import open_ledger, run_lock
 
     if args.until and not args.since:
         raise ConfigError("--until needs --since")
@@ -181,7 +181,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     services = build_services(settings, metrics)
     cancel = threading.Event()
     signals = _stop_on_signals(cancel)
-    heartbeat = Heartbeat(settings.alerts.heartbeat_url)
+    heartbeat = services.heartbeat
     kind = "deep" if args.deep else "run"
     with open_ledger(settings) as ledger:
         def run() -> RunOutcome:
@@ -228,15 +228,15 @@ def _json_logs(args: argparse.Namespace, settings: Settings) -> bool | None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.state import open_ledger, run_lock
-    from jobs.status import render_status_text, status_view
+    from jobs.commands.status import render_status_text, status_view
+    from jobs.run.state import open_ledger, run_lock
 
     if args.check:
         return _status_check(settings)
     with open_ledger(settings) as ledger:
         view = status_view(ledger, run_lock(settings), datetime.now(UTC))
         if settings.database.postgresql:
-            from jobs.leader import leader_of
+            from jobs.run.leader import leader_of
 
             view["leader"] = leader_of(settings)
     if args.json:
@@ -249,8 +249,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def _status_check(settings: Settings) -> int:
     import sqlite3
 
-    from jobs.health import check_health
-    from jobs.state import open_ledger
+    from jobs.commands.health import check_health
+    from jobs.run.state import open_ledger
 
     try:
         with open_ledger(settings) as ledger:
@@ -275,11 +275,11 @@ def _lazy(module: str, name: str) -> Handler:
 COMMANDS: dict[str, Handler] = {
     "run": cmd_run,
     "status": cmd_status,
-    "daemon": _lazy("jobs.daemon", "cmd_daemon"),
-    "report": _lazy("jobs.weekly_cmd", "cmd_report"),
-    "diagnose": _lazy("jobs.diagnose", "cmd_diagnose"),
-    "doctor": _lazy("jobs.doctor", "cmd_doctor"),
-    "audit": _lazy("jobs.audit", "cmd_audit"),
+    "daemon": _lazy("jobs.commands.daemon", "cmd_daemon"),
+    "report": _lazy("jobs.commands.report", "cmd_report"),
+    "diagnose": _lazy("jobs.commands.diagnose", "cmd_diagnose"),
+    "doctor": _lazy("jobs.commands.doctor", "cmd_doctor"),
+    "audit": _lazy("jobs.commands.audit", "cmd_audit"),
 }
 
 

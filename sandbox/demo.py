@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
-from sandbox.world import generate, write_world
+from sandbox.stripe.server import StripeStandIn
+from sandbox.world.generate import generate, write_world
 
 ROOT = Path(__file__).resolve().parents[1]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")

@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.integration.conftest_sanity",
     "tests.integration.conftest_stripe",
     "tests.chaos.soak_option",
-    "tests.pg_fixtures",
+    "tests.support.pg",
+    "tests.support.ledger",
 ]

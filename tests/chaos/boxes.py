@@ -2,7 +2,7 @@
 real CLI in a subprocess (tests.e2e.harness.Sandbox).
 
 In process, the real adapters are built with short timeouts and an injected no-op sleep, and
-the run goes through `jobs.service.execute_run` with a real ledger and run lock, exactly as
+the run goes through `jobs.run.service.execute_run` with a real ledger and run lock, exactly as
 `reconcile run` does, minus argument parsing and the process.
 """
 
@@ -19,17 +19,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import ReconcilerError
-from jobs.ledger import Ledger
-from jobs.lock import RunLock
-from jobs.sanity_store import SanityStore
-from jobs.service import RunOptions, RunOutcome, execute_run
-from jobs.settings import Settings, load_settings
-from jobs.stripe_source import StripeSource, make_client
-from jobs.timewindow import TimeWindow
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.lock import RunLock
+from jobs.adapters.sanity_store import SanityStore
+from jobs.adapters.stripe_client import make_client
+from jobs.adapters.stripe_source import StripeSource
+from jobs.config.settings import Settings, load_settings
+from jobs.config.timewindow import TimeWindow
+from jobs.core.errors import ReconcilerError
+from jobs.run.service import RunOptions, RunOutcome, execute_run
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
-from sandbox.world import World, generate, write_world
+from sandbox.stripe.server import StripeStandIn
+from sandbox.world.generate import World, generate, write_world
 from tests.e2e.harness import ROOT, Sandbox, comparable
 
 # Client timeouts in process: short, so that a stand-in delay longer than them is a timeout

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sandbox.world import World
+from sandbox.world.generate import World
 from tests.e2e.harness import comparable, expected_changes, state_problems
 
 Docs = Mapping[str, Mapping[str, Any]]

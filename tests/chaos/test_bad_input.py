@@ -16,8 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.classify import classify_raw, needs_line_items, parse_line_items, parse_session
-from jobs.model import (
+from jobs.adapters.sanity_catalog import catalog_from
+from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
+from jobs.core.documents import transaction_mutations
+from jobs.core.matching import lookup_keys
+from jobs.core.model import (
     IGNORED_KINDS,
     NEEDS_MANUAL_REASONS,
     PENDING_KINDS,
@@ -25,16 +28,15 @@ from jobs.model import (
     PageFacts,
     PlanContext,
 )
-from jobs.planner import lookup_keys, plan_page, transaction_mutations
-from jobs.reconcile import catalog_from
-from jobs.runreport import RunReport
-from jobs.summary import render_run_summary
+from jobs.core.planner import plan_page
+from jobs.core.runreport import RunReport
+from jobs.reports.summary import render_run_summary
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
+from sandbox.stripe.server import StripeStandIn
 from tests.chaos import bad_inputs as corpus
 from tests.chaos.tally import Tally
 from tests.e2e.harness import ROOT, Sandbox
-from tests.fakes import FakeSanity
+from tests.support.fakes import FakeSanity
 
 NOW_S = 1_790_000_000
 SANITY_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_-]{0,127}$")  # public: no dot

@@ -22,11 +22,13 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.ledger import Ledger
-from jobs.logs import configure_logging
-from jobs.mailer import Sender, resend_kept, send_weekly, smtp_sender
-from jobs.settings import Secret, SmtpSettings
-from jobs.weekly import WeeklyReport, build_weekly
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.logs import configure_logging
+from jobs.adapters.mailer import Sender, resend_kept, send_weekly, smtp_sender
+from jobs.config.settings import SmtpSettings
+from jobs.config.values import Secret
+from jobs.reports.weekly_ledger import build_weekly
+from jobs.reports.weekly_rows import WeeklyReport
 from sandbox.sanity_server import SanityStandIn
 from tests.chaos.boxes import ChaosBox, InProcess, RunResult, open_box
 from tests.chaos.faults import Fault, random_schedule, schedules

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-import jobs.mailer as mailer_module
-from jobs.errors import ConfigError
-from jobs.mailer import MailError, send_once
-from jobs.settings import load_settings
+import jobs.adapters.mailer as mailer_module
+from jobs.adapters.mailer import MailError, send_once
+from jobs.config.settings import load_settings
+from jobs.core.errors import ConfigError
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
+from sandbox.stripe.server import StripeStandIn
 from tests.chaos import bad_inputs as corpus
 from tests.chaos.boxes import ChaosBox, open_box
 from tests.chaos.invariants import settled_invariants, write_invariants

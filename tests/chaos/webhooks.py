@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from jobs.sanity_store import SanityStore
+from jobs.adapters.sanity_store import SanityStore
 
 WEBHOOK_MARKERS = {"createdViaWebhook": True}
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from sandbox.job_env import job_env
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
-from sandbox.world import generate, write_world
+from sandbox.stripe.server import StripeStandIn
+from sandbox.world.generate import generate, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 STRIPE_KEY = "sk_test_sandbox"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs import rules
-from tests.stripe_data import (
+from jobs.core import rules
+from tests.support.stripe_data import (
     account,
     account_data,
     event,

@@ -20,17 +20,18 @@ import pytest
 import structlog
 from aiosmtpd.controller import Controller
 
-from jobs import rules
-from jobs.audit import run_audit
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.sanity_store import SanityStore
+from jobs.adapters.stripe_client import make_client
+from jobs.adapters.stripe_source import StripeSource
 from jobs.cli import main
-from jobs.doctor import webhook_health
-from jobs.ledger import Ledger
-from jobs.sanity_store import SanityStore
-from jobs.setting_sources import SETTINGS
-from jobs.stripe_source import StripeSource, make_client
+from jobs.commands.audit import run_audit
+from jobs.commands.doctor import webhook_health
+from jobs.config.sources import SETTINGS
+from jobs.core import rules
 from sandbox.sanity_server import SanityStandIn
-from sandbox.stripe_server import StripeStandIn
-from sandbox.world import generate
+from sandbox.stripe.server import StripeStandIn
+from sandbox.world.generate import generate
 from tests.e2e import operator_world as ow
 
 pytest_plugins = ["tests.integration.conftest_sanity", "tests.integration.conftest_stripe"]
@@ -486,7 +487,7 @@ def test_diagnose_fix_leaves_an_upgrade_source_changed_since_it_was_read(
         monkeypatch: pytest.MonkeyPatch) -> None:
     world, sid, old_id = upgrade_world()
     cli.configure(load(world, stripe_standin, sanity), sanity)
-    from jobs import sanity_store
+    from jobs.adapters import sanity_store
 
     real = sanity_store.SanityStore.get_documents
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.render import CAPS
+from jobs.reports.render import CAPS
 from sandbox.sanity_server import SanityStandIn
 from tests.e2e.harness import Sandbox, start_sandbox
 from tests.integration.smtp_server import Server, smtp_server

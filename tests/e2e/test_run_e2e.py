@@ -34,7 +34,7 @@ def test_one_run_repairs_exactly_what_the_truth_says(world: Sandbox) -> None:
     assert report_problems(world.truth, report) == []
     assert report["counts"]["created"] > 50
     # Requests grow with pages, not sessions: one lookup per page, one transaction per page;
-    # keyless sessions are planned in groups of up to 100 per account (`jobs.gather`), each
+    # keyless sessions are planned in groups of up to 100 per account (`jobs.run.gather`), each
     # group a lookup and a transaction of its own (here fewer than 100 per account: one each);
     # at most one re-check per transaction, just before it (the catalog: one more query).
     log = world.sanity.log()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.ledger import Ledger
-from jobs.student_notice import address_problem, local_date, message_id
+from jobs.adapters.ledger import Ledger
+from jobs.reports.student_notice import address_problem, local_date, message_id
 from sandbox.sanity_server import SanityStandIn
 from tests.e2e.harness import Sandbox, start_sandbox
 from tests.integration.smtp_server import Received, Server, free_port, smtp_server

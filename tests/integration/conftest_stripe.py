@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import stripe
 
-from jobs.stripe_source import make_client
-from sandbox.stripe_server import StripeStandIn
-from tests.stripe_data import TEST_KEY
+from jobs.adapters.stripe_client import make_client
+from sandbox.stripe.server import StripeStandIn
+from tests.support.stripe_data import TEST_KEY
 
 __all__ = ["StandInFactory", "stripe_standin", "stripe_test_client"]
 

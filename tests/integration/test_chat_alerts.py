@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import structlog
 
-from jobs.alerts import evaluate
-from jobs.chat import ChatWebhook, deliver_chat, render_chat
-from jobs.ledger import Ledger
-from jobs.settings import AlertSettings, Secret
-from jobs.weekly import Links
+from jobs.adapters.chat import ChatWebhook, deliver_chat, render_chat
+from jobs.adapters.ledger import Ledger
+from jobs.config.settings import AlertSettings
+from jobs.config.values import Secret
+from jobs.reports.alerts import evaluate
+from jobs.reports.weekly import Links
 from sandbox.sanity_server import SanityStandIn
 from tests.integration.test_daemon_process import (
     PER_SCHOOL,
@@ -27,7 +28,7 @@ from tests.integration.test_daemon_process import (
     Sandbox,
     sanity_node,  # noqa: F401 - the module's Sanity stand-in fixture
 )
-from tests.ping_server import PingServer
+from tests.support.ping_server import PingServer
 
 TOKEN = "XyZ-chat-webhook-token-123"
 HOOK_PATH = f"/services/T0001/B0002/{TOKEN}"
@@ -107,7 +108,7 @@ def test_a_receiver_that_is_down_is_recorded_and_never_raises(tmp_path: Path) ->
 
 
 def test_render_escapes_slack_control_characters() -> None:
-    from jobs.alerts import Alert
+    from jobs.reports.alerts import Alert
 
     body = render_chat([Alert(key="k", kind="cap_hit", title="a < b & c", meaning="m", fix="f")])
     assert "a &lt; b &amp; c" in body["text"]

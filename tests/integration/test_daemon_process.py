@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 from sandbox.sanity_server import SanityStandIn, StandInError
-from sandbox.stripe_server import StripeStandIn
-from tests import stripe_data as sd
-from tests.ping_server import PingServer
+from sandbox.stripe.server import StripeStandIn
+from tests.support import stripe_data as sd
+from tests.support.ping_server import PingServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHOOLS = 3

@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-import jobs.mailer as mailer_module
-from jobs.alerts import Alert, deliver
-from jobs.errors import RetriableError
-from jobs.ledger import Ledger
-from jobs.mailer import Mailer, MailError, resend_kept, send_once, send_weekly, smtp_sender
-from jobs.settings import Secret, SmtpSettings
-from jobs.weekly import WeeklyReport, build_weekly
+import jobs.adapters.mailer as mailer_module
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.mailer import Mailer, MailError, resend_kept, send_once, send_weekly, smtp_sender
+from jobs.config.settings import SmtpSettings
+from jobs.config.values import Secret
+from jobs.core.errors import RetriableError
+from jobs.reports.alerts import Alert, deliver
+from jobs.reports.weekly_ledger import build_weekly
+from jobs.reports.weekly_rows import WeeklyReport
 from tests.integration.smtp_server import Tls, free_port, self_signed, smtp_server
 from tests.unit import report_world as world
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 from sandbox.sanity_server import SanityStandIn
 from tests.integration.test_daemon_process import (
     PER_SCHOOL,

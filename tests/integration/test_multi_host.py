@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 from sandbox.pg_server import PostgresServer
 from sandbox.sanity_server import SanityStandIn
-from tests import stripe_data as sd
 from tests.integration.test_daemon_process import (
     PER_SCHOOL,
     ROOT,
@@ -32,6 +31,7 @@ from tests.integration.test_daemon_process import (
     Sandbox,
     sanity_node,  # noqa: F401 - the module's Node stand-in fixture
 )
+from tests.support import stripe_data as sd
 
 QUICK_INTERVAL = 3  # seconds: short, so the failover test is quick
 NEW_USERS = 40

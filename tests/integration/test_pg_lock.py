@@ -16,11 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobs.leader import Leadership
-from jobs.ledger import Ledger
-from jobs.lock import RunLockBusy
-from jobs.pg_lock import AdvisoryLock
-from jobs.status import render_status_text, status_view
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.lock import RunLockBusy
+from jobs.adapters.pg_lock import AdvisoryLock
+from jobs.commands.status import render_status_text, status_view
+from jobs.run.leader import Leadership
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_one_holder_at_a_time_and_status_names_it(url: str) -> None:
 
 
 def test_a_killed_holder_frees_the_lock_and_leaves_no_holder(url: str) -> None:
-    code = ("import sys, time; from jobs.pg_lock import AdvisoryLock; "
+    code = ("import sys, time; from jobs.adapters.pg_lock import AdvisoryLock; "
             "lock = AdvisoryLock(sys.argv[1]); assert lock.acquire(); print('held', flush=True); "
             "time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE,
@@ -136,7 +136,7 @@ def test_an_unreachable_database_is_one_line_exit_2_without_the_password(
     monkeypatch.setenv("RECONCILER_DATABASE_URL",
                        f"postgresql://job:Sup3r-Secret-pw@127.0.0.1:{port}/ledger")
     monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path / "state"))
-    from jobs.ledger_db import PostgresDb
+    from jobs.adapters.ledger_db import PostgresDb
 
     monkeypatch.setitem(PostgresDb.__init__.__kwdefaults__, "timeout", 2.0)  # not 15 s
     assert main(["status", "--log-format", "json"]) == 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from jobs.sanity_store import SanityStore
+from jobs.adapters.sanity_store import SanityStore
 from sandbox.sanity_server import SanityStandIn
 
 pytestmark = [

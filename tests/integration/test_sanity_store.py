@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from jobs.errors import (
+from jobs.adapters.sanity_store import MutationRefused, SanityStore
+from jobs.core.errors import (
     ConfigError,
     CredentialsRejected,
     ReconcilerError,
     ServiceUnavailable,
     WriteRejected,
 )
-from jobs.sanity_store import MutationRefused, SanityStore
 from sandbox.sanity_server import SanityStandIn
 
 VERSION = "2025-02-19"

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from jobs.errors import RetriableError
-from jobs.ports import SessionPage
-from jobs.segments import SegmentReader
-from jobs.stripe_source import LINE_ITEMS_OP, REFUNDS_OP, SESSIONS_OP, StripeSource
-from sandbox.stripe_server import StripeStandIn
+from jobs.adapters.stripe_source import LINE_ITEMS_OP, REFUNDS_OP, SESSIONS_OP, StripeSource
+from jobs.core.errors import RetriableError
+from jobs.core.ports import SessionPage
+from jobs.run.segments import SegmentReader
+from sandbox.stripe.server import StripeStandIn
 from tests.integration.conftest_stripe import StandInFactory, stripe_test_client
-from tests.stripe_data import TEST_KEY, account, account_data, many_sessions, stripe_file
+from tests.support.stripe_data import TEST_KEY, account, account_data, many_sessions, stripe_file
 
 NEWEST = 1_800_000_000
 NOW = NEWEST + 60

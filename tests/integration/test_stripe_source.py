@@ -8,18 +8,18 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from jobs.errors import (
+from jobs.adapters.ratelimit import TokenBucket
+from jobs.adapters.stripe_source import ProductCache, SessionPage, StripeSource
+from jobs.core.errors import (
     AccountError,
     CredentialsRejected,
     ReconcilerError,
     RetriableError,
     ServiceUnavailable,
 )
-from jobs.ratelimit import TokenBucket
-from jobs.stripe_source import ProductCache, SessionPage, StripeSource
-from sandbox.stripe_server import StripeStandIn
+from sandbox.stripe.server import StripeStandIn
 from tests.integration.conftest_stripe import stripe_test_client
-from tests.stripe_data import (
+from tests.support.stripe_data import (
     TEST_KEY,
     account,
     account_data,

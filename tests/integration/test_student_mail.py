@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jobs.ledger import Ledger
-from jobs.mailer import smtp_sender
-from jobs.model import Creation, Decision
-from jobs.notice_ledger import NoticeBook
-from jobs.settings import NotifySettings, Settings, SmtpSettings
-from jobs.student_mail import StudentMail
-from jobs.student_notice import message_id
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.mailer import smtp_sender
+from jobs.adapters.notice_ledger import NoticeBook
+from jobs.config.settings import NotifySettings, Settings, SmtpSettings
+from jobs.core.model import Creation, Decision
+from jobs.reports.student_notice import message_id
+from jobs.run.student_mail import StudentMail
 from tests.integration.smtp_server import Server, free_port, smtp_server
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -72,11 +71,6 @@ def purchase(n: int, *, email: str | None = None, tenant: str = "tenant-nord",
 def clock() -> Clock:
     return Clock()
 
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(tmp_path / "state", clock=clock) as led:
-        yield led
 
 
 @pytest.fixture
@@ -231,8 +225,8 @@ def test_the_school_language_and_exclusion_settings(
 
 def test_the_weekly_report_counts_students_told_and_lists_undelivered_emails(
         ledger: Ledger, mail: Server, clock: Clock) -> None:
-    from jobs.render import render_weekly
-    from jobs.weekly_cmd import build_from_settings
+    from jobs.commands.report import build_from_settings
+    from jobs.reports.render import render_weekly
 
     settings = settings_for(mail.port)
     job = no_sleep_mail(settings, ledger, FakeSanity(), clock)

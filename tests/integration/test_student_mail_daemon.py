@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 from sandbox.sanity_server import SanityStandIn
 from tests.integration.smtp_server import Server, smtp_server
 from tests.integration.test_daemon_process import (

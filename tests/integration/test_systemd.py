@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.systemd_notify import notify, watchdog_interval
+from jobs.adapters.systemd_notify import notify, watchdog_interval
 from sandbox.sanity_server import SanityStandIn
 from tests.integration.test_daemon_process import (
     Sandbox,
     sanity_node,  # noqa: F401 - the module's Sanity stand-in fixture
     stop,
 )
-from tests.ping_server import PingServer
+from tests.support.ping_server import PingServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -148,7 +148,8 @@ def test_the_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
 
 
 def unit_failed(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobs.unit_failed", "pass-reconciler.service"],
+    return subprocess.run([sys.executable, "-m", "jobs.commands.unit_failed",
+                           "pass-reconciler.service"],
                           cwd=ROOT, env={"PATH": os.environ.get("PATH", ""), **env},
                           capture_output=True, text=True, timeout=120, check=False)
 

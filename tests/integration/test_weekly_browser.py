@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.render import render_weekly
+from jobs.reports.render import render_weekly
 from tests.integration.chromium import Chromium, chromium_binary
 from tests.unit.mail_world import heavy_report
 

@@ -10,9 +10,10 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from jobs.ledger_schema import AnomalyRecord, RunRecord, SessionOutcome
-from jobs.reasons import ANOMALIES, NEEDS_MANUAL
-from jobs.weekly import LedgerRows, Links, WeeklyReport, compute_weekly
+from jobs.adapters.ledger_rows import AnomalyRecord, RunRecord, SessionOutcome
+from jobs.core.reasons import ANOMALIES, NEEDS_MANUAL
+from jobs.reports.weekly import LedgerRows, Links, compute_weekly
+from jobs.reports.weekly_rows import WeeklyReport
 
 OSLO = ZoneInfo("Europe/Oslo")
 MONDAY = date(2024, 5, 6)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs.ledger import Ledger
+from jobs.adapters.ledger import Ledger
 
 TZ = ZoneInfo("Europe/Oslo")
 WEEK = date(2024, 5, 6)

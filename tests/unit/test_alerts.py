@@ -8,11 +8,11 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from jobs.alerts import RUNS_READ, Alert, deliver, evaluate, failure_streak
-from jobs.ledger_schema import RunRecord
-from jobs.mailer import SendResult
-from jobs.settings import AlertSettings
-from jobs.weekly import Links
+from jobs.adapters.ledger_rows import RunRecord
+from jobs.adapters.mailer import SendResult
+from jobs.config.settings import AlertSettings
+from jobs.reports.alerts import RUNS_READ, Alert, deliver, evaluate, failure_streak
+from jobs.reports.weekly import Links
 from tests.unit import report_world as world
 
 NOW = datetime(2024, 5, 7, 12, 0, tzinfo=UTC)

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from jobs import rules
-from jobs.audit_rules import (
+from jobs.adapters.sanity_catalog import catalog_from
+from jobs.core import rules
+from jobs.core.anomalies import (
     KINDS,
     Finding,
     audit,
@@ -23,7 +24,6 @@ from jobs.audit_rules import (
     session_of,
     wrong_tenant,
 )
-from jobs.reconcile import catalog_from
 
 NOW_MS = rules.parse_instant_ms("2026-08-20T12:00:00Z") or 0
 DAY = rules.DAY_MS

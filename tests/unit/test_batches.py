@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.batches import Batch, transactions, write_units
-from jobs.model import Creation, Decision
-from jobs.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeSanity, FakeStripe
+from jobs.core.model import Creation, Decision
+from jobs.run.batches import Batch, transactions, write_units
+from jobs.run.reconcile import Reconciler, RunRequest
+from tests.support.fakes import FakeSanity, FakeStripe
 from tests.unit.test_reconcile import ACCT, NOW, clip_pass, session, tenant
 
 

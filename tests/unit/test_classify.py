@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.classify import (
+from jobs.core.classify import (
     classify_raw,
     listed_line_items,
     needs_line_items,
@@ -12,8 +12,8 @@ from jobs.classify import (
     parse_session,
     with_products,
 )
-from jobs.model import PLATFORM, ListedItem
-from tests.unit.core_builders import (
+from jobs.core.model import PLATFORM, ListedItem
+from tests.support.sessions import (
     ACCT1,
     ACCT2,
     ACCT_UNKNOWN,

@@ -12,11 +12,12 @@ import pytest
 import structlog
 
 from jobs import cli
-from jobs.cli_help import COMMANDS
-from jobs.daemon import Daemon, build_scheduler, make_pass_runner
-from jobs.heartbeat import Heartbeat
-from jobs.logs import configure_logging, get_logger, no_color
-from jobs.settings import load_settings
+from jobs.adapters.heartbeat import Heartbeat
+from jobs.adapters.logs import configure_logging, get_logger, no_color
+from jobs.commands.daemon import Daemon, make_pass_runner
+from jobs.commands.help import COMMANDS
+from jobs.config.settings import load_settings
+from jobs.run.schedule import build_scheduler
 
 
 @pytest.fixture(autouse=True)

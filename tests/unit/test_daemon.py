@@ -25,38 +25,26 @@ import pytest
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 
-from jobs.daemon import (
-    DEEP,
-    PASSES_EXECUTOR,
-    QUICK,
+from jobs.adapters.heartbeat import Heartbeat, fail_url, start_url
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.lock import RunLock
+from jobs.adapters.logs import configure_logging
+from jobs.commands.daemon import (
     Daemon,
-    build_scheduler,
     make_pass_runner,
     make_weekly,
     mark_own_runs_interrupted,
-    next_deep_at,
     route_scheduler_logs,
 )
-from jobs.heartbeat import Heartbeat, fail_url, start_url
-from jobs.ledger import Ledger
-from jobs.lock import RunLock
-from jobs.logs import configure_logging
-from jobs.ports import SessionPage
-from jobs.service import RunOptions, RunOutcome, execute_run
-from jobs.settings import (
-    RunSettings,
-    ScheduleSettings,
-    Secret,
-    Settings,
-    StripeSettings,
-    WeeklyAt,
-)
-from tests.fakes import FakeSanity, FakeStripe, account_error
-from tests.ping_server import PingServer
+from jobs.config.settings import RunSettings, ScheduleSettings, Settings, StripeSettings
+from jobs.config.values import Secret, WeeklyAt
+from jobs.core.ports import SessionPage
+from jobs.run.schedule import DEEP, PASSES_EXECUTOR, QUICK, build_scheduler, next_deep_at
+from jobs.run.service import RunOptions, RunOutcome, execute_run
+from tests.support.fakes import FakeSanity, FakeStripe, account_error
+from tests.support.ping_server import PingServer
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # a Friday
 GRACE = timedelta(minutes=10)
@@ -102,10 +90,11 @@ class RecordingStripe(FakeStripe):
         super().__init__(sessions, page_size)
         self.windows: list[tuple[str, int, int]] = []
 
-    def session_pages(self, account: str, since: int, until: int,
-                      starting_after: str | None = None) -> Iterator[SessionPage]:
-        self.windows.append((account, since, until))
-        return super().session_pages(account, since, until, starting_after)
+    def session_page(self, account: str, since: int, until: int,
+                     starting_after: str | None = None, *, index: int = 0) -> SessionPage:
+        if index == 0 and starting_after is None:  # an account's first page: its whole window
+            self.windows.append((account, since, until))
+        return super().session_page(account, since, until, starting_after, index=index)
 
     def window_of(self, account: str) -> tuple[datetime, datetime]:
         _, since, until = [w for w in self.windows if w[0] == account][-1]
@@ -240,56 +229,6 @@ def test_weekly_time_follows_the_timezone_setting(tmp_path: Path):
     assert fire.astimezone(UTC) == datetime(2026, 11, 23, 1, 30, tzinfo=UTC)
 
 
-def test_quick_and_deep_passes_run_on_schedule(tmp_path: Path):
-    settings = settings_for(tmp_path, quick_interval=timedelta(seconds=0.2),
-                            deep_interval=timedelta(seconds=0.5))
-    calls = Calls()
-    scheduler = build_scheduler(settings, calls, lambda: None,
-                                scheduler_cls=BackgroundScheduler)
-    began = time.monotonic()
-    scheduler.start()
-    try:
-        time.sleep(1.1)
-    finally:
-        scheduler.shutdown(wait=True)
-    kinds = calls.kinds()
-    assert kinds[0] == QUICK and calls.calls[0][1] - began < 0.15  # quick at start-up
-    assert 5 <= kinds.count(QUICK) <= 7, kinds  # t = 0, 0.2, ... 1.0
-    assert 1 <= kinds.count(DEEP) <= 3, kinds  # t = 0.5, 1.0
-    first_deep = next(t for k, t in calls.calls if k == DEEP)
-    assert 0.4 < first_deep - began < 0.8  # one deep interval after start, not at start-up
-
-
-def test_overlapping_pass_is_skipped_and_a_queued_pass_still_runs_late(tmp_path: Path,
-                                                                       logs: io.StringIO):
-    # Quick every 0.1 s, but the first quick pass takes 1.3 s: the quick passes due meanwhile
-    # are dropped (max_instances=1); the deep pass due at 0.2 s waits for the worker and runs
-    # 1.1 s late, which APScheduler's default misfire grace of 1 s would have dropped.
-    settings = settings_for(tmp_path, quick_interval=timedelta(seconds=0.1),
-                            deep_interval=timedelta(seconds=5))
-    calls = Calls()
-    calls.block[QUICK] = gate = threading.Event()
-    now = datetime.now(UTC)
-    scheduler = build_scheduler(settings, calls, lambda: None, scheduler_cls=BlockingScheduler,
-                                clock=lambda: now, first_deep=now + timedelta(seconds=0.2))
-    daemon = Daemon(scheduler, threading.Event())
-    thread, result = start_in_thread(daemon)
-    try:
-        calls.started.wait(2)
-        time.sleep(1.3)
-        assert calls.kinds() == [QUICK]  # still the first one
-    finally:
-        gate.set()
-    wait_for(lambda: DEEP in calls.kinds())
-    daemon.request_stop()
-    thread.join(5)
-    assert result == [0]
-    skipped = [e for e in events(logs) if e["event"] == "pass_skipped"]
-    assert len(skipped) >= 5 and {e["kind"] for e in skipped} == {QUICK}
-    assert "previous one is still running" in skipped[0]["reason"]
-    assert calls.kinds()[1] == DEEP  # next after the long quick pass: the queued deep pass
-
-
 # ---- one pass through execute_run --------------------------------------------------------------
 
 
@@ -387,7 +326,7 @@ def test_pass_errors_are_logged_pinged_and_never_raised(tmp_path: Path, logs: io
         raise RuntimeError("boom")
 
     assert make_pass_runner(broken, hb, threading.Event())(QUICK) == 2
-    from jobs.errors import ServiceUnavailable
+    from jobs.core.errors import ServiceUnavailable
 
     def down(kind: str) -> RunOutcome:
         raise ServiceUnavailable("Sanity is unreachable")
@@ -601,9 +540,9 @@ def test_scheduler_errors_become_our_log_lines_and_its_chatter_is_dropped(logs: 
 
 def test_weekly_job_calls_the_report_sender(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     sent: list[tuple[Settings, Ledger]] = []
-    module = types.ModuleType("jobs.weekly_cmd")
+    module = types.ModuleType("jobs.commands.report")
     module.send_weekly_from_settings = lambda s, ledger: sent.append((s, ledger))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "jobs.weekly_cmd", module)
+    monkeypatch.setitem(sys.modules, "jobs.commands.report", module)
     settings = settings_for(tmp_path)
     with Ledger.open(tmp_path) as ledger:
         make_weekly(settings, ledger)()
@@ -614,10 +553,10 @@ def test_weekly_job_logs_a_missing_or_failing_sender_and_returns(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO):
     settings = settings_for(tmp_path)
     with Ledger.open(tmp_path) as ledger:
-        monkeypatch.setitem(sys.modules, "jobs.weekly_cmd", None)  # import fails
+        monkeypatch.setitem(sys.modules, "jobs.commands.report", None)  # import fails
         make_weekly(settings, ledger)()
-        module = types.ModuleType("jobs.weekly_cmd")
-        monkeypatch.setitem(sys.modules, "jobs.weekly_cmd", module)  # no such function
+        module = types.ModuleType("jobs.commands.report")
+        monkeypatch.setitem(sys.modules, "jobs.commands.report", module)  # no such function
         make_weekly(settings, ledger)()
 
         def fails(s: Settings, ledger: Ledger) -> None:
@@ -632,7 +571,7 @@ def test_weekly_job_logs_a_missing_or_failing_sender_and_returns(
 
 
 def test_weekly_job_reaches_the_real_sender(tmp_path: Path, logs: io.StringIO):
-    # No SMTP settings here: the real `jobs.weekly_cmd` refuses, and the job only logs it.
+    # No SMTP settings here: the real `jobs.commands.report` refuses, and the job only logs it.
     with Ledger.open(tmp_path) as ledger:
         make_weekly(settings_for(tmp_path), ledger)()
     errors = [e for e in events(logs) if e["level"] == "error"]

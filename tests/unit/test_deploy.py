@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from jobs.settings import SETTINGS
+from jobs.config.sources import SETTINGS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))

@@ -9,11 +9,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from jobs.doctor import (
+from jobs.commands.doctor import attempt, run_checks, webhook_health
+from jobs.commands.doctor_checks import (
     Check,
     Probe,
     SmtpProbe,
-    attempt,
     check_account,
     check_connect,
     check_dataset_mode,
@@ -26,14 +26,13 @@ from jobs.doctor import (
     check_smtp,
     check_webhook_log,
     exit_code,
-    probe_smtp,
-    run_checks,
-    webhook_health,
 )
-from jobs.errors import AccountError, CredentialsRejected, ReconcilerError, ServiceUnavailable
-from jobs.ports import SessionPage
-from jobs.settings import Secret, Settings, SmtpSettings, StripeSettings
-from tests.stripe_data import webhook_endpoint
+from jobs.commands.doctor_smtp import probe_smtp
+from jobs.config.settings import Settings, SmtpSettings, StripeSettings
+from jobs.config.values import Secret
+from jobs.core.errors import AccountError, CredentialsRejected, ReconcilerError, ServiceUnavailable
+from jobs.core.ports import SessionPage
+from tests.support.stripe_data import webhook_endpoint
 
 NOW = datetime(2026, 8, 20, 12, 0, tzinfo=UTC)
 HOOK = "https://school.example.com/api/stripe/webhook"

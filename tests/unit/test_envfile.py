@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.envfile import parse_env_text, read_env_file
-from jobs.errors import ConfigError
+from jobs.config.envfile import parse_env_text, read_env_file
+from jobs.core.errors import ConfigError
 
 SAMPLE = """\
 # the app's .env, as developers keep it

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.gather import GROUP_INDEX, ProductGatherer
-from jobs.model import Session
-from jobs.reconcile import parse_page
+from jobs.core.classify import parse_page
+from jobs.core.model import Session
+from jobs.run.gather import GROUP_INDEX, ProductGatherer
 from tests.unit.test_reconcile import ACCT, NOW, run, session, world
 
 
@@ -60,7 +60,7 @@ def test_the_rest_goes_when_the_account_is_read_and_its_pages_planned():
 def test_keyless_sessions_of_many_pages_cost_one_products_request():
     stripe, sanity = world(0)
     raws: list[dict[str, Any]] = []
-    for n in range(10):  # pages of 3: four pages, each with keyless sessions
+    for n in range(10):  # pages of 3: four pages or more, each with keyless sessions
         raws.append(session(100 + n, metadata={"type": "pass_purchase"}, line_items={
             "object": "list", "has_more": False,
             "data": [{"description": "10 Clip Card", "price": {"product": f"prod_{n}"}}]}))
@@ -70,7 +70,9 @@ def test_keyless_sessions_of_many_pages_cost_one_products_request():
     report = run(stripe, sanity)
     assert [c[0] for c in stripe.calls if c[0] in ("products", "line_items")] == ["products"]
     assert report.counts["created"] == 10
-    assert report.accounts[ACCT].pages == 4 and report.accounts[ACCT].sessions == 10
+    # Read in segments like Stripe (a split may cost one partial page): every page counted.
+    pages = stripe.calls.count(("list", ACCT))
+    assert report.accounts[ACCT].pages == pages >= 4 and report.accounts[ACCT].sessions == 10
     # Written like any page's creations: the ids are the deterministic ones.
     assert sorted(d["_id"] for d in sanity.of_type("subscription")) == sorted(
         f"subscription-cs_test_{100 + n:04d}" for n in range(10))

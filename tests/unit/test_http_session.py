@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.http_session import session_from_env
+from jobs.adapters.http_session import session_from_env
 
 
 def test_proxies_and_ca_bundle_come_from_the_environment_once(

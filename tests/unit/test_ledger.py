@@ -7,65 +7,25 @@ from __future__ import annotations
 import sqlite3
 import stat
 import statistics
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.ledger import LEDGER_FILE, Ledger
-from jobs.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
-from jobs.ledger_schema import MIGRATIONS, apply_migrations, connect
-from jobs.pg_dialect import native_params, to_native
-
-T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)  # a Monday
-
-
-class Clock:
-    """A settable clock for the ledger."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-OpenLedger = Callable[[], Ledger]
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.ledger_base import LEDGER_FILE
+from jobs.adapters.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
+from jobs.adapters.ledger_schema import MIGRATIONS, apply_migrations, connect
+from jobs.adapters.pg_dialect import native_params, to_native
+from jobs.core.errors import ConfigError
+from tests.support.ledger import T0, Clock, OpenLedger
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def open_ledger(request: pytest.FixtureRequest, tmp_path: Path,
-                clock: Clock) -> Iterator[OpenLedger]:
-    """Opens ledgers on one store: a state directory, or a fresh PostgreSQL database."""
-    opened: list[Ledger] = []
-    where = (request.getfixturevalue("pg_url") if request.param == "postgresql"
-             else tmp_path / "state")
-
-    def open_one() -> Ledger:
-        led = (Ledger.connect(where, clock=clock) if isinstance(where, str)
-               else Ledger.open(where, clock=clock))
-        opened.append(led)
-        return led
-
-    yield open_one
-    for led in opened:
-        led.close()
-
-
-@pytest.fixture
-def ledger(open_ledger: OpenLedger) -> Ledger:
-    return open_ledger()
+def store(request: pytest.FixtureRequest) -> str:
+    """Every ledger test here runs on both stores."""
+    return str(request.param)
 
 
 def count(ledger: Ledger, sql: str) -> Any:
@@ -669,10 +629,10 @@ def test_an_unreachable_postgres_is_a_one_line_error(pg_server: Any) -> None:
 
 
 def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
-    """Contract check against `jobs.runreport.RunReport.to_json()` and `present_row` (ISO `Z`
+    """Contract check against `jobs.core.runreport.RunReport.to_json()` and `present_row` (ISO `Z`
     times)."""
-    from jobs.model import Anomaly, Decision
-    from jobs.runreport import RunReport, present_row
+    from jobs.core.model import Anomaly, Decision
+    from jobs.core.runreport import RunReport, present_row
 
     rep = RunReport(run_id="r1", started_at="2024-05-06T09:00:00.000Z",
                     since="2024-05-06T07:00:00.000Z", until="2024-05-06T08:55:00.000Z",

@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.ledger import Ledger
-from jobs.settings import load_settings
-from tests.unit.test_ledger import (
-    T0,
-    Clock,
-    created_item,
-    pending_item,
-    present_item,
-    record,
-    report,
-    start,
-)
+from jobs.adapters.ledger import Ledger
+from jobs.config.settings import load_settings
+from jobs.core.errors import ConfigError
+from tests.support.ledger import T0, Clock
+from tests.unit.test_ledger import created_item, pending_item, present_item, record, report, start
 
 KEEP = timedelta(days=400)
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(tmp_path / "state", clock=clock) as led:
-        yield led
 
 
 def finish(ledger: Ledger, run_id: str) -> None:

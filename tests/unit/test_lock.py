@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.lock import LOCK_FILE, RunLock, RunLockBusy, process_alive
+from jobs.adapters.lock import LOCK_FILE, RunLock, RunLockBusy, process_alive
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import sys
 from pathlib import Path
-from jobs.lock import RunLock
+from jobs.adapters.lock import RunLock
 lock = RunLock(Path(sys.argv[1]), kind=sys.argv[2])
 print("held" if lock.acquire() else "busy", flush=True)
 sys.stdin.read()

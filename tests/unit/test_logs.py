@@ -12,8 +12,8 @@ import pytest
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from jobs.errors import ConfigError
-from jobs.logs import configure_logging, get_logger
+from jobs.adapters.logs import configure_logging, get_logger
+from jobs.core.errors import ConfigError
 
 KEY = "sk_test_51SecretKeyValue"
 TOKEN = "skSanityTokenValue123"

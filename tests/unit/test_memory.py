@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from jobs import memory
+from jobs.run import memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

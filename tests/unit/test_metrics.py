@@ -10,8 +10,8 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.ledger_schema import Watermark
-from jobs.metrics import Metrics, purchase_outcomes
+from jobs.adapters.ledger_rows import Watermark
+from jobs.adapters.metrics import Metrics, purchase_outcomes
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import rules
-from jobs.model import PLATFORM, Decision, PageFacts
-from jobs.planner import decide, lookup_keys, plan_page, transaction_mutations
-from jobs.recheck import recheck
-from tests.unit.core_builders import (
+from jobs.core import rules
+from jobs.core.documents import transaction_mutations
+from jobs.core.matching import lookup_keys
+from jobs.core.model import PLATFORM, Decision, PageFacts
+from jobs.core.planner import decide, plan_page
+from jobs.core.recheck import recheck
+from tests.support.sessions import (
     ACCT1,
     ACCT_UNKNOWN,
     CREATED_S,

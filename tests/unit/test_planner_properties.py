@@ -13,9 +13,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs import rules
-from jobs.classify import classify_raw, needs_line_items, parse_session
-from jobs.model import (
+from jobs.core import rules
+from jobs.core.classify import classify_raw, needs_line_items, parse_session
+from jobs.core.documents import transaction_mutations
+from jobs.core.matching import lookup_keys
+from jobs.core.model import (
     ANOMALY_KINDS,
     IGNORED_KINDS,
     NEEDS_MANUAL_REASONS,
@@ -24,9 +26,9 @@ from jobs.model import (
     Decision,
     Session,
 )
-from jobs.planner import lookup_keys, plan_page, transaction_mutations
-from jobs.runreport import RunReport
-from tests.unit.core_builders import (
+from jobs.core.planner import plan_page
+from jobs.core.runreport import RunReport
+from tests.support.sessions import (
     ACCT1,
     ACCT2,
     ACCT_UNKNOWN,
@@ -52,7 +54,7 @@ from tests.unit.core_builders import (
     ref,
     sub_doc,
 )
-from tests.unit.core_builders import items as parse_items
+from tests.support.sessions import items as parse_items
 
 P_LEGACY = "passLegacyCourse000006"
 P_NOLIMIT = "passClipNoLimit0000007"
@@ -376,9 +378,9 @@ _SUB_DOCS = st.lists(st.fixed_dictionaries({}, optional={
 @given(docs=_SUB_DOCS, pi=st.sampled_from(["pi_3Test1", None]))
 @settings(max_examples=300, deadline=None)
 def test_a_pages_index_finds_exactly_what_a_scan_finds(docs, pi):
-    from jobs.model import PageFacts
-    from jobs.planner import matching_subscriptions, page_matches
-    from tests.unit.core_builders import session
+    from jobs.core.matching import matching_subscriptions, page_matches
+    from jobs.core.model import PageFacts
+    from tests.support.sessions import session
 
     s = session(1, payment_intent=pi)
     facts = PageFacts(subs=tuple(docs))

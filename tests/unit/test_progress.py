@@ -12,9 +12,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from jobs.progress import ProgressBars, ProgressLog, Tally, format_eta, progress_for
-from jobs.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeStripe
+from jobs.run.progress import ProgressBars, ProgressLog, Tally, format_eta, progress_for
+from jobs.run.reconcile import Reconciler, RunRequest
+from tests.support.fakes import FakeStripe
 from tests.unit.test_segments import (
     ACCT,
     NOW,

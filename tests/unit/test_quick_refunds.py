@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeSanity, FakeStripe
+from jobs.run.reconcile import Reconciler, RunRequest
+from tests.support.fakes import FakeSanity, FakeStripe
 from tests.unit.test_reconcile import ACCT, NOW, clip_pass, session, tenant
 
 OTHER = "acct_school2"

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from jobs.ratelimit import RateBudget
+from jobs.adapters.ratelimit import RateBudget
 from tests.unit.test_ratelimit import FakeTime
 
 

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from jobs.ratelimit import TokenBucket
+from jobs.adapters.ratelimit import TokenBucket
 
 
 class FakeTime:

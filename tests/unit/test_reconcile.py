@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from jobs.errors import CredentialsRejected
-from jobs.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeSanity, FakeStripe, account_error
+from jobs.core.errors import CredentialsRejected
+from jobs.run.reconcile import Reconciler, RunRequest
+from tests.support.fakes import FakeSanity, FakeStripe, account_error
 
 NOW = 1_790_000_000
 ACCT = "acct_school1"
@@ -222,7 +222,7 @@ def test_write_rejected_for_a_single_purchase_is_reported():
 
 def test_present_purchases_go_to_on_present_once_each_in_batches(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import jobs.reconcile as reconcile
+    import jobs.run.reconcile as reconcile
 
     monkeypatch.setattr(reconcile, "PRESENT_BATCH", 4)
     stripe, sanity = world(7)

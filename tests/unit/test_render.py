@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.alerts import Alert
-from jobs.ledger_schema import RunRecord, SessionOutcome
-from jobs.render import (
+from jobs.adapters.ledger_rows import RunRecord, SessionOutcome
+from jobs.reports.alerts import Alert
+from jobs.reports.render import (
     _webhook_view,
     bar_segments,
     duration,
@@ -24,7 +24,8 @@ from jobs.render import (
     weekly_subject,
     write_weekly,
 )
-from jobs.weekly import LedgerRows, Links, TrendWeek, WeeklyReport, compute_weekly
+from jobs.reports.weekly import LedgerRows, Links, compute_weekly
+from jobs.reports.weekly_rows import TrendWeek, WeeklyReport
 
 OSLO = ZoneInfo("Europe/Oslo")
 MON = date(2024, 5, 6)
@@ -197,5 +198,5 @@ def test_alert_mail_lists_every_alert_with_its_fix_and_link() -> None:
 
 @pytest.mark.parametrize("name", ["weekly.html.j2", "alert.html.j2"])
 def test_templates_use_inline_styles_only(name: str) -> None:
-    source = (Path(__file__).parents[2] / "jobs" / "templates" / name).read_text()
+    source = (Path(__file__).parents[2] / "jobs" / "reports" / "templates" / name).read_text()
     assert "<style" not in source and "class=" not in source and "<svg" not in source

@@ -1,7 +1,7 @@
 import pytest
 
-from jobs.errors import CredentialsRejected, RetriableError
-from jobs.retry import call_with_retry
+from jobs.adapters.retry import call_with_retry
+from jobs.core.errors import CredentialsRejected, RetriableError
 
 
 def flaky(failures: list[Exception], value: str = "ok"):

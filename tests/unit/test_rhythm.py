@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from jobs.ledger import Ledger
-from jobs.rhythm import accounts_to_rest, quiet_every
-from tests.unit.test_ledger import T0, Clock, created_item, present_item, record, report, start
+from jobs.adapters.ledger import Ledger
+from jobs.run.rhythm import accounts_to_rest, quiet_every
+from tests.support.ledger import T0, Clock
+from tests.unit.test_ledger import created_item, present_item, record, report, start
 
 QUICK, DEEP = timedelta(seconds=30), timedelta(minutes=60)
 

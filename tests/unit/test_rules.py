@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs import rules
-from jobs.rules import Entitlement, Rejection
-from tests.unit.core_builders import CREATED_S, DAY_MS, metadata, pass_, session
+from jobs.core import rules
+from jobs.core.rules import Entitlement, Rejection
+from tests.support.sessions import CREATED_S, DAY_MS, metadata, pass_, session
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 BASE_MS = CREATED_S * 1000

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from jobs.model import Anomaly, Decision
-from jobs.planner import decide
-from jobs.runreport import COUNT_KEYS, RunReport
-from tests.unit.core_builders import (
+from jobs.core.model import Anomaly, Decision
+from jobs.core.planner import decide
+from jobs.core.runreport import COUNT_KEYS, RunReport
+from tests.support.sessions import (
     ACCT1,
     P_CLIP,
     T1,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from jobs.errors import AccountError, CredentialsRejected, ReconcilerError
-from jobs.ports import SessionPage
-from jobs.reconcile import Reconciler, RunRequest
-from jobs.segments import Segment, SegmentReader, after_page
-from tests.fakes import FakeSanity, FakeStripe
+from jobs.core.errors import AccountError, CredentialsRejected, ReconcilerError
+from jobs.core.ports import SessionPage
+from jobs.run.reconcile import Reconciler, RunRequest
+from jobs.run.segments import Segment, SegmentReader, after_page
+from tests.support.fakes import FakeSanity, FakeStripe
 from tests.unit.test_reconcile import ACCT, NOW, clip_pass, session, tenant
 
 
@@ -174,12 +174,17 @@ def test_cancelling_stops_reading() -> None:
     assert len(got) == 1 and len(source.requests) == 1
 
 
-def test_a_source_without_single_pages_is_read_as_one_chain_per_account() -> None:
+def test_the_tests_fake_is_read_through_the_port_as_stripe_is() -> None:
+    # The fake implements the port's one-page call, so it is read in segments like Stripe:
+    # every session exactly once, pages numbered per account in fetch order.
     fake = FakeStripe({"x": [session(i) for i in range(7)], "y": [session(i) for i in range(4)]})
     pages, reader = read_all(fake, [("x", NOW - 86400, NOW), ("y", NOW - 86400, NOW)])
-    by_account = Counter(p.account for p in pages)
-    assert by_account == {"x": 3, "y": 2} and reader.stats.splits == 0
-    assert sorted(p.index for p in pages if p.account == "x") == [0, 1, 2]
+    for account, count in (("x", 7), ("y", 4)):
+        seen = Counter(s["id"] for p in pages if p.account == account for s in p.sessions)
+        assert len(seen) == count and set(seen.values()) == {1}
+        mine = sorted(p.index for p in pages if p.account == account)
+        assert mine == list(range(len(mine))) and len(mine) >= -(-count // 3)
+    assert reader.stats.pages == len(pages) == len(fake.calls)
 
 
 def test_each_account_starts_before_its_first_page() -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.settings import SETTINGS, Secret, Settings, WeeklyAt, load_settings
+from jobs.config.settings import Settings, load_settings
+from jobs.config.sources import SETTINGS
+from jobs.config.values import Secret, WeeklyAt
+from jobs.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "reconciler.example.toml"
 BASE = {"HOME": "/home/ops"}

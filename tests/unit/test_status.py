@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from jobs.ledger import Ledger
-from jobs.lock import RunLock
-from jobs.status import human_duration, render_status_text, status_view
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.lock import RunLock
+from jobs.commands.status import human_duration, render_status_text, status_view
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 from stripe import _api_requestor, _util
 
-from jobs.stripe_source import make_client
+from jobs.adapters.stripe_client import make_client
 
 
 def test_sdk_log_lines_are_formatted_only_when_shown(monkeypatch: pytest.MonkeyPatch) -> None:

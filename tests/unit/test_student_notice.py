@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.ledger import Ledger
-from jobs.ledger_schema import MIGRATIONS, apply_migrations, connect
-from jobs.model import Creation, Decision
-from jobs.student_notice import (
+from jobs.adapters.ledger import Ledger
+from jobs.adapters.ledger_schema import MIGRATIONS, apply_migrations, connect
+from jobs.core.model import Creation, Decision
+from jobs.reports.student_notice import (
     School,
     address_problem,
     local_date,

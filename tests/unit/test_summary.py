@@ -1,7 +1,7 @@
 """The terminal summary: plain words for each purchase needing a person, no personal data."""
 
-from jobs.runreport import RunReport
-from jobs.summary import render_run_summary
+from jobs.core.runreport import RunReport
+from jobs.reports.summary import render_run_summary
 from tests.unit.test_reconcile import run, session, world
 
 

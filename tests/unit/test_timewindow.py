@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.timewindow import parse_duration, parse_instant, parse_window
+from jobs.config.timewindow import parse_duration, parse_instant, parse_window
+from jobs.core.errors import ConfigError
 
 NOW = datetime(2026, 8, 20, 12, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=10)
@@ -90,7 +90,7 @@ def test_window_errors(kwargs: dict[str, str], problem: str) -> None:
 
 
 def test_compound_durations_reach_the_window_and_the_settings() -> None:
-    from jobs.settings import load_settings
+    from jobs.config.settings import load_settings
 
     window = parse_window(now=NOW, window="1h30m", grace=GRACE)
     assert window.since == NOW - timedelta(hours=1, minutes=30)

@@ -18,8 +18,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from jobs.reconcile import Reconciler, RunRequest
-from tests.fakes import FakeSanity, FakeStripe
+from jobs.run.reconcile import Reconciler, RunRequest
+from tests.support.fakes import FakeSanity, FakeStripe
 
 NOW = 1_790_000_000
 ACCT = "acct_school1"

@@ -10,23 +10,25 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.ledger_schema import RunRecord, SessionOutcome
-from jobs.model import ANOMALY_KINDS, NEEDS_MANUAL_REASONS
-from jobs.reasons import ANOMALIES, NEEDS_MANUAL, explain_failure, runbook_markdown
-from jobs.weekly import (
+from jobs.adapters.ledger_rows import RunRecord, SessionOutcome
+from jobs.core.model import ANOMALY_KINDS, NEEDS_MANUAL_REASONS
+from jobs.core.reasons import ANOMALIES, NEEDS_MANUAL, explain_failure, runbook_markdown
+from jobs.reports.weekly import (
     LedgerRows,
     Links,
-    build_weekly,
     compute_weekly,
     headline,
-    last_complete_week,
     money_by_currency,
-    percentile,
-    purchase_category,
     repair_times,
     run_health,
-    stripe_payment_url,
     trend,
+)
+from jobs.reports.weekly_ledger import build_weekly
+from jobs.reports.weeks import (
+    last_complete_week,
+    percentile,
+    purchase_category,
+    stripe_payment_url,
     week_bounds,
 )
 from tests.unit import report_world as world

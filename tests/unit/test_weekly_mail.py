@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.mailer import compose
-from jobs.render import CAPS, column, render_weekly, report_csv
-from jobs.settings import SmtpSettings
+from jobs.adapters.mailer import compose
+from jobs.config.settings import SmtpSettings
+from jobs.reports.render import CAPS, column, render_weekly, report_csv
 from tests.unit.mail_world import heavy_report
 
 LIMIT = 90_000  # bytes of HTML; Gmail clips a part beyond about 102 KB
@@ -99,7 +99,7 @@ def test_an_interrupted_write_leaves_the_old_file_whole(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from jobs.render import write_private
+    from jobs.reports.render import write_private
 
     path = tmp_path / "report.html"
     write_private(path, "old report")

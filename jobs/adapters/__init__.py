@@ -1,0 +1,1 @@
+"""One home per outside system: Stripe, Sanity, SMTP, the ledger, locks, chat, metrics."""

@@ -1,0 +1,1 @@
+"""The pure core: plans from plain data, imports nothing outside itself."""

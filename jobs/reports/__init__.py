@@ -1,0 +1,1 @@
+"""What people read: weekly figures, renderers and templates, alerts, e-mail content."""

@@ -1,0 +1,1 @@
+"""One pass and its pieces: read, plan, write, record; the composition of the adapters."""

@@ -1,0 +1,315 @@
+"""One run as ops see it: the lock, the window, the ledger, the alerts around a reconciliation.
+
+`reconcile run` and every daemon job come through `execute_run`, so a run started by cron
+and one started by the scheduler are recorded, locked and alerted the same way.
+"""
+
+from __future__ import annotations
+
+import gc
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from jobs.adapters.ledger import Ledger, RunStatus
+from jobs.adapters.lock import RunLockLike, watch_lock
+from jobs.config.settings import Settings
+from jobs.config.timewindow import TimeWindow
+from jobs.core.errors import ReconcilerError
+from jobs.core.ports import SanityStore, StripeSource
+from jobs.run.progress import ReadProgress
+from jobs.run.reconcile import Reconciler, RunRequest
+from jobs.run.rhythm import QUIET_AFTER, accounts_to_rest
+from jobs.run.student_mail import student_mail, tell_students
+
+log = structlog.get_logger("jobs.service")
+
+Notify = Callable[[Mapping[str, Any] | None, Ledger], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    kind: str = "run"  # run | quick | deep | diagnose
+    window: TimeWindow | None = None  # None: from the watermarks (quick) or the deep window
+    accounts: tuple[str, ...] | None = None
+    dry_run: bool = False
+    validate: bool = False
+    max_creates: int | None = None
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    report: dict[str, Any] | None = None
+    skipped: bool = False
+    status: str = "ok"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and free of personal data: time plus a little randomness."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def plan_window(options: RunOptions, settings: Settings, ledger: Ledger,
+                now: datetime) -> tuple[int, int, dict[str, int], tuple[tuple[str, str], ...]]:
+    """since, until, per-account since and pending sessions to re-check, for this run's kind."""
+    until = now - settings.run.grace
+    if options.window is not None:
+        return options.window.since_unix, options.window.until_unix, {}, ()
+    deep_since = until - settings.schedule.deep_window
+    if options.kind == "deep":
+        pending = tuple((acct, sid) for acct, sid, _ in ledger.pending_sessions())
+        return int(deep_since.timestamp()), int(until.timestamp()), {}, pending
+    # Quick pass / cron: each account from its own watermark minus the overlap, so a downtime
+    # of any length is covered by the next pass; accounts never read start a deep window back.
+    per_account = {
+        w.account: int((w.until - settings.schedule.quick_overlap).timestamp())
+        for w in ledger.watermarks() if w.kind == "quick"
+    }
+    return int(deep_since.timestamp()), int(until.timestamp()), per_account, ()
+
+
+def is_quick(options: RunOptions) -> bool:
+    """A pass from the watermarks (the daemon's quick pass, or `run` without a window)."""
+    return options.window is None and options.kind in ("run", "quick")
+
+
+def resting(options: RunOptions, settings: Settings, ledger: Ledger,
+            now: datetime) -> frozenset[str]:
+    """Quiet accounts a quick pass over every account leaves for the next one."""
+    if not is_quick(options) or options.accounts is not None:
+        return frozenset()
+    read = {w.account: w.until for w in ledger.watermarks() if w.kind == "quick"}
+    return accounts_to_rest(read, ledger.sold_since(now - QUIET_AFTER), now - settings.run.grace,
+                            settings.schedule.quick_interval, settings.schedule.deep_interval)
+
+
+def run_status(report: Mapping[str, Any], interrupted: bool) -> RunStatus:
+    if interrupted:
+        return "interrupted"
+    accounts = report.get("accounts") or []
+    if accounts and all(a.get("error") for a in accounts):
+        return "failed"
+    if report.get("failed") or report.get("cap_exceeded") or any(a.get("error") for a in accounts):
+        return "partial"
+    return "ok"
+
+
+def execute_run(
+    settings: Settings,
+    stripe: StripeSource,
+    sanity: SanityStore,
+    ledger: Ledger,
+    lock: RunLockLike,
+    options: RunOptions,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    cancel: threading.Event | None = None,
+    notify: Notify | None = None,
+    workers: int | None = None,
+    on_start: Callable[[], object] | None = None,
+    progress: ReadProgress | None = None,
+) -> RunOutcome:
+    """Lock, run, record. Exit 0 all good, 1 something needs a person; errors propagate (2).
+    `on_start` is called once the lock is held (the heartbeat's start ping: a run skipped for
+    the lock starts nothing)."""
+    if not lock.acquire(blocking=False, kind=options.kind):
+        log.info("run_skipped", reason="another run holds the lock", holder=lock.holder())
+        return RunOutcome(exit_code=0, skipped=True, status="skipped")
+    try:
+        if on_start is not None:
+            on_start()
+        # We hold the lock, so no other run is alive: any run still marked running died.
+        ledger.reap_stale_runs(lambda pid: False)
+        now = clock()
+        run_id = new_run_id(now)
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+        since, until, account_since, recheck = plan_window(options, settings, ledger, now)
+        if until <= since:
+            raise ReconcilerError("the window is empty: --until must be after --since")
+        req = RunRequest(
+            run_id=run_id, since=since, until=until, accounts=options.accounts,
+            dry_run=options.dry_run, validate=options.validate,
+            max_creates=options.max_creates if options.max_creates is not None
+            else settings.run.max_creates,
+            recheck=recheck, account_since=account_since, kind=options.kind,
+            lazy_refunds=is_quick(options), rest=resting(options, settings, ledger, now))
+        cancel = cancel or threading.Event()
+        ledger.start_run(run_id, options.kind, datetime.fromtimestamp(since, UTC),
+                         datetime.fromtimestamp(until, UTC), options.dry_run,
+                         list(options.accounts or ()))
+        earliest = min([since, *account_since.values()])
+        log.info("run_started", kind=options.kind, since=earliest, until=req.until,
+                 dry_run=options.dry_run, resting=len(req.rest))
+        key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
+        students = student_mail(settings, ledger, sanity, options.dry_run)
+        # A shared lock (PostgreSQL) goes with its connection: once lost, another host may
+        # start a run, so this one stops after the transaction under way and is `failed`.
+        stop = _RunStop(cancel)
+        stop_watch = watch_lock(lock, stop.lose_lock)
+        reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
+                                key_mode=key_mode,
+                                on_present=lambda rows: ledger.record_present(run_id, rows),
+                                workers=workers or settings.stripe.concurrency, cancel=stop,
+                                progress=progress,
+                                before_commit=None if students is None else (
+                                    lambda ds: students.before_commit(ds, run_id)))
+        try:
+            with few_collections():
+                report = reconciler.run(req)
+        except BaseException as error:
+            ended: RunStatus = ("interrupted" if isinstance(error, KeyboardInterrupt)
+                                else "failed")
+            ledger.finish_run(run_id, ended, None, _one_line(error))
+            if notify is not None and ended == "failed":
+                _notify_quietly(notify, ledger)  # the failed-runs streak may call for an alert
+            raise
+        finally:
+            stop_watch()
+        data = report.to_json()
+        if stop.lock_lost:
+            return _lock_lost(ledger, run_id, data, notify)
+        status = run_status(data, cancel.is_set())
+        if cancel.is_set():
+            log.warning("run_interrupted", detail="stopped by a signal; the transaction under "
+                        "way was finished, the rest is left for the next run")
+        ledger.record_report(data)
+        _settle_rechecked(ledger, data, recheck)
+        ledger.finish_run(run_id, status, data, data.get("error"))
+        if is_quick(options) and status != "interrupted":
+            ledger.advance_watermarks_from_report(data, "quick")
+        _log_outcomes(data)
+        if students is not None and not cancel.is_set():
+            # A stopping daemon does not wait for a mail server: what this pass wrote is
+            # recorded as intended, and the next pass sends it.
+            data["student_emails"] = tell_students(students, data, run_id)
+        log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
+        if notify is not None and not options.dry_run:
+            notify(data, ledger)
+        if options.kind == "deep" and not options.dry_run:
+            prune_ledger(ledger, settings)
+        code = report.exit_code()
+        if status == "failed":
+            code = 2  # not one account could be read: the service is down or the key is wrong
+        elif status == "interrupted":
+            code = 0
+        return RunOutcome(exit_code=code, report=data, status=status)
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id")
+        lock.release()
+
+
+def prune_ledger(ledger: Ledger, settings: Settings) -> dict[str, int]:
+    """The ledger's history beyond `run.ledger_retention`, forgotten after each deep pass (hourly
+    from the daemon or cron): the delete finds nothing most hours and little on any one."""
+    deleted = ledger.prune(settings.run.ledger_retention)
+    if any(deleted.values()):
+        log.info("ledger_pruned", retention_days=settings.run.ledger_retention.days, **deleted)
+    return deleted
+
+
+class _RunStop(threading.Event):
+    """What a run checks to stop: its caller's `cancel` event (a signal, or the run giving up
+    on rejected credentials: `set` sets it, as before), or its shared lock found lost. The
+    caller's event is not set for a lost lock: a daemon's is shared by all its passes."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        super().__init__()
+        self._cancel = cancel
+
+    def is_set(self) -> bool:
+        return self._cancel.is_set() or super().is_set()
+
+    def set(self) -> None:
+        self._cancel.set()
+
+    def lose_lock(self) -> None:
+        super().set()
+
+    @property
+    def lock_lost(self) -> bool:
+        return super().is_set()
+
+
+LOCK_LOST = ("the run lock was lost (its database connection dropped); stopped after the "
+             "transaction under way")
+
+
+def _lock_lost(ledger: Ledger, run_id: str, data: dict[str, Any],
+               notify: Notify | None) -> RunOutcome:
+    """Record what the run did before it lost its lock, as `failed`; the watermarks stay
+    (the next run reads the window again)."""
+    log.error("run_lock_lost", detail=LOCK_LOST)
+    ledger.record_report(data)
+    ledger.finish_run(run_id, "failed", data, LOCK_LOST)
+    _log_outcomes(data)
+    if notify is not None and not data.get("dry_run"):
+        _notify_quietly(notify, ledger)
+    return RunOutcome(exit_code=2, report=data, status="failed")
+
+
+@contextmanager
+def few_collections(young: int = 10_000) -> Iterator[None]:
+    """A run allocates about a hundred containers per session it reads (parsed JSON), all
+    acyclic and freed by reference counting; with the default thresholds the cyclic
+    collector runs thousands of times over them (a sixth of a large run's CPU). For the
+    run: what exists before it is frozen out of collections, and a collection waits for
+    `young` new containers."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+def _settle_rechecked(ledger: Ledger, report: Mapping[str, Any],
+                      recheck: tuple[tuple[str, str], ...]) -> None:
+    """A re-checked pending session that is now ignored (failed or expired payment) is settled:
+    the report only counts ignored sessions, so name them here."""
+    if not recheck or report.get("dry_run"):
+        return
+    # Sessions found present were recorded as found, which closed their pending rows.
+    named = {item["session_id"] for key in ("created", "needs_manual", "pending", "failed")
+             for item in report.get(key) or ()}
+    for _account, session_id in recheck:
+        if session_id not in named:
+            ledger.settle_pending(session_id, "ignored")
+
+
+def _log_outcomes(report: Mapping[str, Any]) -> None:
+    """One line per purchase that changed or needs a person (e-mails are masked by the logger)."""
+    verb = "would_create" if report.get("dry_run") else "created"
+    for item in report.get("created") or ():
+        log.info(verb, account=item["account"], session_id=item["session_id"],
+                 subscription_id=item["subscription_id"], pass_name=item.get("pass_name"))
+    for item in report.get("needs_manual") or ():
+        log.warning("needs_manual", account=item["account"], session_id=item["session_id"],
+                    reason=item["reason"], detail=item.get("detail"), email=item.get("email"))
+    for item in report.get("failed") or ():
+        log.error("failed", account=item["account"], session_id=item["session_id"],
+                  error=item["error"])
+
+
+def _notify_quietly(notify: Notify, ledger: Ledger) -> None:
+    """Alerts after a run that could not finish: never hide the run's own error behind a mail
+    problem."""
+    try:
+        notify(None, ledger)
+    except Exception as error:  # logged; the run's error is what the caller reports
+        log.error("alerting_failed", error=_one_line(error))
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
