@@ -8,6 +8,7 @@ plain arithmetic in SQL; the row types (`jobs.adapters.ledger_rows`) hand them o
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def connect(path: Path) -> sqlite3.Connection:
     try:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 5000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _journal_mode_wal(conn)
         if str(mode).lower() != "wal":
             raise ConfigError(f"ledger {path} cannot use WAL mode (got {mode})")
         # NORMAL is durable across application crashes in WAL mode; only power loss can drop
@@ -193,6 +194,19 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _journal_mode_wal(conn: sqlite3.Connection, wait_s: float = 5.0) -> str:
+    """Switch to WAL. Two processes creating a new ledger at once may find the file locked for
+    the switch (the busy timeout does not cover it): that is waiting, not a damaged file."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]]) -> int:
