@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jobs.core.matching import ref
 from jobs.core.model import Catalog, Pass, Tenant
 
 
@@ -12,11 +13,6 @@ def catalog_from(
     tenants: Iterable[Mapping[str, Any]], passes: Iterable[Mapping[str, Any]]
 ) -> Catalog:
     """Published tenants and passes as data (drafts are not what the app sells)."""
-
-    def tenant_ref(doc: Mapping[str, Any]) -> str | None:
-        value = doc.get("tenant")
-        target = value.get("_ref") if isinstance(value, Mapping) else None
-        return target if isinstance(target, str) else None
 
     out_tenants: dict[str, Tenant] = {}
     for doc in tenants:
@@ -41,5 +37,5 @@ def catalog_from(
             price=doc.get("price"), validity_type=doc.get("validityType"),
             validity_days=doc.get("validityDays"), expiry_date=doc.get("expiryDate"),
             classes_limit=doc.get("classesLimit"), is_active=doc.get("isActive"),
-            tenant_id=tenant_ref(doc))
+            tenant_id=ref(doc, "tenant"))
     return Catalog(out_tenants, out_passes)
