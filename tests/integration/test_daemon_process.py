@@ -144,9 +144,9 @@ def stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM,
     return proc.returncode, out, err, time.monotonic() - began
 
 
-def test_sigterm_during_a_write_finishes_that_transaction_and_records_interrupted(
-        sandbox: Sandbox):
-    # Every transaction takes 1.5 s to arrive; the signal comes while the first is under way.
+def sigterm_mid_write(sandbox: Sandbox) -> tuple[int, str, float]:
+    """Start the daemon with every transaction taking 1.5 s to arrive, and send SIGTERM while
+    the first is under way; returns (exit code, stderr, seconds to exit)."""
     for _ in range(SCHOOLS):
         sandbox.sanity.inject_fault("mutate", delay_ms=1500)
     proc = sandbox.start("daemon")
@@ -161,6 +161,12 @@ def test_sigterm_during_a_write_finishes_that_transaction_and_records_interrupte
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    return code, err, seconds
+
+
+def test_sigterm_during_a_write_finishes_that_transaction_and_records_interrupted(
+        sandbox: Sandbox):
+    code, err, seconds = sigterm_mid_write(sandbox)
     assert code == 0
     assert seconds < 10  # the 1.5 s transaction, then out (the limit is 30 s)
     subs = sandbox.subscriptions()

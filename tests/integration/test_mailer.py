@@ -127,22 +127,13 @@ def test_plain_smtp_delivers_the_weekly_report(report: WeeklyReport, ledger: Led
     assert ledger.unsent_reports() == []
 
 
-def test_starttls_with_login_delivers_the_weekly_report(
-        report: WeeklyReport, ledger: Ledger, tls: Tls) -> None:
-    with smtp_server("starttls", tls=tls, users={USER: PASSWORD}) as server:
-        smtp = settings(server.port, starttls=True, username=USER, password=Secret(PASSWORD))
-        sender = smtp_sender(smtp, ssl_context=tls.client_context(), sleep=no_sleep)
-        result = send_weekly(report, smtp, ledger, sender=sender)
-    assert result.complete
-    received = server.messages[0]
-    assert (received.authenticated_as, received.tls) == (USER, True)
-    check_report(received.message, report)
-
-
-def test_implicit_tls_with_login_delivers(report: WeeklyReport, ledger: Ledger,
-                                          tls: Tls) -> None:
-    with smtp_server("tls", tls=tls, users={USER: PASSWORD}) as server:
-        smtp = settings(server.port, ssl=True, username=USER, password=Secret(PASSWORD))
+@pytest.mark.parametrize(("mode", "tls_setting"), [("starttls", {"starttls": True}),
+                                                   ("tls", {"ssl": True})])
+def test_starttls_or_implicit_tls_with_login_delivers_the_weekly_report(
+        report: WeeklyReport, ledger: Ledger, tls: Tls, mode: str,
+        tls_setting: dict[str, bool]) -> None:
+    with smtp_server(mode, tls=tls, users={USER: PASSWORD}) as server:
+        smtp = settings(server.port, username=USER, password=Secret(PASSWORD), **tls_setting)
         sender = smtp_sender(smtp, ssl_context=tls.client_context(), sleep=no_sleep)
         result = send_weekly(report, smtp, ledger, sender=sender)
     assert result.complete

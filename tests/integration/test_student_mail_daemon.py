@@ -7,7 +7,6 @@ Sanity yet) and a real SMTP server in this process.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.integration.test_daemon_process import (
     SCHOOLS,
     Sandbox,
     sanity_node,  # noqa: F401 (the module's Sanity stand-in fixture)
+    sigterm_mid_write,
     stop,
     wait_for,
 )
@@ -76,18 +76,7 @@ def test_the_daemons_passes_tell_each_student_once(box: tuple[Sandbox, Server]) 
 def test_sigterm_mid_write_then_a_run_tells_each_student_once(
         box: tuple[Sandbox, Server]) -> None:
     sandbox, mail = box
-    for _ in range(SCHOOLS):
-        sandbox.sanity.inject_fault("mutate", delay_ms=1500)
-    proc = sandbox.start("daemon")
-    try:
-        wait_for(lambda: sum(e["kind"] == "query" for e in sandbox.sanity.log()) >= 1 + SCHOOLS,
-                 timeout=20, what="the start-up pass to read", proc=proc)
-        time.sleep(0.3)
-        code, _, err, seconds = stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    code, err, seconds = sigterm_mid_write(sandbox)
     assert code == 0 and seconds < 10, err
     written = len(sandbox.subscriptions())
     assert 1 <= written < SCHOOLS * PER_SCHOOL
