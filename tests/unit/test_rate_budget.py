@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from jobs.adapters.ratelimit import RateBudget
-from tests.unit.test_ratelimit import FakeTime
+from tests.unit.test_ratelimit import FakeTime, waits_of_threads
 
 
 def test_each_endpoint_keeps_its_own_rate() -> None:
@@ -41,22 +39,10 @@ def test_threads_share_the_budget() -> None:
     t = FakeTime()
     budget = RateBudget(global_rate=1000, endpoint_rate=10, burst_s=0.1, clock=t.clock,
                         sleep=t.sleep)
-    waits: list[float] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        for _ in range(5):
-            wait = budget.acquire("GET /v1/checkout/sessions")
-            with lock:
-                waits.append(wait)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    waits = waits_of_threads(lambda: budget.acquire("GET /v1/checkout/sessions"), threads=4,
+                             each=5)
     # 20 tokens with the clock standing still: 1 free, then 19 reservations 0.1 s apart.
-    assert sorted(waits) == pytest.approx([0.1 * k for k in range(20)])
+    assert waits == pytest.approx([0.1 * k for k in range(20)])
 
 
 def test_a_request_without_endpoint_counts_globally_only() -> None:

@@ -1,4 +1,5 @@
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -53,25 +54,31 @@ def test_rate_is_kept_over_many_calls() -> None:
     assert t.now - 100.0 == pytest.approx(100 / 25)
 
 
-def test_threads_share_one_budget() -> None:
-    t = FakeTime()
-    bucket = TokenBucket(rate=10, burst=5, clock=t.clock, sleep=t.sleep)
+def waits_of_threads(acquire: Callable[[], float], threads: int, each: int) -> list[float]:
+    """`threads` threads calling `acquire` `each` times at once; every wait, sorted."""
     waits: list[float] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        for _ in range(10):
-            wait = bucket.acquire()
+        for _ in range(each):
+            wait = acquire()
             with lock:
                 waits.append(wait)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in workers:
         thread.start()
-    for thread in threads:
+    for thread in workers:
         thread.join()
+    return sorted(waits)
+
+
+def test_threads_share_one_budget() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(rate=10, burst=5, clock=t.clock, sleep=t.sleep)
+    waits = waits_of_threads(bucket.acquire, threads=8, each=10)
     # 80 tokens with the clock standing still: 5 free, then 75 reservations 0.1 s apart.
-    assert sorted(waits) == pytest.approx([0.0] * 5 + [0.1 * k for k in range(1, 76)])
+    assert waits == pytest.approx([0.0] * 5 + [0.1 * k for k in range(1, 76)])
 
 
 def test_real_sleep_is_not_needed_for_the_defaults() -> None:
