@@ -9,6 +9,7 @@ from typing import Any
 from jobs.core import rules
 from jobs.core.classify import Classified
 from jobs.core.model import (
+    PAYMENT_ID_FIELDS,
     LookupKeys,
     PageFacts,
     PlanContext,
@@ -17,7 +18,6 @@ from jobs.core.model import (
 
 Doc = Mapping[str, Any]
 
-VISIBLE_FIELDS = ("type", "startDate", "endDate", "passId", "user")
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -37,15 +37,6 @@ def ref(doc: Doc, field: str) -> str | None:
     value = doc.get(field)
     target = value.get("_ref") if isinstance(value, Mapping) else None
     return target if isinstance(target, str) and target else None
-
-
-def is_active(doc: Doc, now_ms: int) -> bool:
-    """§1.2: active means isActive and an end date still ahead (the broken shape's own names
-    count too: `status`/`expiryDate`)."""
-    if doc.get("isActive") is False or doc.get("status") not in (None, "active"):
-        return False
-    end = rules.parse_instant_ms(doc.get("endDate") or doc.get("expiryDate"))
-    return end is None or end > now_ms
 
 
 def lookup_keys(page: Sequence[Classified]) -> LookupKeys:
@@ -88,8 +79,7 @@ def matching_subscriptions(session: Session, subs: Iterable[Doc]) -> list[Doc]:
     found = []
     for doc in subs:
         if doc.get("stripeSessionId") == session.id or doc.get("_id") in own_ids or (
-            pi and pi in (doc.get("stripePaymentId"), doc.get("stripePaymentIntentId"),
-                          doc.get("paymentId"))
+            pi and any(doc.get(f) == pi for f in PAYMENT_ID_FIELDS)
         ):
             found.append(doc)
     return found

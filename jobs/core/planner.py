@@ -11,14 +11,20 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.core import rules
+from jobs.core.anomalies import (
+    deactivated,
+    invisible,
+    is_active,
+    mistyped,
+    purchase_records,
+    wrong_tenant,
+)
 from jobs.core.classify import Classified, PurchaseKeys
 from jobs.core.documents import subscription_document
 from jobs.core.matching import (
-    VISIBLE_FIELDS,
     Doc,
     PersonMatch,
     find_person,
-    is_active,
     is_draft,
     page_matches,
     person_problem,
@@ -66,6 +72,7 @@ def decide(item: Classified, facts: PageFacts, ctx: PlanContext) -> Decision:
     if item.outcome in ("ignored", "pending"):
         decision = replace(base, outcome=item.outcome, reason=item.kind)  # type: ignore[arg-type]
         if item.kind == "refunded":
+            # The classification knows the refund; "still active" is the audit's rule too.
             active = [d for d in page_matches(session, facts)
                       if not is_draft(d) and is_active(d, ctx.now_ms)]
             if active:
@@ -146,7 +153,7 @@ def _decide_purchase(
                         str(user_ref), old, ctx)
     deactivate = None
     # A source already inactive was settled by someone else: existing documents stay as they are.
-    if old is not None and old.get("isActive") is not False:
+    if old is not None and not deactivated(old):
         deactivate = {"id": old["_id"], "set": {
             "isActive": False, "upgradedAt": rules.iso_ms(ctx.now_ms),
             "upgradedToPassId": pass_.id, "upgradedToPassName": pass_.name}}
@@ -178,7 +185,7 @@ def _upgrade_source(keys: PurchaseKeys, facts: PageFacts) -> Doc | None:
 
 def upgrade_open(old: Doc) -> bool:
     """§2.8: the webhook deactivates the source and names the new pass on it."""
-    return old.get("isActive") is not False and not old.get("upgradedToPassId")
+    return not deactivated(old) and not old.get("upgradedToPassId")
 
 
 def _wrong_users(session: Session, present: list[Doc],
@@ -214,39 +221,19 @@ def _tenant_detail(session: Session, keys: PurchaseKeys, pass_: Pass, tenant_id:
     return f"metadata names school {keys.tenant_id}, the account belongs to {tenant_id}"
 
 
-
-def _present_anomalies(session: Session, published: list[Doc], pass_: Pass | None,
+def _present_anomalies(session: Session, present: list[Doc], pass_: Pass | None,
                        tenant_id: str | None, ctx: PlanContext) -> tuple[Anomaly, ...]:
-    out: list[Anomaly] = []
-    ids = tuple(str(d.get("_id")) for d in published)
-    # A draft and its published version are one document in two states, not two passes.
-    documents = {i.removeprefix("drafts.") for i in ids}
-    if len(documents) > 1:
-        out.append(Anomaly("duplicate_subscriptions", session.id, ids,
-                           f"{len(documents)} subscriptions record this purchase"))
-    if all(is_draft(d) for d in published):
-        out.append(Anomaly("draft_only", session.id, ids,
-                           "only a draft records this purchase (the app shows it; "
-                           "nothing is published)"))
-    expected = rules.mapped_type(pass_.type) if pass_ else None
+    """The shared rules (`jobs.core.anomalies`) over what records the purchase, drafts
+    included, judged by the purchase's pass and school."""
+    out = list(purchase_records(session.id, present))
     tenant_passes = ctx.catalog.pass_ids_of(tenant_id)
-    for doc in published:
-        one = (str(doc.get("_id")),)
-        missing = [f for f in VISIBLE_FIELDS if doc.get(f) in (None, "")]
-        if missing:
-            out.append(Anomaly("invisible_shape", session.id, one,
-                               "the app cannot show it: missing " + ", ".join(missing)))
-        elif expected is not None and doc.get("type") != expected:
-            out.append(Anomaly("mistyped_subscription", session.id, one,
-                               f"type {doc.get('type')!r}, the pass maps to {expected!r}"))
+    for doc in present:
+        details = [("invisible_shape", invisible(doc)),
+                   ("mistyped_subscription", mistyped(doc, pass_))]
+        # A purchase of no known school cannot say where its pass belongs.
         if tenant_id is not None:
-            own = ref(doc, "tenant")
-            if own is not None and own != tenant_id:
-                out.append(Anomaly("wrong_tenant", session.id, one,
-                                   f"tenant {own}, the purchase belongs to {tenant_id}"))
-            elif own is None and not ({doc.get("passId"), ref(doc, "pass")} & tenant_passes):
-                out.append(Anomaly("wrong_tenant", session.id, one,
-                                   f"no tenant and its pass is not one of {tenant_id}'s"))
+            details.append(("wrong_tenant", wrong_tenant(doc, tenant_id, tenant_passes,
+                                                         ctx.catalog.tenants, "the purchase")))
+        out += [Anomaly(kind, session.id, (str(doc.get("_id")),), detail)
+                for kind, detail in details if detail is not None]
     return tuple(out)
-
-

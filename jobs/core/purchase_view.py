@@ -9,7 +9,7 @@ from typing import Any
 from jobs.core import rules
 from jobs.core.anomalies import explain as explain_anomaly
 from jobs.core.diagnosis import JSON, Diagnosis
-from jobs.core.matching import matching_subscriptions
+from jobs.core.matching import is_draft, matching_subscriptions, ref
 from jobs.core.model import PLATFORM, Decision, Session
 from jobs.core.reasons import PENDING, explain_failure, explain_reason
 
@@ -26,13 +26,10 @@ IGNORED_WORDS = {
 
 
 def _sub_view(doc: Mapping[str, Any]) -> JSON:
-    def ref(name: str) -> Any:
-        value = doc.get(name)
-        return value.get("_ref") if isinstance(value, Mapping) else None
-
-    return {"_id": doc.get("_id"), "draft": str(doc.get("_id", "")).startswith("drafts."),
-            "type": doc.get("type"), "passId": doc.get("passId") or ref("pass"),
-            "passName": doc.get("passName"), "user": ref("user"), "tenant": ref("tenant"),
+    return {"_id": doc.get("_id"), "draft": is_draft(doc),
+            "type": doc.get("type"), "passId": doc.get("passId") or ref(doc, "pass"),
+            "passName": doc.get("passName"), "user": ref(doc, "user"),
+            "tenant": ref(doc, "tenant"),
             "isActive": doc.get("isActive"), "startDate": doc.get("startDate"),
             "endDate": doc.get("endDate"), "remainingClips": doc.get("remainingClips"),
             "stripeSessionId": doc.get("stripeSessionId")}

@@ -135,7 +135,8 @@ ANOMALIES: dict[str, Explanation] = {
             "mistyped_subscription",
             "A subscription has the wrong type for its pass",
             "The subscription's type does not match its pass (e.g. a clip card stored as "
-            "`single`), so the app counts the wrong number of classes.",
+            "`single`), or, with no pass to compare with, is no type the app knows, so the app "
+            "counts the wrong number of classes.",
             "In Sanity Studio, set the subscription's type to match the pass. For a clip card "
             "stored as single, set `remainingClips` to classesLimit - max(0, 1 - remaining); "
             "never reset the clips blindly.",
@@ -152,9 +153,11 @@ ANOMALIES: dict[str, Explanation] = {
             "invisible_shape",
             "A subscription exists but the app cannot show it",
             "The subscription lacks one of type, startDate, endDate, passId or user (the shape "
-            "some old repair scripts wrote), so the student does not see the pass.",
-            "In Sanity Studio, fill in the missing fields from the pass and the payment (start "
-            "= payment date), or replace the document with a correctly shaped one.",
+            "some old repair scripts wrote), or its startDate or endDate is not a date "
+            "(`Invalid Date`), so the student does not see the pass.",
+            "In Sanity Studio, fill in the missing fields (or the broken date) from the pass "
+            "and the payment (start = payment date), or replace the document with a correctly "
+            "shaped one.",
         ),
         Explanation(
             "draft_only",

@@ -15,8 +15,9 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.core import rules
+from jobs.core.anomalies import payment_intents, purchase_records
 from jobs.core.matching import Doc, is_draft, matching_subscriptions, ref
-from jobs.core.model import PAYMENT_ID_FIELDS, Anomaly, Decision, Session
+from jobs.core.model import Decision, Session
 from jobs.core.planner import upgrade_open
 
 STRIPE_SESSION_PREFIXES = ("cs_live_", "cs_test_")
@@ -31,7 +32,7 @@ def is_manual(doc: Doc) -> bool:
     `manual_recovery_session_<ms>` / `manual_recovery_<ms>` / `admin_created_<ms>`)."""
     if is_stripe_id(doc.get("stripeSessionId"), STRIPE_SESSION_PREFIXES):
         return False
-    return not any(is_stripe_id(doc.get(f), ("pi_",)) for f in PAYMENT_ID_FIELDS)
+    return not payment_intents(doc)
 
 
 def manual_suspects(paid_ms: int, pass_id: str, pass_name: str | None, refs: Iterable[str],
@@ -70,16 +71,9 @@ def recheck(decision: Decision, found: Iterable[Doc], manual: Iterable[Doc] = ()
                       pi if isinstance(pi, str) else None, None, None, {}, None, None, None)
     matches = matching_subscriptions(session, found)
     if matches:
-        ids = tuple(str(d.get("_id")) for d in matches)
-        anomalies = tuple(a for a in (
-            Anomaly("duplicate_subscriptions", session.id, ids,
-                    f"{len(ids)} subscriptions record this purchase")
-            if len({i.removeprefix("drafts.") for i in ids}) > 1 else None,
-            Anomaly("draft_only", session.id, ids, "only a draft records this purchase")
-            if all(is_draft(d) for d in matches) else None,
-        ) if a is not None)
         return replace(decision, outcome="already_present", creation=None,
-                       subscription_ids=ids, anomalies=anomalies,
+                       subscription_ids=tuple(str(d.get("_id")) for d in matches),
+                       anomalies=purchase_records(session.id, matches),
                        detail="written by someone else (the app's webhook) after this run's "
                               "look-up")
     paid_ms = rules.parse_instant_ms(creation.subscription.get("startDate"))

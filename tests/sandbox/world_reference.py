@@ -19,6 +19,7 @@ DAY_MS = 86_400_000
 CHECKOUT_CURRENCIES = ("usd", "nok", "eur", "sek", "dkk", "gbp")
 MAPPED = {"single": "single", "multi-pass": "multi-pass", "multi": "clipcard",
           "unlimited": "monthly"}
+VISIBLE = ("type", "startDate", "endDate", "passId", "user")
 
 
 def _ms(iso: str) -> int:
@@ -32,6 +33,16 @@ def _iso(ms: int) -> str:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _readable_date(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _number(value: Any) -> float | None:
@@ -297,7 +308,10 @@ class Reference:
             owner = doc["user"]["_ref"] if isinstance(doc.get("user"), dict) else None
             if clerk and owner is not None and owner not in refs:
                 anomalies.append("wrong_user")
-            if pass_doc and "type" in doc and doc["type"] != MAPPED.get(pass_doc["type"]):
+            # Against the purchase's pass; without a mapped type, a type the app does not know.
+            expected = MAPPED.get(pass_doc["type"]) if pass_doc else None
+            if doc.get("type") not in (None, "") and (
+                    doc["type"] != expected if expected else doc["type"] not in MAPPED.values()):
                 anomalies.append("mistyped_subscription")
             own = doc.get("passId") or (doc.get("pass") or {}).get("_ref")
             if isinstance(doc.get("tenant"), dict):
@@ -305,8 +319,9 @@ class Reference:
                     anomalies.append("wrong_tenant")
             elif own not in {p["_id"] for p in self._tenant_passes(tenant or "")}:
                 anomalies.append("wrong_tenant")
-            if any(field not in doc for field in ("type", "startDate", "endDate", "passId",
-                                                  "user")):
+            if any(doc.get(field) in (None, "") for field in VISIBLE) or not all(
+                    _readable_date(doc[f]) for f in ("startDate", "endDate")
+                    if doc.get(f) not in (None, "")):
                 anomalies.append("invisible_shape")
         return result | {"outcome": "already_present", "anomalies": sorted(set(anomalies)),
                          "expected": None, "expected_user": None, "deactivates": None}

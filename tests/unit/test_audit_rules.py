@@ -17,9 +17,9 @@ from jobs.core.anomalies import (
     end_date_off,
     explain,
     invisible,
+    judge,
     mistyped,
     paid_minor,
-    pass_of,
     refunded_active,
     session_of,
     wrong_tenant,
@@ -113,8 +113,7 @@ def test_fake_payment_ids_do_not_make_duplicates() -> None:
 def test_mistyped_against_the_pass_mapping() -> None:
     clip = CATALOG.passes["clip"]
     found = mistyped(sub("a", type="single"), clip)
-    assert found is not None and found.kind == "mistyped_subscription"
-    assert "'single'" in found.detail and "'clipcard'" in found.detail
+    assert found == "type 'single', the pass clip (multi) maps to 'clipcard'"
     assert mistyped(sub("a", type="multi"), clip) is not None
     assert mistyped(sub("a"), clip) is None
 
@@ -123,38 +122,64 @@ def test_unknown_type_is_flagged_only_when_the_pass_cannot_judge() -> None:
     legacy = CATALOG.passes["legacy"]
     assert mistyped(sub("a", pass_id="legacy", type="single"), legacy) is None
     found = mistyped(sub("a", passId="gone", type="course"), None)
-    assert found is not None and "not one the app knows" in found.detail
+    assert found is not None and "not one the app knows" in found
     assert mistyped(sub("a", passId="gone", type="clipcard"), None) is None
     assert mistyped(sub("a", type=None), CATALOG.passes["clip"]) is None
 
 
-@pytest.mark.parametrize(("fields", "flagged", "words"), [
-    ({}, False, ""),
-    ({"tenant": {"_ref": "tB"}}, True, "belongs to tA"),
-    ({"tenant": {"_ref": "nope"}}, True, "is no school"),
-    ({"tenant": None}, False, ""),  # tenant-less, but its pass is tA's: visible there (§1.9)
-    ({"tenant": None, "passId": "gone"}, True, "is no school's pass"),
-    ({"tenant": None, "passId": None}, True, "no tenant and no pass"),
-    ({"tenant": None, "passId": None, "pass": {"_ref": "clip"}}, False, ""),
+def own_tenant_rule(doc: dict[str, Any]) -> str | None:
+    """`wrong_tenant` as the audit calls it: the school of the document's own pass."""
+    found = [f for f in judge(doc, CATALOG, {}, NOW_MS) if f.kind == "wrong_tenant"]
+    return found[0].detail if found else None
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({}, None),
+    ({"tenant": {"_ref": "tB"}}, "tenant tB, its pass clip belongs to tA"),
+    ({"tenant": {"_ref": "nope"}}, "tenant nope is no school"),
+    ({"tenant": None}, None),  # tenant-less, but its pass is tA's: visible there (§1.9)
+    ({"tenant": None, "passId": "gone"},
+     "no tenant, and its pass gone is no school's pass: the app shows it nowhere"),
+    ({"tenant": None, "passId": None}, "no tenant and no pass: the app shows it nowhere"),
+    ({"tenant": None, "passId": None, "pass": {"_ref": "clip"}}, None),
 ])
-def test_wrong_tenant(fields: dict[str, Any], flagged: bool, words: str) -> None:
+def test_wrong_tenant_by_its_own_pass(fields: dict[str, Any], words: str | None) -> None:
+    assert own_tenant_rule(sub("a", **fields)) == words
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({}, None),
+    ({"tenant": {"_ref": "tB"}}, "tenant tB, the purchase belongs to tA"),
+    ({"tenant": {"_ref": "nope"}}, "tenant nope is no school"),
+    ({"tenant": None}, None),
+    ({"tenant": None, "passId": "fixed"}, "no tenant, and its pass fixed is not one of tA's"),
+])
+def test_wrong_tenant_by_the_purchases_school(fields: dict[str, Any], words: str | None) -> None:
     doc = sub("a", **fields)
-    found = wrong_tenant(doc, pass_of(doc, CATALOG), CATALOG)
-    assert (found is not None) == flagged
-    if found is not None:
-        assert found.kind == "wrong_tenant" and words in found.detail
+    assert wrong_tenant(doc, "tA", CATALOG.pass_ids_of("tA"), CATALOG.tenants,
+                        "the purchase") == words
+
+
+def test_a_pass_without_a_school_names_no_school_its_subscription_should_have() -> None:
+    orphan = {"_id": "orphan", "name": "Orphan", "type": "single", "validityDays": 30}
+    cat = catalog_from(TENANTS, [*PASSES, orphan])
+    doc = sub("a", passId="orphan", type="single", days=30)
+    assert judge(doc, cat, {}, NOW_MS) == []  # its tenant tA is a school: shown there (§1.9)
+    lost = judge({**doc, "tenant": None}, cat, {}, NOW_MS)
+    assert [f.detail for f in lost] == [
+        "no tenant, and its pass orphan is no school's pass: the app shows it nowhere"]
 
 
 def test_invisible_shape_lists_what_is_missing_or_broken() -> None:
     alternate = {"_id": "alt", "_type": "subscription", "pass": {"_ref": "clip"},
                  "status": "active", "purchaseDate": "2026-08-01", "user": {"_ref": "u1"},
                  "stripeSessionId": "cs_test_alt", "amount": 200000}
-    found = invisible(alternate)
-    assert found is not None and found.session_id == "cs_test_alt"
-    assert found.detail.endswith("missing type, missing startDate, missing endDate, "
-                                 "missing passId")
-    nan = invisible(sub("a", endDate="Invalid Date"))
-    assert nan is not None and "endDate 'Invalid Date' is not a date" in nan.detail
+    assert invisible(alternate) == ("the app cannot show it: missing type, startDate, endDate, "
+                                    "passId")
+    assert [(f.kind, f.session_id) for f in judge(alternate, CATALOG, {}, NOW_MS)] == [
+        ("invisible_shape", "cs_test_alt")]
+    nan = invisible(sub("a", endDate="Invalid Date", passId=None))
+    assert nan == "the app cannot show it: missing passId; endDate 'Invalid Date' is not a date"
     assert invisible(sub("a")) is None
 
 
@@ -165,7 +190,7 @@ def test_end_date_within_a_day_of_the_rule_is_fine() -> None:
     clip = CATALOG.passes["clip"]
     assert end_date_off(sub("a", days=90.9), clip) is None
     found = end_date_off(sub("a", days=30), clip)
-    assert found is not None and "(-60.0 days)" in found.detail
+    assert found is not None and "(-60.0 days)" in found
 
 
 def test_end_date_of_a_fixed_date_pass() -> None:
@@ -173,7 +198,7 @@ def test_end_date_of_a_fixed_date_pass() -> None:
     good = sub("a", pass_id="fixed", endDate="2026-10-01T00:00:00.000Z")
     assert end_date_off(good, fixed) is None
     found = end_date_off(sub("a", pass_id="fixed", days=30), fixed)
-    assert found is not None and "2026-10-01T00:00:00.000Z" in found.detail
+    assert found is not None and "2026-10-01T00:00:00.000Z" in found
 
 
 def test_end_date_not_judged_without_pass_or_dates() -> None:
@@ -190,7 +215,7 @@ def active_sub(**fields: Any) -> dict[str, Any]:
 
 def test_fully_refunded_active_subscription_is_flagged() -> None:
     found = refunded_active(active_sub(), {"pi_a": 200000}, NOW_MS)
-    assert found is not None and "refunded 2000 of 2000" in found.detail
+    assert found == "payment pi_a refunded 2000 of 2000, the subscription is still active"
 
 
 def test_partial_refund_expired_or_deactivated_are_not_flagged() -> None:
@@ -201,9 +226,20 @@ def test_partial_refund_expired_or_deactivated_are_not_flagged() -> None:
     assert refunded_active(active_sub(), {"pi_other": 200000}, NOW_MS) is None
 
 
+@pytest.mark.parametrize("fields", [
+    {"status": "cancelled"},
+    {"endDate": None, "expiryDate": "2026-08-01T00:00:00.000Z"},
+], ids=["status-not-active", "alternate-shape-expired"])
+def test_refunded_but_active_needs_what_the_planner_calls_active(fields: dict[str, Any]) -> None:
+    """One 'still active' for both: the broken shape's `status`/`expiryDate` count (§1.2)."""
+    assert refunded_active(active_sub(**fields), {"pi_a": 200000}, NOW_MS) is None
+    ahead = active_sub(endDate=None, expiryDate="2026-12-01T00:00:00.000Z")
+    assert refunded_active(ahead, {"pi_a": 200000}, NOW_MS) is not None
+
+
 def test_refund_with_unknown_paid_amount_is_flagged_and_says_so() -> None:
     found = refunded_active(active_sub(purchasePrice=None), {"pi_a": 100}, NOW_MS)
-    assert found is not None and "what was paid is not recorded" in found.detail
+    assert found is not None and "what was paid is not recorded" in found
 
 
 def test_paid_amount_per_shape() -> None:

@@ -242,6 +242,46 @@ def test_canonical_doc_missing_a_visible_field_is_invisible():
     assert "user" in d.anomalies[0].detail
 
 
+# the rules the audit shares (jobs.core.anomalies): what changed when they became one ----------
+
+def test_present_with_an_unreadable_date_is_invisible():
+    d = one(f=facts([sub_doc("abc", stripeSessionId=SID, endDate="Invalid Date")]))
+    assert kinds(d) == ["invisible_shape"]
+    assert d.anomalies[0].detail == "the app cannot show it: endDate 'Invalid Date' is not a date"
+
+
+def test_present_with_a_wrong_type_and_a_missing_field_is_both():
+    d = one(f=facts([sub_doc("abc", stripeSessionId=SID, type="single", user=None)]))
+    assert kinds(d) == ["invisible_shape", "mistyped_subscription"]
+
+
+def test_present_of_an_unknown_pass_with_a_type_the_app_does_not_know_is_mistyped():
+    raw = raw_session(md=metadata(passId="passGone"))
+    d = one(raw, f=facts([sub_doc("abc", stripeSessionId=SID, type="course")]))
+    assert (d.outcome, kinds(d)) == ("already_present", ["mistyped_subscription"])
+    assert "'course' is not one the app knows" in d.anomalies[0].detail
+    assert one(raw, f=facts([sub_doc("abc", stripeSessionId=SID)])).anomalies == ()
+
+
+def test_present_with_a_tenant_that_is_no_school_says_so():
+    d = one(f=facts([sub_doc("abc", stripeSessionId=SID, tenant=ref("tenantGone"))]))
+    assert [(a.kind, a.detail) for a in d.anomalies] == [
+        ("wrong_tenant", "tenant tenantGone is no school")]
+
+
+@pytest.mark.parametrize("found", [
+    [sub_doc("drafts.abc", stripeSessionId=SID)],
+    [sub_doc("drafts.abc", stripeSessionId=SID), sub_doc("abc", stripeSessionId=SID),
+     sub_doc("xyz", stripePaymentId=PI)],
+], ids=["draft", "draft-published-and-another"])
+def test_recheck_words_what_records_a_purchase_as_the_planner_does(found):
+    late = recheck(one(), found)
+    assert late.anomalies == one(f=facts(found)).anomalies
+    assert late.anomalies[0].detail in (
+        "2 subscriptions record this purchase",
+        "only a draft records this purchase (the app shows it; nothing is published)")
+
+
 # drafts ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("draft", [
