@@ -6,6 +6,11 @@ such sessions spent most of a deep pass's Stripe budget on products. So a page's
 sessions wait here, per account, while the rest of the page is planned at once; a group is
 handed on when its products fill a request, and what is left when the account's last page
 has been planned (its reading done and no page of it still in planning).
+
+What is left goes with the window's oldest page of the account, held back here for it: a
+group of its own cost a Sanity look-up and a transaction more than the pages, which a small
+run's budget (two requests a page) has no room for. The oldest page is one fixed page per
+account, so the requests a run makes do not depend on which page happened to come last.
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from jobs.core.classify import needs_line_items
+from jobs.core.classify import Parsed, needs_line_items
 from jobs.core.model import Session
 
 PER_REQUEST = 100  # product ids Stripe lists by id in one request
 GROUP_INDEX = 1_000_000  # groups are numbered after any page (batch order, transaction ids)
 
-Flush = Callable[[str, int, list[Session]], None]  # (account, group index, sessions)
+# (account, index, keyless sessions, the held page's other sessions): a full group comes with
+# no page and a group index; the last one with the held page (and its index) if there is one.
+Flush = Callable[[str, int, list[Session], list[Parsed]], None]
+_Group = tuple[str, int, list[Session], list[Parsed]]
 
 
 def wants_products(session: Session) -> bool:
@@ -40,6 +48,7 @@ class _Account:
     in_planning: int = 0
     read: bool = False
     groups: int = 0
+    held: tuple[int, list[Parsed]] | None = None  # the oldest page's index and other sessions
 
 
 class ProductGatherer:
@@ -69,9 +78,16 @@ class ProductGatherer:
                 state.parked.append(session)
                 state.ids += product_count(session)
             while state.ids >= self._per_request:
-                groups.append(self._take(account, state, full=True))
+                groups.append(self._full(account, state))
         for group in groups:
             self._flush(*group)
+
+    def hold(self, account: str, index: int, page: list[Parsed]) -> None:
+        """The sessions of the window's oldest page of `account` but its keyless ones (parked),
+        to be planned with the account's last keyless sessions; before that page's
+        `page_out`."""
+        with self._lock:
+            self._of(account).held = (index, page)
 
     def page_out(self, account: str) -> None:
         """A page of `account` is planned (its keyless sessions parked)."""
@@ -92,17 +108,26 @@ class ProductGatherer:
             self._flush(*rest)
 
     def pending(self) -> int:
-        """Sessions still parked (none once every account is read and planned)."""
+        """Sessions still parked or held (none once every account is read and planned)."""
         with self._lock:
-            return sum(len(s.parked) for s in self._accounts.values())
+            return sum(len(s.parked) + (len(s.held[1]) if s.held else 0)
+                       for s in self._accounts.values())
 
-    def _rest(self, account: str, state: _Account) -> tuple[str, int, list[Session]] | None:
-        if state.read and state.in_planning == 0 and state.parked:
-            return self._take(account, state, full=False)
-        return None
+    def _full(self, account: str, state: _Account) -> _Group:
+        state.groups += 1
+        return account, GROUP_INDEX + state.groups, self._take(state, full=True), []
 
-    def _take(self, account: str, state: _Account,
-              full: bool) -> tuple[str, int, list[Session]]:
+    def _rest(self, account: str, state: _Account) -> _Group | None:
+        if not (state.read and state.in_planning == 0 and (state.parked or state.held)):
+            return None
+        sessions = self._take(state, full=False)
+        if state.held is None:
+            state.groups += 1
+            return account, GROUP_INDEX + state.groups, sessions, []
+        (index, page), state.held = state.held, None
+        return account, index, sessions, page
+
+    def _take(self, state: _Account, full: bool) -> list[Session]:
         """The oldest parked sessions whose products fit one request (all of them if not
         `full`; at least one, however many products it has)."""
         count = 0
@@ -115,5 +140,4 @@ class ProductGatherer:
             ids += more
         group, state.parked = state.parked[:count], state.parked[count:]
         state.ids -= ids
-        state.groups += 1
-        return account, GROUP_INDEX + state.groups, group
+        return group

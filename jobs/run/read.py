@@ -59,7 +59,8 @@ class WindowRead:
         progress = owner.progress
         self.reader = SegmentReader(
             owner.stripe, fetchers=owner.workers, start=self.start,
-            deliver=lambda page: self.submit(page.account, page.index, page.sessions, 1),
+            deliver=lambda page, oldest: self.submit(page.account, page.index, page.sessions,
+                                                     1, oldest=oldest),
             cancelled=self.stop.is_set, on_account_error=self.fail_account,
             on_account_done=self.read_all,
             on_page=progress.page if progress is not None else None)
@@ -129,21 +130,25 @@ class WindowRead:
             self.stop.set()
             self.fatal.append(error)
 
-    def plan(self, account: str, index: int, page: list[Parsed], pages: int) -> None:
+    def plan(self, account: str, index: int, page: list[Parsed], pages: int,
+             oldest: bool) -> None:
         """Plan one parsed page (in the planners' pool)."""
         def planning() -> None:
             # Keyless sessions wait for a full products request (`jobs.run.gather`); the
-            # rest of the page is planned now.
+            # rest of the page is planned now, but for the window's oldest page, which
+            # waits for the account's last keyless sessions and shares its look-up with them.
             keyless = [s for s in page if isinstance(s, Session) and wants_products(s)]
             rest = [s for s in page if not (isinstance(s, Session) and wants_products(s))]
-            decisions = (self.owner.plan_refunds_aware(rest, account, self.refunds, self.ctx)
-                         if rest else [])
             if pages:  # a page of the window (re-checked sessions are no page)
                 with self.lock:
                     summary = self.report.accounts[account]
                     summary.pages += pages
                     summary.sessions += len(page)
-            self.take(decisions, account, index)
+            if oldest:
+                self.gatherer.hold(account, index, rest)
+            elif rest:
+                self.take(self.owner.plan_refunds_aware(rest, account, self.refunds, self.ctx),
+                          account, index)
             self.gatherer.park(account, keyless)
 
         try:
@@ -152,13 +157,17 @@ class WindowRead:
             self.slots.release()
             self.gatherer.page_out(account)
 
-    def plan_group(self, account: str, index: int, sessions: list[Session]) -> None:
-        """Plan keyless sessions gathered across pages, once their products are asked for."""
+    def plan_group(self, account: str, index: int, sessions: list[Session],
+                   held: list[Parsed]) -> None:
+        """Plan keyless sessions gathered across pages, once their products are asked for
+        (the account's last ones with the rest of its held oldest page)."""
+        group: list[Parsed] = [*held, *sessions]
         self.guarded(account, lambda: self.take(
-            self.owner.plan_refunds_aware(list(sessions), account, self.refunds, self.ctx),
+            self.owner.plan_refunds_aware(group, account, self.refunds, self.ctx),
             account, index))
 
-    def submit(self, account: str, index: int, raws: list[dict[str, Any]], pages: int) -> None:
+    def submit(self, account: str, index: int, raws: list[dict[str, Any]], pages: int,
+               *, oldest: bool = False) -> None:
         """A page read: parsed now, planned in the pool (blocks while planning is behind)."""
         conflict = next(filter(None, (mode_conflict(r, self.owner.key_mode) for r in raws)),
                         None)
@@ -171,7 +180,7 @@ class WindowRead:
         parsed = parse_page(raws, account, self.now_s)
         self.slots.acquire()  # blocks while planning is behind: back-pressure on reading
         self.gatherer.page_in(account)
-        self.planners.submit(self.plan, account, index, parsed, pages)
+        self.planners.submit(self.plan, account, index, parsed, pages, oldest)
 
     def start(self, account: str) -> None:
         """An account's read begins: its refunds, then its pending sessions re-checked by id."""

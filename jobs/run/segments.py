@@ -121,14 +121,16 @@ class SegmentReader:
     """Reads accounts' windows with `fetchers` threads.
 
     `start(account)` runs first for each account (in a fetcher thread; e.g. its refunds),
-    then its pages are fetched and handed to `deliver(page)` with `page.index` numbered per
-    account in fetch order. `cancelled()` is checked before every request. `on_page(account,
-    sessions, covered)` hears of every page before it is delivered: `covered` is the seconds of
-    the window it accounted for (they add up to the whole window), for progress displays.
+    then its pages are fetched and handed to `deliver(page, oldest)` with `page.index` numbered
+    per account in fetch order; `oldest` marks the last page of the segment that reaches the
+    window's start (one page per account read in full, whatever the splits and their timing).
+    `cancelled()` is checked before every request. `on_page(account, sessions, covered)` hears
+    of every page before it is delivered: `covered` is the seconds of the window it accounted
+    for (they add up to the whole window), for progress displays.
     """
 
     def __init__(self, source: SegmentSource, *, fetchers: int,
-                 deliver: Callable[[SessionPage], None],
+                 deliver: Callable[[SessionPage, bool], None],
                  start: Callable[[str], None] = lambda account: None,
                  cancelled: Callable[[], bool] = lambda: False,
                  on_account_error: Callable[[str, ReconcilerError], None] = lambda a, e: None,
@@ -151,6 +153,7 @@ class SegmentReader:
         self._running = 0
         self._failed: set[str] = set()
         self._next_index: dict[str, int] = {}
+        self._since: dict[str, int] = {}  # per account: where its window starts
         self._fatal: BaseException | None = None
         self.stats = ReadStats()
 
@@ -159,6 +162,7 @@ class SegmentReader:
         Rejected credentials (and any bug) stop every fetcher and are raised here."""
         for account, since, until in windows:
             self._queue.append(_Start(account, since, until))
+            self._since[account] = since
             self._open[account] = self._open.get(account, 0) + 1
         threads = [threading.Thread(target=self._work, name=f"fetch-{n}", daemon=True)
                    for n in range(min(self._fetchers, max(1, len(self._queue))))]
@@ -273,5 +277,6 @@ class SegmentReader:
             # when they are read.
             covered = item.upper - (follow[0].upper if follow else item.since)
             self._on_page(item.account, len(page.sessions), max(0, covered))
-        self._deliver(page)
+        # Segments partition the window, so exactly one of them starts where it does.
+        self._deliver(page, not follow and item.since == self._since[item.account])
         return []

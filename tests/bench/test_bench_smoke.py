@@ -42,6 +42,13 @@ def test_the_bench_runs_both_programs_on_one_world_and_reports_them() -> None:
                    for p in data["products"] if p.get("_unlisted"))
     assert unlisted > 0 and by_endpoint.get(LINE_ITEMS, 0) == unlisted
     assert 0 < by_endpoint[PRODUCTS] <= bench.pages
+    # Sanity: a lookup per page and a transaction per page with creations, the catalog and a
+    # re-check per write unit; the keyless sessions' last group rides with the account's
+    # oldest page, so it costs no lookup or transaction of its own.
+    lists = line["engine"]["stripe_list_requests"]
+    assert engine.sanity_transactions <= lists
+    assert engine.sanity_queries <= lists + 1 + engine.sanity_transactions
+    assert line["targets"]["sanity<=2*pages+c"]
     json.dumps(line)
     rendered = table([line], rss_check([line]), cores=2)
     assert "smoke" in rendered and "Targets:" in rendered

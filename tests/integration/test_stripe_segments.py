@@ -61,7 +61,7 @@ def test_a_window_read_as_segments_equals_the_window_read_in_order(
     pages: list[SessionPage] = []
     lock = threading.Lock()
 
-    def deliver(page: SessionPage) -> None:
+    def deliver(page: SessionPage, oldest: bool) -> None:
         with lock:
             pages.append(page)
 

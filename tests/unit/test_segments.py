@@ -111,7 +111,7 @@ def read_all(source: Any, windows: list[tuple[str, int, int]], fetchers: int = 4
     got: list[SessionPage] = []
     lock = threading.Lock()
 
-    def deliver(p: SessionPage) -> None:
+    def deliver(p: SessionPage, oldest: bool) -> None:
         with lock:
             got.append(p)
 
@@ -165,7 +165,7 @@ def test_cancelling_stops_reading() -> None:
     stop = threading.Event()
     got: list[SessionPage] = []
 
-    def deliver(p: SessionPage) -> None:
+    def deliver(p: SessionPage, oldest: bool) -> None:
         got.append(p)
         stop.set()
 
@@ -192,7 +192,7 @@ def test_each_account_starts_before_its_first_page() -> None:
     started: list[str] = []
     seen_before_start: list[str] = []
 
-    def deliver(p: SessionPage) -> None:
+    def deliver(p: SessionPage, oldest: bool) -> None:
         if p.account not in started:
             seen_before_start.append(p.account)
 
@@ -258,7 +258,7 @@ def test_an_account_is_done_once_after_its_last_page_however_it_was_split() -> N
     got: list[SessionPage] = []
     lock = threading.Lock()
 
-    def deliver(page: SessionPage) -> None:
+    def deliver(page: SessionPage, oldest: bool) -> None:
         with lock:
             got.append(page)
 
@@ -271,3 +271,25 @@ def test_an_account_is_done_once_after_its_last_page_however_it_was_split() -> N
     assert reader.stats.splits >= 1
     pages = {a: sum(1 for p in got if p.account == a) for a in ("a", "b")}
     assert sorted(done) == [("a", pages["a"]), ("b", pages["b"])]
+
+
+def test_one_page_per_account_is_marked_the_oldest_and_holds_the_window_start() -> None:
+    # The keyless sessions' last group rides with this page (`jobs.run.gather`): it must be
+    # one fixed page per account, whatever the splits and which fetcher finished last.
+    source = SegmentStripe({"a": spread(400, 0, 100_000), "b": spread(12, 0, 1000, tag="b"),
+                            "c": []})
+    marked: list[SessionPage] = []
+    lock = threading.Lock()
+
+    def deliver(page: SessionPage, oldest: bool) -> None:
+        if oldest:
+            with lock:
+                marked.append(page)
+
+    reader = SegmentReader(source, fetchers=4, deliver=deliver)
+    reader.read([("a", 0, 100_000), ("b", 0, 1000), ("c", 0, 1000)])
+    assert reader.stats.splits >= 1
+    assert sorted(p.account for p in marked) == ["a", "b", "c"]
+    for page in marked:
+        oldest = min(source.sessions[page.account], key=lambda r: r["created"], default=None)
+        assert (page.sessions[-1] if page.sessions else None) == oldest
