@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -58,10 +58,10 @@ class FixLedger(Protocol):
     def start_run(self, run_id: str, kind: str, since: datetime, until: datetime,
                   dry_run: bool, accounts: list[str], *, pid: int | None = None) -> None: ...
 
-    def finish_run(self, run_id: str, status: RunStatus, report: Mapping[str, Any] | None,
+    def finish_run(self, run_id: str, status: RunStatus, report: RunReport | None,
                    error: str | None) -> None: ...
 
-    def record_report(self, report: Mapping[str, Any]) -> None: ...
+    def record_report(self, report: RunReport) -> None: ...
 
 
 def apply_fix(diagnosis: Diagnosis, sanity: FixStore, ledger: FixLedger, *, run_id: str,
@@ -110,9 +110,8 @@ def apply_fix(diagnosis: Diagnosis, sanity: FixStore, ledger: FixLedger, *, run_
     report.error = error
     report.cap_exceeded = error is not None and error.startswith("safety cap")
     report.finished_at = rules.iso_ms(int(clock().timestamp() * 1000))
-    data = report.to_json()
-    ledger.record_report(data)
-    ledger.finish_run(run_id, "partial" if error else "ok", data, error)
+    ledger.record_report(report)
+    ledger.finish_run(run_id, "partial" if error else "ok", report, error)
     log.info("diagnose_fix", run_id=run_id, dry_run=dry_run, planned=len(creations),
              written=0 if not written or dry_run else len(creations), error=error)
     return {"run_id": run_id, "dry_run": dry_run, "error": error,
@@ -183,7 +182,8 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
                     if students is not None:
                         # Owed only where Sanity holds this run's own document (the webhook
                         # may have written the purchase first).
-                        result.fix["student_emails"] = tell_students(students, {}, run_id)
+                        told = tell_students(students, (), run_id)
+                        result.fix["student_emails"] = None if told is None else told.to_json()
             finally:
                 lock.release()
     view = to_json(result)
