@@ -205,16 +205,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if not outcome.skipped and not args.dry_run:
         (heartbeat.success if outcome.status == "ok" else heartbeat.fail)()
     if outcome.status == "failed" and outcome.report is not None:
-        errors = [a["error"] for a in outcome.report.get("accounts", []) if a.get("error")]
+        errors = [a.error for a in outcome.report.accounts.values() if a.error]
         print(f"reconcile: no Stripe account could be read: {errors[0] if errors else '?'}",
               file=sys.stderr)
-    if outcome.report is not None:
+    printed = outcome.to_json()
+    if printed is not None:
         if args.report_file:
-            _write_json(args.report_file, outcome.report)
+            _write_json(args.report_file, printed)
         if args.json:
-            sys.stdout.write(json.dumps(outcome.report, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(printed, ensure_ascii=False) + "\n")
         else:
-            sys.stdout.write(render_run_summary(outcome.report))
+            sys.stdout.write(render_run_summary(printed))
     if outcome.status == "interrupted" and signal.SIGINT in signals:
         print("reconcile: interrupted; the transaction under way was finished, nothing more "
               "was written", file=sys.stderr)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from jobs.adapters.ledger_base import LEDGER_FILE, utc_now
 from jobs.adapters.ledger_db import PostgresDb
@@ -24,6 +24,7 @@ from jobs.adapters.ledger_schema import FINAL_RUN_STATUSES
 from jobs.adapters.ledger_sessions import SessionTables
 from jobs.adapters.ledger_watermarks import WatermarkTables
 from jobs.core.errors import ConfigError
+from jobs.core.runreport import RunReport
 
 RunStatus = Literal["ok", "partial", "failed", "interrupted"]
 
@@ -74,17 +75,16 @@ class Ledger(SessionTables, WatermarkTables):
                  json.dumps(list(accounts)), os.getpid() if pid is None else pid, self._now()),
             )
 
-    def finish_run(self, run_id: str, status: RunStatus, report: Mapping[str, Any] | None,
+    def finish_run(self, run_id: str, status: RunStatus, report: RunReport | None,
                    error: str | None) -> None:
         """Close a run with its honest status, the report's counts and per-account errors."""
         if status not in FINAL_RUN_STATUSES:
             raise ValueError(f"not a final run status: {status!r}")
         counts = account_errors = None
         if report is not None:
-            counts = json.dumps(dict(report.get("counts") or {}))
+            counts = json.dumps(report.totals())
             account_errors = json.dumps({
-                a.get("account"): a["error"] for a in report.get("accounts") or () if a.get("error")
-            })
+                a.account: a.error for a in report.accounts.values() if a.error})
         with self._tx() as conn:
             cursor = conn.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, counts = ?, account_errors = ?,"

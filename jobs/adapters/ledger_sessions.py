@@ -4,10 +4,10 @@ batched statements, and the queries the weekly report and the alerts read."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobs.adapters.ledger_base import DAY, LedgerBase
 from jobs.adapters.ledger_db import Conn
@@ -19,12 +19,33 @@ from jobs.adapters.ledger_rows import (
     to_epoch,
 )
 from jobs.adapters.ledger_schema import OUTCOMES
+from jobs.core.model import PLATFORM, Decision
+from jobs.core.runreport import RunReport
 
+
+class _Row(NamedTuple):
+    """One `sessions` row's own columns, in the statement's order."""
+
+    session_id: str
+    account: str
+    tenant: str | None
+    outcome: str
+    reason: str | None
+    detail: str | None
+    amount: float | None
+    currency: str | None
+    email: str | None
+    pass_id: str | None
+    pass_name: str | None
+    subscription_id: str | None
+    user_id: str | None
+    paid_at: float | None
+
+
+_COLUMNS = _Row._fields
 # Sessions go in many rows per statement: each statement costs one step of SQLite, and
 # every step releases Python's GIL and waits to take it back. Row by row, a run's planning
 # threads spent more time queueing for the GIL than SQLite spent writing.
-_COLUMNS = ("session_id", "account", "tenant", "outcome", "reason", "detail", "amount",
-            "currency", "email", "pass_id", "pass_name", "subscription_id", "user_id", "paid_at")
 _INSERT_SESSIONS = f"""INSERT INTO sessions ({", ".join(_COLUMNS)}, first_seen_at,
     first_outcome, first_run_id, last_seen_at, last_run_id, created_at, created_run_id)"""
 _SESSION_WIDTH = len(_COLUMNS) + 7
@@ -83,44 +104,57 @@ ON CONFLICT (kind, session_id) DO UPDATE SET
     times_seen = anomalies.times_seen + 1
 """
 
-_SESSION_FIELDS = ("tenant", "amount", "currency", "email", "pass_id", "pass_name",
-                   "subscription_id", "user_id")
+# What the ledger keeps of a purchase, by the outcome it records: the fields the run
+# report has always named for it. E-mail addresses only where a person may act on the
+# purchase (created, needs a person); a failed one is known only by its error.
+_CREATED = ("tenant", "amount", "currency", "email", "pass_id", "pass_name", "subscription_id",
+            "user_id", "paid_at")
+_KEPT: dict[str, frozenset[str]] = {
+    "created": frozenset(_CREATED),
+    "would_create": frozenset(_CREATED),
+    "needs_manual": frozenset(("tenant", "amount", "currency", "email", "pass_id", "pass_name",
+                               "reason", "detail", "paid_at")),
+    "pending": frozenset(("reason", "paid_at")),
+    "failed": frozenset(("detail",)),
+    "already_present": frozenset(("tenant", "amount", "currency", "subscription_id", "paid_at")),
+}
 
 
-def _observation(item: Mapping[str, Any], key: str, outcome: str) -> dict[str, Any] | None:
-    """One report item as a row of `_UPSERT_SESSIONS`; None for one without a session id
-    (a malformed session cannot be tracked)."""
-    session_id = item.get("session_id")
-    if not isinstance(session_id, str) or not session_id:
+def _row(d: Decision, outcome: str) -> _Row | None:
+    """A decision as a `sessions` row recorded as `outcome`; None for one without a session
+    id (a malformed session cannot be tracked)."""
+    if not d.session_id:
         return None
-    row: dict[str, Any] = {name: item.get(name) for name in _SESSION_FIELDS}
-    if row["subscription_id"] is None and item.get("subscription_ids"):
-        row["subscription_id"] = item["subscription_ids"][0]  # present rows list them
-    row.update(
-        session_id=session_id,
-        account=item.get("account") or "platform",
-        outcome=outcome,
-        reason=item.get("reason"),
-        detail=item.get("error") if key == "failed" else item.get("detail"),
-        paid_at=to_epoch(item.get("paid_at")),
-    )
-    return row
+    kept = _KEPT[outcome]
+
+    def value(name: str, found: Any) -> Any:
+        return found if name in kept else None
+
+    return _Row(
+        session_id=d.session_id, account=d.account or PLATFORM,
+        tenant=value("tenant", d.tenant), outcome=outcome, reason=value("reason", d.reason),
+        detail=value("detail", d.detail), amount=value("amount", d.amount),
+        currency=value("currency", d.currency), email=value("email", d.email),
+        pass_id=value("pass_id", d.pass_id), pass_name=value("pass_name", d.pass_name),
+        subscription_id=value("subscription_id",
+                              d.subscription_ids[0] if d.subscription_ids else None),
+        user_id=value("user_id", d.user_id), paid_at=to_epoch(value("paid_at", d.paid_at)))
 
 
-def _observations(report: Mapping[str, Any], dry_run: bool) -> Iterator[dict[str, Any]]:
+def _report_rows(report: RunReport, dry_run: bool) -> Iterator[_Row]:
     """One row per session named in the report's lists, one at a time.
 
     A session is in one list only (the report counts each once); were it in two, the later
     list's upsert wins, and `created` comes last as the strongest fact."""
-    lists: tuple[tuple[str, str], ...] = (
-        ("pending", "pending"),
-        ("failed", "failed"),
-        ("needs_manual", "needs_manual"),
-        ("created", "would_create" if dry_run else "created"),
+    lists: tuple[tuple[list[Decision], str], ...] = (
+        (report.pending, "pending"),
+        (report.failed, "failed"),
+        (report.needs_manual, "needs_manual"),
+        (report.created, "would_create" if dry_run else "created"),
     )
-    for key, outcome in lists:
-        for item in report.get(key) or ():
-            row = _observation(item, key, outcome)
+    for decisions, outcome in lists:
+        for decision in decisions:
+            row = _row(decision, outcome)
             if row is not None:
                 yield row
 
@@ -128,37 +162,37 @@ def _observations(report: Mapping[str, Any], dry_run: bool) -> Iterator[dict[str
 class SessionTables(LedgerBase):
     """Session outcomes (one row a session, its first and latest outcome) and anomalies."""
 
-    def record_present(self, run_id: str, items: Iterable[Mapping[str, Any]]) -> None:
-        """Upsert sessions found already present (`jobs.core.runreport.present_row` items).
+    def record_present(self, run_id: str, decisions: Iterable[Decision]) -> None:
+        """Upsert purchases found already present.
 
-        Called as a run finds them, a page at a time: a deep pass finds every purchase of
+        Called as a run finds them, a batch at a time: a deep pass finds every purchase of
         its window present, and the report does not carry them to the end of the run."""
         with self._tx() as conn:
             self._run_dry(conn, run_id)
             now = self._now()
-            rows = (row for item in items
-                    if (row := _observation(item, "present", "already_present")) is not None)
+            rows = (row for d in decisions
+                    if (row := _row(d, "already_present")) is not None)
             self._upsert_sessions(conn, rows, run_id, now)
 
-    def record_report(self, report: Mapping[str, Any]) -> None:
-        """Upsert every session and anomaly of a run report (design.md shape).
+    def record_report(self, report: RunReport) -> None:
+        """Upsert every session and anomaly of a run report.
 
         first_seen_at / first_outcome / first_run_id and created_at are set once. A dry run's
         `created` entries are recorded as `would_create` and never set created_at. Pending rows
         follow the sessions: added for `pending`, dropped for any other outcome; pending rows
         older than 30 days are expired afterwards.
         """
-        run_id = report["run_id"]
+        run_id = report.run_id
         with self._tx() as conn:
-            dry_run = bool(report.get("dry_run")) or self._run_dry(conn, run_id)
+            dry = report.dry_run or self._run_dry(conn, run_id)
             now = self._now()
-            self._upsert_sessions(conn, _observations(report, dry_run), run_id, now)
-            for anomaly in report.get("anomalies") or ():
+            self._upsert_sessions(conn, _report_rows(report, dry), run_id, now)
+            for anomaly in report.anomalies:
                 conn.execute(_UPSERT_ANOMALY, {
-                    "kind": anomaly["kind"],
-                    "session_id": anomaly.get("session_id") or "",
-                    "subscription_ids": json.dumps(list(anomaly.get("subscription_ids") or [])),
-                    "detail": anomaly.get("detail"),
+                    "kind": anomaly.kind,
+                    "session_id": anomaly.session_id or "",
+                    "subscription_ids": json.dumps(list(anomaly.subscription_ids)),
+                    "detail": anomaly.detail,
                     "now": now,
                     "run_id": run_id,
                 })
@@ -173,7 +207,7 @@ class SessionTables(LedgerBase):
         return bool(found["dry_run"])
 
     @staticmethod
-    def _upsert_sessions(conn: Conn, rows: Iterable[dict[str, Any]],
+    def _upsert_sessions(conn: Conn, rows: Iterable[_Row],
                          run_id: str, now: float) -> None:
         """Sessions' outcomes, in order (a session named twice: the later row wins); a
         session's pending row follows its last outcome (kept only while pending). `rows`
@@ -182,10 +216,9 @@ class SessionTables(LedgerBase):
 
         def values() -> Iterator[tuple[Any, ...]]:
             for row in rows:
-                last[row["session_id"]] = (row["outcome"], row["account"], row["reason"])
-                created = (now, run_id) if row["outcome"] == "created" else (None, None)
-                yield (*(row[c] for c in _COLUMNS), now, row["outcome"], run_id, now, run_id,
-                       *created)
+                last[row.session_id] = (row.outcome, row.account, row.reason)
+                created = (now, run_id) if row.outcome == "created" else (None, None)
+                yield (*row, now, row.outcome, run_id, now, run_id, *created)
 
         _insert_many(conn, _INSERT_SESSIONS, _UPSERT_SESSIONS_TAIL, _SESSION_WIDTH, values())
         settled = iter([sid for sid, (outcome, _, _) in last.items() if outcome != "pending"])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from jobs.adapters.ledger_base import LedgerBase
 from jobs.adapters.ledger_rows import Watermark, to_datetime, to_epoch
+from jobs.core.runreport import RunReport
 
 
 class WatermarkTables(LedgerBase):
@@ -32,25 +31,23 @@ class WatermarkTables(LedgerBase):
             )
         return cursor.rowcount == 1
 
-    def advance_watermarks_from_report(self, report: Mapping[str, Any], kind: str) -> list[str]:
+    def advance_watermarks_from_report(self, report: RunReport, kind: str) -> list[str]:
         """Advance to the window's end every account read and written without error.
 
         Nothing moves for a dry run (nothing was written); an account moves only if it has no
         read error and no `failed` session.
         """
-        if report.get("dry_run"):
+        if report.dry_run:
             return []
-        until = to_datetime(float(to_epoch(report["window"]["until"]) or 0.0))
+        until = to_datetime(float(to_epoch(report.until) or 0.0))
         # A write that failed is retried from the watermark; a malformed session is not (no
         # retry mends it: it stays in the ledger as needing a person), so it must not pin the
         # account's watermark and make every later quick pass re-read a growing window.
-        failed = {item.get("account") for item in report.get("failed") or ()
-                  if not str(item.get("error") or "").startswith("malformed session")}
-        clean = [
-            a["account"] for a in report.get("accounts") or ()
-            if not a.get("error") and a["account"] not in failed
-        ]
-        return [a for a in clean if self.advance_watermark(a, until, kind, report.get("run_id"))]
+        failed = {d.account for d in report.failed
+                  if not d.detail.startswith("malformed session")}
+        clean = [a.account for a in report.accounts.values()
+                 if not a.error and a.account not in failed]
+        return [a for a in clean if self.advance_watermark(a, until, kind, report.run_id)]
 
     def watermarks(self) -> list[Watermark]:
         rows = self._query("SELECT * FROM watermarks ORDER BY account, kind")

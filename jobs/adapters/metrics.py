@@ -13,7 +13,7 @@ forward so they keep counting across runs as Prometheus expects of a counter.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from jobs.adapters.ledger_rows import PendingSession, RunRecord, SessionOutcome, Watermark
+from jobs.core.runreport import RunReport
 
 log = structlog.get_logger("jobs.metrics")
 
@@ -51,7 +52,7 @@ class MetricsLedger(Protocol):
 class Outcome(Protocol):
     """What is read of a `jobs.run.service.RunOutcome`."""
 
-    report: dict[str, Any] | None
+    report: RunReport | None
     skipped: bool
     status: str
 
@@ -65,26 +66,25 @@ class LedgerSnapshot:
     watermarks: tuple[tuple[str, float], ...] = ()  # (account, unix seconds), quick passes
 
 
-def purchase_outcomes(report: Mapping[str, Any]) -> Iterator[tuple[str, str, int]]:
+def purchase_outcomes(report: RunReport) -> Iterator[tuple[str, str, int]]:
     """(outcome, reason, count) of one run report: every purchase it read, once."""
-    counts = report.get("counts") or {}
-    yield "created", "", len(report.get("created") or ())
-    yield "already_present", "", int(counts.get("already_present") or 0)
-    for key in ("needs_manual", "pending"):
+    yield "created", "", len(report.created)
+    yield "already_present", "", report.counts.get("already_present", 0)
+    for key, decisions in (("needs_manual", report.needs_manual), ("pending", report.pending)):
         by_reason: dict[str, int] = {}
-        for item in report.get(key) or ():
-            reason = str(item.get("reason") or "unknown")
+        for d in decisions:
+            reason = d.reason or "unknown"
             by_reason[reason] = by_reason.get(reason, 0) + 1
         yield from ((key, reason, n) for reason, n in sorted(by_reason.items()))
     failed: dict[str, int] = {}
-    for item in report.get("failed") or ():
-        error = str(item.get("error") or "").lower()
+    for d in report.failed:
+        error = d.detail.lower()
         reason = ("malformed_session" if error.startswith("malformed session")
                   else "not_written" if error.startswith("not written") else "write_failed")
         failed[reason] = failed.get(reason, 0) + 1
     yield from (("failed", reason, n) for reason, n in sorted(failed.items()))
-    for kind, n in sorted((report.get("ignored") or {}).items()):
-        yield "ignored", str(kind), int(n)
+    for kind, n in sorted(report.ignored.items()):
+        yield "ignored", kind, n
 
 
 class _LedgerCollector(Collector):
@@ -169,16 +169,18 @@ class Metrics:
             self.runs.labels(kind, "failed").inc()
             self.duration.labels(kind).set(seconds)
             return
-        report = outcome.report or {}
-        dry = bool(report.get("dry_run"))
+        report = outcome.report
+        dry = report is not None and report.dry_run
         self.runs.labels(kind, "dry_run" if dry else outcome.status).inc()
         if outcome.skipped or dry:
             return
         self.duration.labels(kind).set(seconds)
+        if report is None:
+            return
         for what, reason, count in purchase_outcomes(report):
             if count:
                 self.purchases.labels(what, reason).inc(count)
-        self.created.inc(len(report.get("created") or ()))
+        self.created.inc(len(report.created))
 
     def refresh(self, ledger: MetricsLedger) -> None:
         """Read the ledger's state into the snapshot the scrapes serve."""

@@ -5,14 +5,14 @@ account; `--session`: that id on the platform and every connected account; `--us
 90 days of every account filtered on `metadata.userId`, since Stripe has no such filter), plans
 them with the engine's own rules (`Reconciler.plan_sessions`), and shows each purchase's chain:
 session, what it is, pass, student, existing subscriptions, verdict. `--fix` writes the plan for
-exactly those purchases: deterministic ids, createIfNotExists, one transaction, the safety cap,
-`--dry-run`; recorded in the ledger as a run of kind `diagnose`.
+exactly those purchases the way a run writes its own (`jobs.run.apply`): deterministic ids,
+createIfNotExists, the safety cap, the re-check just before the write, `--dry-run`; recorded in
+the ledger as a run of kind `diagnose`.
 
 E-mails are shown on stdout (the operator asked for that person); logs mask them.
 
 The parts: `jobs.run.find_sessions` finds and plans (`diagnose`), `jobs.core.purchase_view` builds
-each
-purchase's chain and verdict (pure), `jobs.reports.diagnosis` prints it; here are `--fix`
+each purchase's chain and verdict (pure), `jobs.reports.diagnosis` prints it; here are `--fix`
 (`apply_fix`) and the command.
 """
 
@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -31,25 +32,19 @@ from jobs.adapters.ledger import RunStatus
 from jobs.config.settings import Settings
 from jobs.core import rules
 from jobs.core.diagnosis import JSON, Diagnosis, Query
-from jobs.core.documents import transaction_mutations
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError
 from jobs.core.model import Decision
+from jobs.core.ports import SanityStore
 from jobs.core.purchase_view import to_json
 from jobs.core.recheck import upgrade_completion
 from jobs.core.runreport import RunReport
 from jobs.reports.diagnosis import render_text
+from jobs.run.apply import ApplyStep
+from jobs.run.batches import Batch
 from jobs.run.find_sessions import diagnose
+from jobs.run.reconcile import RunRequest
 
 log = structlog.get_logger("jobs.diagnose")
-
-
-class FixStore(Protocol):
-    """What `--fix` needs of Sanity: the superseded documents, and transactions."""
-
-    def get_documents(self, ids: Iterable[str]) -> list[dict[str, Any]]: ...
-
-    def commit(self, mutations: Sequence[dict[str, Any]], transaction_id: str, *,
-               dry_run: bool = False) -> Any: ...
 
 
 class FixLedger(Protocol):
@@ -58,69 +53,85 @@ class FixLedger(Protocol):
     def start_run(self, run_id: str, kind: str, since: datetime, until: datetime,
                   dry_run: bool, accounts: list[str], *, pid: int | None = None) -> None: ...
 
-    def finish_run(self, run_id: str, status: RunStatus, report: Mapping[str, Any] | None,
+    def finish_run(self, run_id: str, status: RunStatus, report: RunReport | None,
                    error: str | None) -> None: ...
 
-    def record_report(self, report: Mapping[str, Any]) -> None: ...
+    def record_report(self, report: RunReport) -> None: ...
 
 
-def apply_fix(diagnosis: Diagnosis, sanity: FixStore, ledger: FixLedger, *, run_id: str,
+def _batches(creations: Sequence[Decision]) -> list[Batch]:
+    """The planned creations as a run holds them: one batch per account, in order."""
+    by_account: dict[str, list[Decision]] = {}
+    for decision in creations:
+        by_account.setdefault(decision.account, []).append(decision)
+    return [Batch.of(account, 0, found) for account, found in by_account.items()]
+
+
+def _fix_error(report: RunReport, planned: set[str]) -> str | None:
+    """What kept the fix from writing: the cap, or the first planned write that failed (a
+    malformed session found by the diagnosis is its verdict, not the fix's error)."""
+    if report.cap_exceeded:
+        return f"{report.error} (raise --max-creates)"
+    return next((f.detail for f in report.failed if f.session_id in planned), None)
+
+
+def apply_fix(diagnosis: Diagnosis, sanity: SanityStore, ledger: FixLedger, *, run_id: str,
               dry_run: bool, max_creates: int, now: datetime,
               clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-              before_commit: Callable[[list[Any]], None] | None = None) -> JSON:
-    """Write the planned creations of exactly these purchases in ONE transaction (or none),
-    and record it as a `diagnose` run. Credentials refused propagate (exit 2).
-    `before_commit` sees the purchases just before a real write (the student e-mails)."""
+              before_commit: Callable[[Sequence[Decision]], None] | None = None) -> JSON:
+    """Write the planned creations of exactly these purchases as a run writes its own
+    (`jobs.run.apply.ApplyStep`: the safety cap, the re-check just before each write unit,
+    the transactions, the dry run validated by Sanity), then complete half-done upgrades;
+    recorded as a `diagnose` run. Credentials refused propagate (exit 2). `before_commit`
+    sees a transaction's purchases just before its real write (the student e-mails)."""
     decisions = diagnosis.decisions()
     creations = [d for d in decisions if d.creation is not None]
     times = [s.created for s, _, _ in diagnosis.purchases if s is not None]
     first, last = min(times, default=int(now.timestamp())), max(times, default=0) + 1
+    until = max(first + 1, last)
     report = RunReport(run_id=run_id, started_at=rules.iso_ms(int(now.timestamp() * 1000)),
-                       since=rules.iso_ms(first * 1000), until=rules.iso_ms(
-                           max(first + 1, last) * 1000), dry_run=dry_run)
+                       since=rules.iso_ms(first * 1000), until=rules.iso_ms(until * 1000),
+                       dry_run=dry_run)
     accounts = list(dict.fromkeys(d.account for d in decisions))
     for account in accounts:
         report.account(account)
     ledger.start_run(run_id, "diagnose", datetime.fromtimestamp(first, UTC),
-                     datetime.fromtimestamp(max(first + 1, last), UTC), dry_run, accounts)
-    error: str | None = None
-    if len(creations) > max_creates:
-        error = (f"safety cap: {len(creations)} subscriptions to create, more than "
-                 f"max_creates={max_creates}; nothing written (raise --max-creates)")
-    elif creations:
-        try:
-            if before_commit is not None and not dry_run:
-                before_commit(creations)
-            sanity.commit(transaction_mutations(creations), f"{run_id}-diagnose",
-                          dry_run=dry_run)
-        except CredentialsRejected as refused:
-            ledger.finish_run(run_id, "failed", None, str(refused))
-            raise
-        except ReconcilerError as failure:
-            error = f"write failed: {failure}"
+                     datetime.fromtimestamp(until, UTC), dry_run, accounts)
     for decision in decisions:
-        if decision.creation is not None and error is not None:
-            report.add_write_failure(decision, error)
-        else:
+        if decision.creation is None:
             report.add(decision)
-    written = error is None
+    written: list[Decision] = []
+    step = ApplyStep(sanity, workers=1, cancel=threading.Event(), before_commit=before_commit,
+                     hand_over=written.extend)
+    request = RunRequest(run_id=run_id, since=first, until=until, dry_run=dry_run,
+                         validate=dry_run, max_creates=max_creates, kind="diagnose")
+    try:
+        if creations:
+            step.apply(_batches(creations), report, request)
+    except CredentialsRejected as refused:
+        ledger.finish_run(run_id, "failed", None, str(refused))
+        raise
+    # The verdicts tell what the write found: a purchase the webhook wrote since the
+    # diagnosis is present now, not fixed.
+    settled = {d.session_id: d for d in written}
+    diagnosis.purchases = [(s, raw, settled.get(d.session_id, d))
+                           for s, raw, d in diagnosis.purchases]
+    error = _fix_error(report, {d.session_id for d in creations})
     completed, upgrade_error = _complete_upgrades(decisions, sanity, run_id, dry_run, now,
                                                   error)
     error = error or upgrade_error
     report.error = error
-    report.cap_exceeded = error is not None and error.startswith("safety cap")
     report.finished_at = rules.iso_ms(int(clock().timestamp() * 1000))
-    data = report.to_json()
-    ledger.record_report(data)
-    ledger.finish_run(run_id, "partial" if error else "ok", data, error)
+    ledger.record_report(report)
+    ledger.finish_run(run_id, "partial" if error else "ok", report, error)
     log.info("diagnose_fix", run_id=run_id, dry_run=dry_run, planned=len(creations),
-             written=0 if not written or dry_run else len(creations), error=error)
+             written=0 if dry_run else len(report.created), error=error)
     return {"run_id": run_id, "dry_run": dry_run, "error": error,
-            "created": [d.subscription_ids[0] for d in creations] if written else [],
+            "created": [d.subscription_ids[0] for d in report.created if d.subscription_ids],
             "sessions": [d.session_id for d in creations], "upgrades_completed": completed}
 
 
-def _complete_upgrades(decisions: list[Decision], sanity: FixStore, run_id: str, dry_run: bool,
+def _complete_upgrades(decisions: list[Decision], sanity: SanityStore, run_id: str, dry_run: bool,
                        now: datetime, error: str | None) -> tuple[list[str], str | None]:
     """`upgrade_incomplete`: deactivate the superseded subscription, one patch each, guarded
     by the revision just read (`ifRevisionID`): changed meanwhile, it is left as it is."""
@@ -183,7 +194,8 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
                     if students is not None:
                         # Owed only where Sanity holds this run's own document (the webhook
                         # may have written the purchase first).
-                        result.fix["student_emails"] = tell_students(students, {}, run_id)
+                        told = tell_students(students, (), run_id)
+                        result.fix["student_emails"] = None if told is None else told.to_json()
             finally:
                 lock.release()
     view = to_json(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobs.core.model import Anomaly, Decision
@@ -32,17 +32,26 @@ def _one(value: str | None) -> str | None:
     return sys.intern(value) if value is not None else None
 
 
-def present_row(d: Decision) -> dict[str, Any]:
-    """What the ledger keeps of a purchase found already present. Not in the report: a deep
-    pass finds nearly every purchase of its window present, so the run hands these to the
-    ledger as it finds them and the report only counts them."""
-    return {"session_id": d.session_id, "account": d.account, "tenant": d.tenant,
-            "subscription_ids": list(d.subscription_ids), "amount": d.amount,
-            "currency": d.currency, "paid_at": d.paid_at}
+def _kept(d: Decision) -> Decision:
+    """A decision as the report keeps it: without its documents (written, or never to be)
+    and its anomalies (listed apart), the values rows repeat shared."""
+    return replace(d, account=sys.intern(d.account), tenant=_one(d.tenant),
+                   reason=_one(d.reason), currency=_one(d.currency), pass_id=_one(d.pass_id),
+                   pass_name=_one(d.pass_name), anomalies=(), creation=None)
+
+
+def _failure(session_id: str, account: str, error: str) -> Decision:
+    """A failed session: of a malformed one, or one whose write failed, only its id, its
+    account and the error are sure."""
+    return Decision(session_id, sys.intern(account), "failed", detail=error)
 
 
 @dataclass
 class RunReport:
+    """What one run did. Each list holds the decisions of its outcome (a failed one's
+    `detail` is the error); purchases found already present are only counted (the ledger
+    records them as they are found). `to_json` is design.md's report, for printing."""
+
     run_id: str
     started_at: str
     since: str
@@ -51,12 +60,12 @@ class RunReport:
     finished_at: str | None = None
     accounts: dict[str, AccountSummary] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
-    created: list[dict[str, Any]] = field(default_factory=list)
-    needs_manual: list[dict[str, Any]] = field(default_factory=list)
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    created: list[Decision] = field(default_factory=list)
+    needs_manual: list[Decision] = field(default_factory=list)
+    pending: list[Decision] = field(default_factory=list)
+    failed: list[Decision] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
-    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
     cap_exceeded: bool = False
     error: str | None = None
 
@@ -71,28 +80,15 @@ class RunReport:
         if d.outcome in ("created", "already_present", "needs_manual"):
             self.counts["pass_purchases"] += 1
         self.counts[d.outcome] += 1
-        for anomaly in d.anomalies:
-            self.add_anomaly(anomaly)
+        self.anomalies.extend(d.anomalies)
         if d.outcome == "created":
-            self.created.append({
-                "session_id": d.session_id, "account": _one(d.account), "tenant": _one(d.tenant),
-                "subscription_id": d.subscription_ids[0] if d.subscription_ids else None,
-                "user_id": d.user_id, "pass_id": _one(d.pass_id),
-                "pass_name": _one(d.pass_name), "email": d.email, "amount": d.amount,
-                "currency": _one(d.currency), "paid_at": d.paid_at})
+            self.created.append(_kept(d))
         elif d.outcome == "needs_manual":
-            self.needs_manual.append({
-                "session_id": d.session_id, "account": _one(d.account),
-                "reason": _one(d.reason), "detail": d.detail, "email": d.email,
-                "amount": d.amount, "currency": _one(d.currency), "tenant": _one(d.tenant),
-                "pass_id": _one(d.pass_id), "pass_name": _one(d.pass_name),
-                "paid_at": d.paid_at})
+            self.needs_manual.append(_kept(d))
         elif d.outcome == "pending":
-            self.pending.append({"session_id": d.session_id, "account": _one(d.account),
-                                 "reason": _one(d.reason), "paid_at": d.paid_at})
+            self.pending.append(_kept(d))
         elif d.outcome == "failed":
-            self.failed.append({"session_id": d.session_id, "account": d.account,
-                                "error": d.detail})
+            self.failed.append(_failure(d.session_id, d.account, d.detail))
         elif d.outcome == "ignored":
             self.ignored[d.reason or "unknown"] += 1
 
@@ -101,11 +97,11 @@ class RunReport:
         self.counts["sessions_scanned"] += 1
         self.counts["pass_purchases"] += 1
         self.counts["failed"] += 1
-        self.failed.append({"session_id": d.session_id, "account": d.account, "error": error})
+        self.failed.append(_failure(d.session_id, d.account, error))
 
-    def add_anomaly(self, a: Anomaly) -> None:
-        self.anomalies.append({"kind": a.kind, "session_id": a.session_id,
-                               "subscription_ids": list(a.subscription_ids), "detail": a.detail})
+    def totals(self) -> dict[str, int]:
+        """Every count of design.md, zeros included, in its order."""
+        return {k: self.counts.get(k, 0) for k in COUNT_KEYS}
 
     @property
     def needs_person(self) -> bool:
@@ -123,13 +119,31 @@ class RunReport:
             "dry_run": self.dry_run,
             "window": {"since": self.since, "until": self.until},
             "accounts": [a.to_json() for a in self.accounts.values()],
-            "counts": {k: self.counts.get(k, 0) for k in COUNT_KEYS},
-            "created": self.created,
-            "needs_manual": self.needs_manual,
-            "pending": self.pending,
-            "failed": self.failed,
+            "counts": self.totals(),
+            "created": [_created_json(d) for d in self.created],
+            "needs_manual": [_needs_manual_json(d) for d in self.needs_manual],
+            "pending": [{"session_id": d.session_id, "account": d.account, "reason": d.reason,
+                         "paid_at": d.paid_at} for d in self.pending],
+            "failed": [{"session_id": d.session_id, "account": d.account, "error": d.detail}
+                       for d in self.failed],
             "ignored": dict(sorted(self.ignored.items())),
-            "anomalies": self.anomalies,
+            "anomalies": [{"kind": a.kind, "session_id": a.session_id,
+                           "subscription_ids": list(a.subscription_ids), "detail": a.detail}
+                          for a in self.anomalies],
             "cap_exceeded": self.cap_exceeded,
             "error": self.error,
         }
+
+
+def _created_json(d: Decision) -> dict[str, Any]:
+    return {"session_id": d.session_id, "account": d.account, "tenant": d.tenant,
+            "subscription_id": d.subscription_ids[0] if d.subscription_ids else None,
+            "user_id": d.user_id, "pass_id": d.pass_id, "pass_name": d.pass_name,
+            "email": d.email, "amount": d.amount, "currency": d.currency, "paid_at": d.paid_at}
+
+
+def _needs_manual_json(d: Decision) -> dict[str, Any]:
+    return {"session_id": d.session_id, "account": d.account, "reason": d.reason,
+            "detail": d.detail, "email": d.email, "amount": d.amount, "currency": d.currency,
+            "tenant": d.tenant, "pass_id": d.pass_id, "pass_name": d.pass_name,
+            "paid_at": d.paid_at}

@@ -14,7 +14,7 @@ outlasts the runs read, as one reminder), `no_success:<last successful run | nev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -25,7 +25,9 @@ import structlog
 
 from jobs.adapters.ledger_rows import RunRecord, to_epoch
 from jobs.config.settings import AlertSettings
+from jobs.core.model import Decision
 from jobs.core.reasons import CAP_HIT, explain_failure, explain_reason
+from jobs.core.runreport import RunReport
 from jobs.reports.render import duration, money, render_alerts
 from jobs.reports.weekly import Links
 
@@ -76,43 +78,36 @@ def _when(value: Any, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(epoch, UTC).astimezone(tz).strftime("%a %d %b %Y %H:%M %Z")
 
 
-def _link(links: Links | None, item: Mapping[str, Any]) -> str | None:
-    session_id = item.get("session_id")
-    if links is None or not isinstance(session_id, str) or not session_id:
+def _link(links: Links | None, d: Decision) -> str | None:
+    if links is None or not d.session_id:
         return None
-    return links.payment(item.get("account"), session_id)
+    return links.payment(d.account, d.session_id)
 
 
-def _window(report: Mapping[str, Any], tz: ZoneInfo) -> str:
-    window = report.get("window")
-    if not isinstance(window, Mapping):
-        return "—"
-    return f"{_when(window.get('since'), tz)} – {_when(window.get('until'), tz)}"
+def _window(report: RunReport, tz: ZoneInfo) -> str:
+    return f"{_when(report.since, tz)} – {_when(report.until, tz)}"
 
 
-def _missing_count(report: Mapping[str, Any]) -> int:
+def _missing_count(report: RunReport) -> int:
     """Subscriptions a run found missing: created (or would create) plus planned but unwritten."""
-    unwritten = sum(1 for f in report.get("failed") or ()
-                    if not str(f.get("error") or "").lower().startswith("malformed session"))
-    return len(report.get("created") or ()) + unwritten
+    unwritten = sum(1 for f in report.failed
+                    if not f.detail.lower().startswith("malformed session"))
+    return len(report.created) + unwritten
 
 
-def _window_end(report: Mapping[str, Any], fallback: str) -> str:
-    until = (report.get("window") or {}).get("until")
-    return str(until) if until else fallback
-
-
-def report_alerts(report: Mapping[str, Any], thresholds: AlertSettings, tz: ZoneInfo,
+def report_alerts(report: RunReport, thresholds: AlertSettings, tz: ZoneInfo,
                   links: Links | None) -> list[Alert]:
     """Alerts one real run report calls for (a dry run's reader sees its output already)."""
-    if report.get("dry_run"):
+    if report.dry_run:
         return []
-    run_id = str(report.get("run_id"))
+    run_id = report.run_id
+    # The window's end (UTC), not the run: an hour's or a day's runs share one key.
+    window_end = report.until or run_id
     out: list[Alert] = []
     missing = _missing_count(report)
     if missing >= thresholds.missing_spike:
         out.append(Alert(
-            key=f"missing_spike:{_window_end(report, run_id)[:13]}", kind="missing_spike",
+            key=f"missing_spike:{window_end[:13]}", kind="missing_spike",
             title=f"The webhook looks broken now: {missing} paid passes had no subscription",
             meaning=(f"One run found {missing} paid pass purchases without their subscription "
                      f"(the alert threshold is {thresholds.missing_spike}). The app's webhook "
@@ -121,44 +116,43 @@ def report_alerts(report: Mapping[str, Any], thresholds: AlertSettings, tz: Zone
                  "and look at the app's webhook log. The job keeps repairing purchases meanwhile."),
             facts=(("Run", run_id), ("Window", _window(report, tz))),
         ))
-    if report.get("cap_exceeded"):
+    if report.cap_exceeded:
         out.append(Alert(
-            key=f"cap_hit:{_window_end(report, run_id)[:10]}", kind="cap_hit",
+            key=f"cap_hit:{window_end[:10]}", kind="cap_hit",
             title="The safety cap stopped a run",
-            meaning=CAP_HIT.meaning + (f" Reported: {report['error']}." if report.get("error")
-                                       else ""),
+            meaning=CAP_HIT.meaning + (f" Reported: {report.error}." if report.error else ""),
             fix=CAP_HIT.fix, facts=(("Run", run_id),),
         ))
-    for item in report.get("failed") or ():
-        error = str(item.get("error") or "")
+    for failed in report.failed:
+        error = failed.detail
         words = explain_failure(error)
         if error.lower().startswith("not written:"):
             continue  # cap hit or interrupted: the run-level alert (or the streak) says it
-        session_id = str(item.get("session_id") or "?")
+        session_id = failed.session_id or "?"
         out.append(Alert(
             key=f"write_failed:{session_id}", kind="write_failed", title=words.title,
             meaning=words.meaning, fix=words.fix,
-            facts=(("Session", session_id), ("Account", str(item.get("account") or "—")),
+            facts=(("Session", session_id), ("Account", failed.account or "—"),
                    ("Error", error or "—")),
-            link=_link(links, item),
+            link=_link(links, failed),
         ))
-    for item in report.get("needs_manual") or ():
-        words = explain_reason(item.get("reason"))
-        session_id = str(item.get("session_id") or "?")
-        facts = [("Student", item.get("email") or "no e-mail"),
-                 ("School", item.get("tenant") or "unknown"),
-                 ("Pass", item.get("pass_name") or item.get("pass_id") or "unknown"),
-                 ("Amount", money(item.get("amount"), item.get("currency"))),
-                 ("Paid", _when(item.get("paid_at"), tz)),
+    for manual in report.needs_manual:
+        words = explain_reason(manual.reason)
+        session_id = manual.session_id or "?"
+        facts = [("Student", manual.email or "no e-mail"),
+                 ("School", manual.tenant or "unknown"),
+                 ("Pass", manual.pass_name or manual.pass_id or "unknown"),
+                 ("Amount", money(manual.amount, manual.currency)),
+                 ("Paid", _when(manual.paid_at, tz)),
                  ("Session", session_id)]
-        if item.get("detail"):
-            facts.append(("Detail", str(item["detail"])))
+        if manual.detail:
+            facts.append(("Detail", manual.detail))
         out.append(Alert(
             key=f"needs_manual:{session_id}", kind="needs_manual",
             title=f"A purchase needs you: {words.title.lower()}" if words.title else
             "A purchase needs you",
-            meaning=words.meaning, fix=words.fix, facts=tuple((k, str(v)) for k, v in facts),
-            link=_link(links, item),
+            meaning=words.meaning, fix=words.fix, facts=tuple(facts),
+            link=_link(links, manual),
         ))
     return out
 
@@ -221,7 +215,7 @@ def run_alerts(ledger: AlertLedger, thresholds: AlertSettings, now: datetime,
     return out
 
 
-def evaluate(report: Mapping[str, Any] | None, ledger_view: AlertLedger,
+def evaluate(report: RunReport | None, ledger_view: AlertLedger,
              thresholds: AlertSettings, now: datetime, *, links: Links | None = None,
              tz: ZoneInfo | None = None) -> list[Alert]:
     """Every alert the situation calls for, most urgent first, one per key."""

@@ -3,9 +3,7 @@ chat."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -13,6 +11,7 @@ from jobs.adapters.chat import ChatWebhook, deliver_chat
 from jobs.adapters.ledger import Ledger
 from jobs.adapters.mailer import Mailer
 from jobs.config.settings import Settings
+from jobs.core.runreport import RunReport
 from jobs.reports.alerts import deliver, evaluate
 from jobs.reports.weekly import Links
 from jobs.run.service import Notify
@@ -32,7 +31,7 @@ def notifier(settings: Settings) -> Notify | None:
     tz = settings.schedule.timezone
     chat = ChatWebhook(chat_url) if chat_url is not None else None
 
-    def notify(report: Mapping[str, Any] | None, ledger: Ledger) -> None:
+    def notify(report: RunReport | None, ledger: Ledger) -> None:
         alerts = evaluate(report, ledger, settings.alerts, datetime.now(UTC), links=links, tz=tz)
         if not alerts:
             return

@@ -44,7 +44,7 @@ from jobs.core.model import (
 )
 from jobs.core.planner import plan_page
 from jobs.core.ports import SanityStore, StripeSource
-from jobs.core.runreport import RunReport, present_row
+from jobs.core.runreport import RunReport
 from jobs.run.apply import ApplyStep
 from jobs.run.progress import ReadProgress
 from jobs.run.read import WindowRead
@@ -88,16 +88,16 @@ PRESENT_BATCH = 2000
 
 
 class _Batched:
-    """Rows handed on in batches of `size` (fewer, larger ledger transactions: planning
+    """Decisions handed on in batches of `size` (fewer, larger ledger transactions: planning
     threads queueing for the ledger one page at a time held the whole read back)."""
 
-    def __init__(self, sink: Callable[[list[dict[str, Any]]], None], size: int) -> None:
+    def __init__(self, sink: Callable[[list[Decision]], None], size: int) -> None:
         self._sink = sink
         self._size = size
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[Decision] = []
         self._lock = threading.Lock()
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, rows: list[Decision]) -> None:
         with self._lock:
             self._rows.extend(rows)
             if len(self._rows) < self._size:
@@ -123,7 +123,7 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         workers: int = 4,
         plan_workers: int | None = None,
-        on_present: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_present: Callable[[list[Decision]], None] | None = None,
         cancel: threading.Event | None = None,
         key_mode: str | None = None,
         progress: ReadProgress | None = None,
@@ -133,7 +133,7 @@ class Reconciler:
         `workers`: Stripe fetchers (segments read at once, `stripe.concurrency`);
         transactions written at once; `plan_workers` (default twice that): pages planned at
         once (line items, Sanity lookups). The rate budget lives in the source.
-        `on_present`: receives the report rows of purchases found already present, in
+        `on_present`: receives the decisions of purchases found already present, in
         batches as they are found (the report only counts them); the service hands them to
         the ledger. `progress` hears of every page read (`jobs.run.progress`)."""
         self.stripe = stripe
@@ -171,9 +171,9 @@ class Reconciler:
 
     def hand_over_present(self, decisions: Iterable[Decision]) -> None:
         """Purchases found already present go to `on_present` (the ledger), batched."""
-        rows = [present_row(d) for d in decisions if d.outcome == "already_present"]
-        if rows and self.on_present is not None:
-            self.on_present.add(rows)
+        found = [d for d in decisions if d.outcome == "already_present"]
+        if found and self.on_present is not None:
+            self.on_present.add(found)
 
     def plan_sessions(self, raws: list[dict[str, Any]], account: str, ctx: PlanContext,
                       refunds: Mapping[str, int] | None = None) -> list[Decision]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import gc
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,14 +23,15 @@ from jobs.config.settings import Settings
 from jobs.config.timewindow import TimeWindow
 from jobs.core.errors import ReconcilerError
 from jobs.core.ports import SanityStore, StripeSource
+from jobs.core.runreport import RunReport
 from jobs.run.progress import ReadProgress
 from jobs.run.reconcile import Reconciler, RunRequest
 from jobs.run.rhythm import QUIET_AFTER, accounts_to_rest
-from jobs.run.student_mail import student_mail, tell_students
+from jobs.run.student_mail import NoticeSummary, student_mail, tell_students
 
 log = structlog.get_logger("jobs.service")
 
-Notify = Callable[[Mapping[str, Any] | None, Ledger], None]
+Notify = Callable[[RunReport | None, Ledger], None]
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,19 @@ class RunOptions:
 @dataclass
 class RunOutcome:
     exit_code: int
-    report: dict[str, Any] | None = None
+    report: RunReport | None = None
     skipped: bool = False
     status: str = "ok"
-    extra: dict[str, Any] = field(default_factory=dict)
+    students: NoticeSummary | None = None  # what the pass did about students' e-mails
+
+    def to_json(self) -> dict[str, Any] | None:
+        """The run report as printed (design.md), with `student_emails` when they ran."""
+        if self.report is None:
+            return None
+        data = self.report.to_json()
+        if self.students is not None:
+            data["student_emails"] = self.students.to_json()
+        return data
 
 
 def new_run_id(now: datetime) -> str:
@@ -91,13 +101,13 @@ def resting(options: RunOptions, settings: Settings, ledger: Ledger,
                             settings.schedule.quick_interval, settings.schedule.deep_interval)
 
 
-def run_status(report: Mapping[str, Any], interrupted: bool) -> RunStatus:
+def run_status(report: RunReport, interrupted: bool) -> RunStatus:
     if interrupted:
         return "interrupted"
-    accounts = report.get("accounts") or []
-    if accounts and all(a.get("error") for a in accounts):
+    errors = [a.error for a in report.accounts.values()]
+    if errors and all(errors):
         return "failed"
-    if report.get("failed") or report.get("cap_exceeded") or any(a.get("error") for a in accounts):
+    if report.failed or report.cap_exceeded or any(errors):
         return "partial"
     return "ok"
 
@@ -156,7 +166,7 @@ def execute_run(
         stop_watch = watch_lock(lock, stop.lose_lock)
         reconciler = Reconciler(stripe, sanity, clock=lambda: clock().timestamp(),
                                 key_mode=key_mode,
-                                on_present=lambda rows: ledger.record_present(run_id, rows),
+                                on_present=lambda found: ledger.record_present(run_id, found),
                                 workers=workers or settings.stripe.concurrency, cancel=stop,
                                 progress=progress,
                                 before_commit=None if students is None else (
@@ -173,26 +183,26 @@ def execute_run(
             raise
         finally:
             stop_watch()
-        data = report.to_json()
         if stop.lock_lost:
-            return _lock_lost(ledger, run_id, data, notify)
-        status = run_status(data, cancel.is_set())
+            return _lock_lost(ledger, run_id, report, notify)
+        status = run_status(report, cancel.is_set())
         if cancel.is_set():
             log.warning("run_interrupted", detail="stopped by a signal; the transaction under "
                         "way was finished, the rest is left for the next run")
-        ledger.record_report(data)
-        _settle_rechecked(ledger, data, recheck)
-        ledger.finish_run(run_id, status, data, data.get("error"))
+        ledger.record_report(report)
+        _settle_rechecked(ledger, report, recheck)
+        ledger.finish_run(run_id, status, report, report.error)
         if is_quick(options) and status != "interrupted":
-            ledger.advance_watermarks_from_report(data, "quick")
-        _log_outcomes(data)
+            ledger.advance_watermarks_from_report(report, "quick")
+        _log_outcomes(report)
+        told = None
         if students is not None and not cancel.is_set():
             # A stopping daemon does not wait for a mail server: what this pass wrote is
             # recorded as intended, and the next pass sends it.
-            data["student_emails"] = tell_students(students, data, run_id)
-        log.info("run_finished", status=status, **{k: v for k, v in data["counts"].items() if v})
+            told = tell_students(students, [d.session_id for d in report.created], run_id)
+        log.info("run_finished", status=status, **{k: v for k, v in report.totals().items() if v})
         if notify is not None and not options.dry_run:
-            notify(data, ledger)
+            notify(report, ledger)
         if options.kind == "deep" and not options.dry_run:
             prune_ledger(ledger, settings)
         code = report.exit_code()
@@ -200,7 +210,7 @@ def execute_run(
             code = 2  # not one account could be read: the service is down or the key is wrong
         elif status == "interrupted":
             code = 0
-        return RunOutcome(exit_code=code, report=data, status=status)
+        return RunOutcome(exit_code=code, report=report, status=status, students=told)
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
         lock.release()
@@ -242,17 +252,17 @@ LOCK_LOST = ("the run lock was lost (its database connection dropped); stopped a
              "transaction under way")
 
 
-def _lock_lost(ledger: Ledger, run_id: str, data: dict[str, Any],
+def _lock_lost(ledger: Ledger, run_id: str, report: RunReport,
                notify: Notify | None) -> RunOutcome:
     """Record what the run did before it lost its lock, as `failed`; the watermarks stay
     (the next run reads the window again)."""
     log.error("run_lock_lost", detail=LOCK_LOST)
-    ledger.record_report(data)
-    ledger.finish_run(run_id, "failed", data, LOCK_LOST)
-    _log_outcomes(data)
-    if notify is not None and not data.get("dry_run"):
+    ledger.record_report(report)
+    ledger.finish_run(run_id, "failed", report, LOCK_LOST)
+    _log_outcomes(report)
+    if notify is not None and not report.dry_run:
         _notify_quietly(notify, ledger)
-    return RunOutcome(exit_code=2, report=data, status="failed")
+    return RunOutcome(exit_code=2, report=report, status="failed")
 
 
 @contextmanager
@@ -272,32 +282,32 @@ def few_collections(young: int = 10_000) -> Iterator[None]:
         gc.unfreeze()
 
 
-def _settle_rechecked(ledger: Ledger, report: Mapping[str, Any],
+def _settle_rechecked(ledger: Ledger, report: RunReport,
                       recheck: tuple[tuple[str, str], ...]) -> None:
     """A re-checked pending session that is now ignored (failed or expired payment) is settled:
     the report only counts ignored sessions, so name them here."""
-    if not recheck or report.get("dry_run"):
+    if not recheck or report.dry_run:
         return
     # Sessions found present were recorded as found, which closed their pending rows.
-    named = {item["session_id"] for key in ("created", "needs_manual", "pending", "failed")
-             for item in report.get(key) or ()}
+    named = {d.session_id for d in (*report.created, *report.needs_manual, *report.pending,
+                                    *report.failed)}
     for _account, session_id in recheck:
         if session_id not in named:
             ledger.settle_pending(session_id, "ignored")
 
 
-def _log_outcomes(report: Mapping[str, Any]) -> None:
+def _log_outcomes(report: RunReport) -> None:
     """One line per purchase that changed or needs a person (e-mails are masked by the logger)."""
-    verb = "would_create" if report.get("dry_run") else "created"
-    for item in report.get("created") or ():
-        log.info(verb, account=item["account"], session_id=item["session_id"],
-                 subscription_id=item["subscription_id"], pass_name=item.get("pass_name"))
-    for item in report.get("needs_manual") or ():
-        log.warning("needs_manual", account=item["account"], session_id=item["session_id"],
-                    reason=item["reason"], detail=item.get("detail"), email=item.get("email"))
-    for item in report.get("failed") or ():
-        log.error("failed", account=item["account"], session_id=item["session_id"],
-                  error=item["error"])
+    verb = "would_create" if report.dry_run else "created"
+    for d in report.created:
+        log.info(verb, account=d.account, session_id=d.session_id,
+                 subscription_id=d.subscription_ids[0] if d.subscription_ids else None,
+                 pass_name=d.pass_name)
+    for d in report.needs_manual:
+        log.warning("needs_manual", account=d.account, session_id=d.session_id,
+                    reason=d.reason, detail=d.detail, email=d.email)
+    for d in report.failed:
+        log.error("failed", account=d.account, session_id=d.session_id, error=d.detail)
 
 
 def _notify_quietly(notify: Notify, ledger: Ledger) -> None:

@@ -205,11 +205,11 @@ def student_mail(settings: Settings, ledger: Ledger, sanity: NoticeStore,
     return StudentMail(settings, ledger, sanity)
 
 
-def tell_students(students: StudentMail, report: Mapping[str, Any],
-                  run_id: str) -> dict[str, Any] | None:
-    """Send what is owed; a mail or Sanity problem here is logged, never the run's failure
-    (what was not sent stays owed in the ledger for the next pass)."""
-    created = [item["session_id"] for item in report.get("created") or ()]
+def tell_students(students: StudentMail, created: Iterable[str],
+                  run_id: str) -> NoticeSummary | None:
+    """Send what is owed (`created`: the session ids the pass reports created); a mail or
+    Sanity problem here is logged, never the run's failure (what was not sent stays owed in
+    the ledger for the next pass)."""
     try:
         summary = students.after_pass(created, run_id)
     except ReconcilerError as error:
@@ -219,4 +219,4 @@ def tell_students(students: StudentMail, report: Mapping[str, Any],
     if summary.told or summary.unsent or summary.problems:
         log.info("student_emails", told=summary.told, waiting=summary.unsent,
                  not_delivered=len(summary.problems))
-    return summary.to_json()
+    return summary

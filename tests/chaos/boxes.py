@@ -152,7 +152,8 @@ class RunResult:
 
     @property
     def report(self) -> dict[str, Any] | None:
-        return self.outcome.report if self.outcome else None
+        """The run report as printed: these tests read it as ops do."""
+        return self.outcome.to_json() if self.outcome else None
 
     @property
     def exit_code(self) -> int:

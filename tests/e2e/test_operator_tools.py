@@ -385,6 +385,36 @@ def test_diagnose_fix_repairs_one_students_passes_and_touches_nothing_else(
     assert no_secrets(result, again)
 
 
+def test_diagnose_fix_rechecks_so_a_pass_the_webhook_wrote_since_is_not_doubled(
+        cli: Cli, stripe_standin: Any, sanity: SanityStandIn,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    world = ow.purchases_world(now())
+    cli.configure(load(world, stripe_standin, sanity), sanity)
+    sid = world.facts["alice_missing"]
+    paid = next(s for s in world.stripe["data"][ow.ACCT_A]["checkout_sessions"] if s["id"] == sid)
+    late = ow.webhook_sub(sid, pass_doc=next(d for d in world.sanity if d["_id"] == "pClip"),
+                          user="uAlice", created=paid["created"], pi=paid["payment_intent"])
+    from jobs.commands import diagnose as command
+
+    diagnosed = command.diagnose
+
+    def then_the_webhook_delivers(*args: Any, **kwargs: Any) -> Any:
+        found = diagnosed(*args, **kwargs)
+        # Stripe's retry arrives between the diagnosis and the fix: the webhook writes the
+        # pass under its own id, so createIfNotExists alone would make a second one.
+        sanity.load_documents([*sanity.dump(), late])
+        return found
+
+    monkeypatch.setattr(command, "diagnose", then_the_webhook_delivers)
+    result = cli.run("diagnose", "--session", sid, "--fix", "--json")
+    assert result.code == 0, result.out
+    assert [d["_id"] for d in sanity.dump() if d.get("stripeSessionId") == sid] == [late["_id"]]
+    fix = result.json()["fix"]
+    assert (fix["created"], fix["sessions"], fix["error"]) == ([], [sid], None)
+    (purchase,) = purchases(result).values()
+    assert (purchase["outcome"], purchase["verdict"]) == ("already_present", "OK")
+
+
 def test_diagnose_fix_dry_run_and_the_cap_write_nothing(cli: Cli, stripe_standin: Any,
                                                         sanity: SanityStandIn) -> None:
     world = ow.purchases_world(now())

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from jobs.adapters.ledger import Ledger
+from tests.support import reports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,9 +34,10 @@ def record(ledger: Ledger, run_id: str, status: str, ago: timedelta, *,
     ledger._clock = lambda: at  # the ledger stamps start and finish with its clock
     ledger.start_run(run_id, "quick", at - timedelta(hours=1), at - timedelta(minutes=10),
                      False, [])
-    accounts = [{"account": a, "error": e} for a, e in (unreadable or {}).items()]
-    ledger.finish_run(run_id, status, {"counts": {"created": 0}, "accounts": accounts},  # type: ignore[arg-type]
-                      error)
+    report = reports.run_report(run_id, since=(at - timedelta(hours=1)).isoformat(),
+                                until=(at - timedelta(minutes=10)).isoformat(),
+                                accounts={}, errors=unreadable)
+    ledger.finish_run(run_id, status, report, error)  # type: ignore[arg-type]
     for account in accounts_read:
         ledger.advance_watermark(account, at - timedelta(minutes=10), "quick", run_id)
 

@@ -19,6 +19,7 @@ from jobs.adapters.chat import ChatWebhook, deliver_chat, render_chat
 from jobs.adapters.ledger import Ledger
 from jobs.config.settings import AlertSettings
 from jobs.config.values import Secret
+from jobs.core.runreport import RunReport
 from jobs.reports.alerts import evaluate
 from jobs.reports.weekly import Links
 from sandbox.sanity_server import SanityStandIn
@@ -28,6 +29,7 @@ from tests.integration.test_daemon_process import (
     Sandbox,
     sanity_node,  # noqa: F401 - the module's Sanity stand-in fixture
 )
+from tests.support import reports
 from tests.support.ping_server import PingServer
 
 TOKEN = "XyZ-chat-webhook-token-123"
@@ -42,17 +44,16 @@ def receiver() -> Iterator[PingServer]:
     server.close()
 
 
-def report(**extra: Any) -> dict[str, Any]:
-    return {"run_id": "20260101T000000Z-abc123", "dry_run": False,
-            "window": {"since": "2026-01-01T00:00:00Z", "until": "2026-01-01T01:00:00Z"},
-            "created": [], "failed": [], "cap_exceeded": False,
-            "needs_manual": [{"session_id": "cs_test_needs1", "account": "acct_A",
-                              "reason": "user_ambiguous", "email": EMAIL, "amount": 1200,
-                              "currency": "nok", "tenant": "Dance Oslo", "pass_name": "10 klipp",
-                              "paid_at": "2026-01-01T00:30:00Z"}], **extra}
+def report(cap_exceeded: bool = False, error: str | None = None) -> RunReport:
+    return reports.run_report(
+        "20260101T000000Z-abc123", since="2026-01-01T00:00:00Z", until="2026-01-01T01:00:00Z",
+        cap_exceeded=cap_exceeded, error=error, decisions=[reports.manual(
+            "cs_test_needs1", "user_ambiguous", "acct_A", email=EMAIL, amount=1200,
+            currency="nok", tenant="Dance Oslo", pass_name="10 klipp",
+            paid_at="2026-01-01T00:30:00Z")])
 
 
-def alerts_of(data: dict[str, Any], ledger: Ledger) -> list[Any]:
+def alerts_of(data: RunReport, ledger: Ledger) -> list[Any]:
     return evaluate(data, ledger, AlertSettings(), datetime(2026, 1, 1, 1, tzinfo=UTC),
                     links=Links("https://dashboard.stripe.com", "test"))
 

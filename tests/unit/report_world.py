@@ -7,12 +7,16 @@ Every figure the tests expect is worked out by hand in `EXPECTED` below.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger import Ledger
+from jobs.adapters.ledger import Ledger, RunStatus
+from jobs.core.model import Anomaly, Decision
+from jobs.core.runreport import RunReport
+from tests.support import reports
 
 TZ = ZoneInfo("Europe/Oslo")
 WEEK = date(2024, 5, 6)
@@ -33,57 +37,41 @@ class Clock:
 
 
 def present(sid: str, paid: datetime, amount: float = 120.0, currency: str = "nok",
-            account: str = "acct_1") -> dict[str, Any]:
-    return {"session_id": sid, "account": account, "tenant": "tenant-a",
-            "subscription_ids": [f"sub-{sid}"], "amount": amount, "currency": currency,
-            "paid_at": paid.isoformat()}
+            account: str = "acct_1") -> Decision:
+    return reports.present(sid, paid.isoformat(), account, subscription_ids=(f"sub-{sid}",),
+                           amount=amount, currency=currency)
 
 
 def created(sid: str, paid: datetime, amount: float, currency: str = "nok",
-            account: str = "acct_1", email: str = "kari@example.com") -> dict[str, Any]:
-    return {"session_id": sid, "account": account, "tenant": "tenant-a",
-            "subscription_id": f"subscription-{sid}", "user_id": "user-u1",
-            "pass_id": "pass-10", "pass_name": "10 Single Clip Card", "email": email,
-            "amount": amount, "currency": currency, "paid_at": paid.isoformat()}
+            account: str = "acct_1", email: str = "kari@example.com") -> Decision:
+    return reports.created(sid, paid.isoformat(), account, pass_name="10 Single Clip Card",
+                           email=email, amount=amount, currency=currency)
 
 
 def manual(sid: str, reason: str, paid: datetime, amount: float, email: str,
-           account: str = "acct_1") -> dict[str, Any]:
-    return {"session_id": sid, "account": account, "reason": reason,
-            "detail": "no passId in metadata or product", "email": email, "amount": amount,
-            "currency": "nok", "tenant": "tenant-a", "pass_id": None,
-            "pass_name": "Drop-in Class", "paid_at": paid.isoformat()}
+           account: str = "acct_1") -> Decision:
+    return reports.manual(sid, reason, account, detail="no passId in metadata or product",
+                          email=email, amount=amount, currency="nok", tenant="tenant-a",
+                          pass_name="Drop-in Class", paid_at=paid.isoformat())
 
 
-def report(run_id: str, when: datetime, dry_run: bool = False, **lists: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "run_id": run_id, "started_at": when.isoformat(), "finished_at": when.isoformat(),
-        "dry_run": dry_run,
-        "window": {"since": (when - timedelta(hours=2)).isoformat(), "until": when.isoformat()},
-        "accounts": [{"account": "acct_1", "tenant": "tenant-a", "pages": 1, "sessions": 1,
-                      "error": None}],
-        "counts": {}, "created": [], "needs_manual": [], "pending": [], "failed": [],
-        "present": [], "ignored": {}, "anomalies": [], "cap_exceeded": False, "error": None,
-    }
-    base.update(lists)
-    base["counts"] = {"created": len(base["created"]), "needs_manual": len(base["needs_manual"]),
-                      "failed": len(base["failed"]), "already_present": len(base["present"])}
-    return base
-
-
-def record(ledger: Ledger, clock: Clock, run_id: str, when: datetime, status: str = "ok", *,
-           dry_run: bool = False, error: str | None = None, no_report: bool = False,
-           **lists: Any) -> dict[str, Any] | None:
+def record(ledger: Ledger, clock: Clock, run_id: str, when: datetime, status: RunStatus = "ok",
+           *, dry_run: bool = False, error: str | None = None, no_report: bool = False,
+           present: Sequence[Decision] = (), decisions: Sequence[Decision] = (),
+           anomalies: Sequence[Anomaly] = ()) -> RunReport | None:
     """One run: started and recorded at `when`, finished 30 s later."""
     clock.now = when
     ledger.start_run(run_id, "quick", when - timedelta(hours=2), when, dry_run, ["acct_1"],
                      pid=1)
-    rep = None if no_report else report(run_id, when, dry_run, **lists)
+    rep = None if no_report else reports.run_report(
+        run_id, since=(when - timedelta(hours=2)).isoformat(), until=when.isoformat(),
+        dry_run=dry_run, accounts={"acct_1": "tenant-a"}, decisions=decisions,
+        anomalies=anomalies)
     if rep is not None:  # as a run records: present purchases as found, then the report
-        ledger.record_present(run_id, rep.pop("present"))
+        ledger.record_present(run_id, present)
         ledger.record_report(rep)
     clock.now = when + timedelta(seconds=30)
-    ledger.finish_run(run_id, status, rep, error)  # type: ignore[arg-type]
+    ledger.finish_run(run_id, status, rep, error)
     return rep
 
 
@@ -96,40 +84,38 @@ def build(state_dir: Path | str) -> Ledger:
     # Week of 1 April (W-5): two present, one needing a person that was fixed by hand later.
     record(ledger, clock, "r-apr", utc(4, 3, 10),
            present=[present("cs_test_o1", utc(4, 3, 9)), present("cs_test_o2", utc(4, 3, 9))],
-           needs_manual=[manual("cs_test_m1", "pass_not_found", utc(4, 3, 9), 250.0,
-                                "m1@example.com")])
+           decisions=[manual("cs_test_m1", "pass_not_found", utc(4, 3, 9), 250.0,
+                             "m1@example.com")])
     # Week of 29 April (W-1): four present, one repaired after an hour, one still open.
     record(ledger, clock, "r-w1", utc(4, 30, 10),
            present=[present(f"cs_test_e{i}", utc(4, 30, 9)) for i in range(1, 5)],
-           created=[created("cs_test_e5", utc(4, 30, 9), 120.0)],
-           needs_manual=[manual("cs_test_n0", "user_unknown", utc(4, 29, 18), 250.0,
-                                "n0@example.com")])
+           decisions=[created("cs_test_e5", utc(4, 30, 9), 120.0),
+                      manual("cs_test_n0", "user_unknown", utc(4, 29, 18), 250.0,
+                             "n0@example.com")])
     # The report week.
     record(ledger, clock, "r1", utc(5, 6, 10),
            present=[present("cs_test_p01", utc(5, 6, 9, 50)),
                     present("cs_test_p02", utc(5, 6, 9, 50)),
                     present("cs_test_m1", utc(4, 3, 9))],  # fixed by a person meanwhile
-           created=[created("cs_test_c1", utc(5, 6, 9, 50), 250.0)],
-           needs_manual=[manual("cs_test_n1", "metadata_missing", utc(5, 6, 9, 40), 300.0,
-                                "ola@example.com")],
-           anomalies=[{"kind": "duplicate_subscriptions", "session_id": "cs_test_p02",
-                       "subscription_ids": ["sub-a", "sub-b"], "detail": "2 published"}])
+           decisions=[created("cs_test_c1", utc(5, 6, 9, 50), 250.0),
+                      manual("cs_test_n1", "metadata_missing", utc(5, 6, 9, 40), 300.0,
+                             "ola@example.com")],
+           anomalies=[Anomaly("duplicate_subscriptions", "cs_test_p02", ("sub-a", "sub-b"),
+                              "2 published")])
     record(ledger, clock, "r2", utc(5, 7, 10), "failed", error="Sanity unreachable: 503",
            no_report=True)
     record(ledger, clock, "r3", utc(5, 8, 12), "partial",
            present=[present(f"cs_test_p{i:02d}", utc(5, 8, 11, 50)) for i in range(3, 11)],
-           created=[created("cs_test_c2", utc(5, 8, 11, 58), 49.9, "eur", account="platform"),
-                    created("cs_test_c3", utc(5, 8, 11, 57), 200.0)],
-           failed=[{"session_id": "cs_test_f1", "account": "acct_1",
-                    "error": "write failed: Sanity answered 500"}])
+           decisions=[created("cs_test_c2", utc(5, 8, 11, 58), 49.9, "eur", account="platform"),
+                      created("cs_test_c3", utc(5, 8, 11, 57), 200.0),
+                      reports.failed("cs_test_f1", "write failed: Sanity answered 500")])
     record(ledger, clock, "r4", utc(5, 9, 9), dry_run=True,
-           created=[created("cs_test_d1", utc(5, 9, 8, 55), 90.1),
-                    created("cs_test_d2", utc(5, 9, 8, 56), 90.2)])
+           decisions=[created("cs_test_d1", utc(5, 9, 8, 55), 90.1),
+                      created("cs_test_d2", utc(5, 9, 8, 56), 90.2)])
     record(ledger, clock, "r5", utc(5, 9, 10),
-           created=[created("cs_test_d2", utc(5, 9, 8, 56), 90.2)],
-           present=[present("cs_test_p11", utc(5, 9, 9, 50))],
-           pending=[{"session_id": "cs_test_q1", "account": "acct_1",
-                     "reason": "async_payment", "paid_at": utc(5, 9, 9).isoformat()}])
+           decisions=[created("cs_test_d2", utc(5, 9, 8, 56), 90.2),
+                      reports.pending("cs_test_q1", paid_at=utc(5, 9, 9).isoformat())],
+           present=[present("cs_test_p11", utc(5, 9, 9, 50))])
     # Sunday 23:30 in Oslo: still the report week. 00:30 Monday: the next week.
     record(ledger, clock, "r6", utc(5, 12, 21, 30),
            present=[present("cs_test_p12", utc(5, 12, 21), 15.0, "usd")])

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 from jobs.adapters.ledger_rows import RunRecord
 from jobs.adapters.mailer import SendResult
 from jobs.config.settings import AlertSettings
+from jobs.core.model import Decision
+from jobs.core.runreport import RunReport
 from jobs.reports.alerts import RUNS_READ, Alert, deliver, evaluate, failure_streak
 from jobs.reports.weekly import Links
+from tests.support import reports
 from tests.unit import report_world as world
 
 NOW = datetime(2024, 5, 7, 12, 0, tzinfo=UTC)
@@ -45,24 +48,23 @@ class View:
 HEALTHY = View([run("r0", "ok", 5)])
 
 
-def report(**over: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "run_id": "run-1", "dry_run": False, "cap_exceeded": False, "error": None,
-        "window": {"since": "2024-05-07T09:00:00Z", "until": "2024-05-07T11:50:00Z"},
-        "created": [], "needs_manual": [], "failed": [], "pending": []}
-    base.update(over)
-    return base
+def report(run_id: str = "run-1", *, dry_run: bool = False, cap_exceeded: bool = False,
+           error: str | None = None, since: str = "2024-05-07T09:00:00Z",
+           until: str = "2024-05-07T11:50:00Z", created: Sequence[Decision] = (),
+           needs_manual: Sequence[Decision] = (), failed: Sequence[Decision] = ()) -> RunReport:
+    return reports.run_report(run_id, since=since, until=until, dry_run=dry_run,
+                              decisions=[*created, *needs_manual, *failed],
+                              cap_exceeded=cap_exceeded, error=error)
 
 
-def manual_item(sid: str, reason: str = "metadata_missing") -> dict[str, Any]:
-    return {"session_id": sid, "account": "acct_9", "reason": reason, "detail": "no passId",
-            "email": "kari@example.com", "amount": 250.0, "currency": "nok",
-            "tenant": "tenant-a", "pass_id": None, "pass_name": None,
-            "paid_at": "2024-05-07T09:30:00.000Z"}
+def manual_item(sid: str, reason: str = "metadata_missing") -> Decision:
+    return reports.manual(sid, reason, "acct_9", detail="no passId", email="kari@example.com",
+                          amount=250.0, currency="nok", tenant="tenant-a",
+                          paid_at="2024-05-07T09:30:00.000Z")
 
 
-def created_item(n: int) -> dict[str, Any]:
-    return {"session_id": f"cs_live_{n}", "account": "acct_9"}
+def created_item(n: int) -> Decision:
+    return Decision(f"cs_live_{n}", "acct_9", "created")
 
 
 # ---- evaluate ------------------------------------------------------------------------------
@@ -95,10 +97,8 @@ def test_keys_are_stable_across_runs_so_the_ledger_can_de_duplicate() -> None:
 
 
 def test_a_failed_write_alerts_but_unwritten_cap_items_do_not_one_by_one() -> None:
-    failed = [{"session_id": "cs_live_f", "account": "acct_9",
-               "error": "write failed: Sanity answered 500"},
-              {"session_id": "cs_live_g", "account": "acct_9",
-               "error": "not written: safety cap exceeded"}]
+    failed = [reports.failed("cs_live_f", "write failed: Sanity answered 500", "acct_9"),
+              reports.failed("cs_live_g", "not written: safety cap exceeded", "acct_9")]
     alerts = evaluate(report(failed=failed), HEALTHY, LIMITS, NOW, links=LINKS)
     assert [a.key for a in alerts] == ["write_failed:cs_live_f"]
     assert dict(alerts[0].facts)["Error"] == "write failed: Sanity answered 500"
@@ -116,17 +116,17 @@ def test_spike_and_cap_alerts_repeat_at_most_hourly_and_daily() -> None:
     spike = [created_item(n) for n in range(5)]
     first = report(run_id="run-1", created=spike, cap_exceeded=True)
     later = report(run_id="run-2", created=spike, cap_exceeded=True,
-                   window={"since": "2024-05-07T11:00:00Z", "until": "2024-05-07T11:55:00Z"})
+                   since="2024-05-07T11:00:00Z", until="2024-05-07T11:55:00Z")
     next_day = report(run_id="run-3", created=spike, cap_exceeded=True,
-                      window={"since": "2024-05-08T08:00:00Z", "until": "2024-05-08T08:55:00Z"})
+                      since="2024-05-08T08:00:00Z", until="2024-05-08T08:55:00Z")
     keys = [[a.key for a in evaluate(r, HEALTHY, LIMITS, NOW)] for r in (first, later, next_day)]
     assert keys[0] == keys[1] == ["missing_spike:2024-05-07T11", "cap_hit:2024-05-07"]
     assert keys[2] == ["missing_spike:2024-05-08T08", "cap_hit:2024-05-08"]
 
 
 def test_the_safety_cap_alerts_once_with_the_spike() -> None:
-    unwritten = [{"session_id": f"cs_live_{n}", "account": "acct_9",
-                  "error": "not written: safety cap exceeded"} for n in range(60)]
+    unwritten = [reports.failed(f"cs_live_{n}", "not written: safety cap exceeded", "acct_9")
+                 for n in range(60)]
     alerts = evaluate(report(cap_exceeded=True, failed=unwritten,
                              error="safety cap: 60 subscriptions to create, more than "
                                    "max_creates=50; nothing written"),

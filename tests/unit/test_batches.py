@@ -71,7 +71,7 @@ def test_a_refused_purchase_in_a_packed_transaction_is_isolated() -> None:
     sanity.refuse.add("subscription-cs_test_0007")
     report = run(stripe, sanity)
     assert report.counts["created"] == 39 and report.counts["failed"] == 1
-    assert [f["session_id"] for f in report.failed] == ["cs_test_0007"]
+    assert [f.session_id for f in report.failed] == ["cs_test_0007"]
     assert len(sanity.of_type("subscription")) == 39
 
 

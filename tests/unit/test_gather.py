@@ -119,7 +119,7 @@ def test_a_page_with_keys_and_keyless_sessions_plans_both():
     stripe.product_data = {"prod_50": {"id": "prod_50", "metadata": {
         "passId": "p1", "userId": "user_a", "tenantId": "t1"}}}
     report = run(stripe, sanity)
-    assert sorted(c["session_id"] for c in report.created) == [
+    assert sorted(c.session_id for c in report.created) == [
         "cs_test_0000", "cs_test_0001", "cs_test_0050"]
     # The account's last keyless sessions ride with its oldest page (here its only one):
     # no look-up or transaction of their own.

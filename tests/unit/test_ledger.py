@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 import stat
 import statistics
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from jobs.adapters.ledger_db import LedgerUnavailable, PostgresDb, SqliteDb
 from jobs.adapters.ledger_schema import MIGRATIONS, apply_migrations, connect
 from jobs.adapters.pg_dialect import native_params, to_native
 from jobs.core.errors import ConfigError
+from jobs.core.model import Anomaly, Decision
+from jobs.core.runreport import RunReport
+from tests.support import reports
 from tests.support.ledger import T0, Clock, OpenLedger
 
 
@@ -37,39 +42,26 @@ def start(ledger: Ledger, run_id: str, *, dry_run: bool = False, kind: str = "qu
     ledger.start_run(run_id, kind, T0 - timedelta(hours=2), T0, dry_run, ["platform"], pid=pid)
 
 
-def report(run_id: str, *, dry_run: bool = False, **lists: Any) -> dict[str, Any]:
-    """A design.md run report with the given lists (others empty)."""
-    base: dict[str, Any] = {
-        "run_id": run_id, "started_at": T0.isoformat(), "finished_at": T0.isoformat(),
-        "dry_run": dry_run,
-        "window": {"since": (T0 - timedelta(hours=2)).isoformat(), "until": T0.isoformat()},
-        "accounts": [{"account": "platform", "tenant": None, "pages": 1, "sessions": 3,
-                      "error": None}],
-        "counts": {"sessions_scanned": 3, "pass_purchases": 2, "already_present": 1,
-                   "created": 1, "needs_manual": 0, "pending": 0, "failed": 0, "ignored": 1},
-        "created": [], "needs_manual": [], "pending": [], "failed": [],
-        "ignored": {"not_a_pass": 1}, "anomalies": [],
-    }
-    base.update(lists)
-    return base
+def report(run_id: str, *, dry_run: bool = False, decisions: Iterable[Decision] = (),
+           **over: Any) -> RunReport:
+    """A run report of the platform's window ending at T0 with the given decisions."""
+    return reports.run_report(run_id, since=(T0 - timedelta(hours=2)).isoformat(),
+                              until=T0.isoformat(), dry_run=dry_run, decisions=decisions,
+                              **over)
 
 
-def record(ledger: Ledger, rep: dict[str, Any]) -> None:
+def record(ledger: Ledger, rep: RunReport, present: Iterable[Decision] = ()) -> None:
     """As a run records: purchases found present as they are found, then the report."""
-    ledger.record_present(rep["run_id"], rep.pop("present", []))
+    ledger.record_present(rep.run_id, present)
     ledger.record_report(rep)
 
 
-def created_item(session_id: str, paid_at: datetime, account: str = "acct_1") -> dict[str, Any]:
-    return {"session_id": session_id, "account": account, "tenant": "tenant-a",
-            "subscription_id": f"subscription-{session_id}", "user_id": "user-u1",
-            "pass_id": "pass-10", "pass_name": "10 classes", "email": "a@example.com",
-            "amount": 120.0, "currency": "nok", "paid_at": paid_at.isoformat()}
+def created_item(session_id: str, paid_at: datetime, account: str = "acct_1") -> Decision:
+    return reports.created(session_id, paid_at.isoformat(), account)
 
 
-def present_item(session_id: str, paid_at: datetime) -> dict[str, Any]:
-    return {"session_id": session_id, "account": "acct_1", "tenant": "tenant-a",
-            "amount": 90.0, "currency": "nok", "paid_at": int(paid_at.timestamp())}
+def present_item(session_id: str, paid_at: datetime) -> Decision:
+    return reports.present(session_id, paid_at.isoformat())
 
 
 # ---- schema --------------------------------------------------------------------------------
@@ -168,14 +160,16 @@ def test_run_lifecycle_records_status_counts_and_account_errors(
     start(ledger, "r1")
     assert ledger.run("r1").status == "running"  # type: ignore[union-attr]
     clock.advance(seconds=42)
-    rep = report("r1", accounts=[
-        {"account": "platform", "tenant": None, "pages": 1, "sessions": 3, "error": None},
-        {"account": "acct_2", "tenant": "t2", "pages": 0, "sessions": 0, "error": "403"}])
+    rep = report("r1", accounts={"platform": None, "acct_2": "t2"}, errors={"acct_2": "403"},
+                 decisions=[created_item("cs_1", T0), reports.pending("cs_2"),
+                            Decision("cs_3", "platform", "ignored", reason="not_a_pass")])
     ledger.finish_run("r1", "partial", rep, None)
     run = ledger.run("r1")
     assert run is not None
     assert (run.status, run.duration_seconds, run.dry_run) == ("partial", 42.0, False)
-    assert run.counts["sessions_scanned"] == 3
+    assert run.counts == {"sessions_scanned": 3, "pass_purchases": 1, "already_present": 0,
+                          "created": 1, "needs_manual": 0, "pending": 1, "failed": 0,
+                          "ignored": 1}
     assert run.account_errors == {"acct_2": "403"}
     assert (run.since, run.until, run.accounts) == (T0 - timedelta(hours=2), T0, ["platform"])
 
@@ -233,8 +227,8 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
         ledger: Ledger, clock: Clock) -> None:
     paid = T0 - timedelta(minutes=30)
     start(ledger, "r1")
-    record(ledger, report("r1", created=[created_item("cs_1", paid)],
-                                present=[present_item("cs_2", paid)]))
+    record(ledger, report("r1", decisions=[created_item("cs_1", paid)]),
+           present=[present_item("cs_2", paid)])
     first = ledger.session("cs_1")
     assert first is not None
     assert (first.outcome, first.first_outcome, first.created_run_id) == (
@@ -245,8 +239,8 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
 
     clock.advance(minutes=15)  # the next overlapping window sees both as present
     start(ledger, "r2")
-    record(ledger, report("r2", present=[present_item("cs_1", paid),
-                                               present_item("cs_2", paid)]))
+    record(ledger, report("r2"), present=[present_item("cs_1", paid),
+                                          present_item("cs_2", paid)])
     again = ledger.session("cs_1")
     assert again is not None
     assert (again.outcome, again.first_outcome) == ("already_present", "created")
@@ -262,10 +256,10 @@ def test_first_seen_first_outcome_and_created_at_are_set_once(
 def test_created_reported_again_keeps_the_first_creation(ledger: Ledger, clock: Clock) -> None:
     # e.g. a rerun whose createIfNotExists found our own document again and reported it created
     start(ledger, "r1")
-    record(ledger, report("r1", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
+    record(ledger, report("r1", decisions=[created_item("cs_1", T0 - timedelta(hours=1))]))
     clock.advance(hours=2)
     start(ledger, "r2")
-    record(ledger, report("r2", created=[created_item("cs_1", T0 - timedelta(hours=1))]))
+    record(ledger, report("r2", decisions=[created_item("cs_1", T0 - timedelta(hours=1))]))
     row = ledger.session("cs_1")
     assert row is not None and (row.created_at, row.created_run_id) == (T0, "r1")
     assert row.repair_seconds == 3600.0 and row.last_run_id == "r2"
@@ -273,14 +267,14 @@ def test_created_reported_again_keeps_the_first_creation(ledger: Ledger, clock: 
 
 def test_needs_manual_then_fixed_by_a_person_keeps_first_outcome(ledger: Ledger) -> None:
     start(ledger, "r1")
-    record(ledger, report("r1", needs_manual=[{
-        "session_id": "cs_m", "account": "platform", "reason": "user_unknown",
-        "detail": "no userId", "email": "b@example.com", "amount": 50.0, "currency": "nok"}]))
+    record(ledger, report("r1", decisions=[reports.manual(
+        "cs_m", "user_unknown", detail="no userId", email="b@example.com", amount=50.0,
+        currency="nok")]))
     assert [s.session_id for s in ledger.open_manual()] == ["cs_m"]
     row = ledger.session("cs_m")
     assert row is not None and (row.reason, row.detail) == ("user_unknown", "no userId")
     start(ledger, "r2")
-    record(ledger, report("r2", present=[present_item("cs_m", T0)]))
+    record(ledger, report("r2"), present=[present_item("cs_m", T0)])
     row = ledger.session("cs_m")
     assert row is not None
     assert (row.outcome, row.first_outcome, row.reason) == ("already_present", "needs_manual", None)
@@ -289,49 +283,47 @@ def test_needs_manual_then_fixed_by_a_person_keeps_first_outcome(ledger: Ledger)
 
 def test_dry_run_records_what_it_saw_but_never_marks_created(ledger: Ledger) -> None:
     start(ledger, "dry", dry_run=True)
-    record(ledger, report("dry", dry_run=True, created=[created_item("cs_d", T0)]))
+    record(ledger, report("dry", dry_run=True, decisions=[created_item("cs_d", T0)]))
     row = ledger.session("cs_d")
     assert row is not None
     assert (row.outcome, row.first_outcome, row.created_at) == ("would_create", "would_create",
                                                                 None)
     # Even if the report forgets its dry_run flag, the run row says it was dry.
     start(ledger, "dry2", dry_run=True)
-    record(ledger, report("dry2", created=[created_item("cs_e", T0)]))
+    record(ledger, report("dry2", decisions=[created_item("cs_e", T0)]))
     assert ledger.session("cs_e").created_at is None  # type: ignore[union-attr]
     start(ledger, "real")
-    record(ledger, report("real", created=[created_item("cs_d", T0)]))
+    record(ledger, report("real", decisions=[created_item("cs_d", T0)]))
     row = ledger.session("cs_d")
     assert row is not None and row.created_run_id == "real" and row.first_outcome == "would_create"
 
 
 def test_failed_sessions_are_recorded_and_ones_without_an_id_skipped(ledger: Ledger) -> None:
     start(ledger, "r1")
-    record(ledger, report("r1", failed=[
-        {"session_id": "cs_f", "account": "acct_1", "error": "write rejected"},
-        {"session_id": None, "account": "acct_1", "error": "malformed session: no id"}]))
+    record(ledger, report("r1", decisions=[
+        reports.failed("cs_f", "write rejected"),
+        reports.failed("", "malformed session: no id")]))
     row = ledger.session("cs_f")
     assert row is not None and (row.outcome, row.detail) == ("failed", "write rejected")
     assert count(ledger, "SELECT COUNT(*) AS n FROM sessions") == 1
 
 
-def test_report_without_some_lists_is_accepted(ledger: Ledger) -> None:
+def test_a_report_of_ignored_sessions_records_no_purchase(ledger: Ledger) -> None:
     start(ledger, "r1")
-    rep = report("r1")
-    del rep["created"], rep["anomalies"]
-    ledger.record_report(rep)
+    ledger.record_report(report("r1", decisions=[
+        Decision("cs_i", "platform", "ignored", reason="not_a_pass")]))
     assert ledger.outcomes_first_seen_between(T0, T0 + timedelta(days=1)) == []
 
 
 def test_anomalies_are_kept_once_per_kind_and_session(ledger: Ledger, clock: Clock) -> None:
-    anomaly = {"kind": "duplicate_subscriptions", "session_id": "cs_1",
-               "subscription_ids": ["s1", "s2"], "detail": "two"}
+    anomaly = Anomaly("duplicate_subscriptions", "cs_1", ("s1", "s2"), "two")
     start(ledger, "r1")
     record(ledger, report("r1", anomalies=[anomaly]))
     clock.advance(days=1)
     start(ledger, "r2")
     record(ledger, report("r2", anomalies=[
-        {**anomaly, "subscription_ids": ["s1", "s2", "s3"]},
-        {"kind": "invisible_shape", "session_id": None, "subscription_ids": [], "detail": None}]))
+        replace(anomaly, subscription_ids=("s1", "s2", "s3")),
+        Anomaly("invisible_shape", "", (), "")]))
     week = ledger.anomalies_between(T0, T0 + timedelta(days=7))
     assert [(a.kind, a.session_id, a.times_seen) for a in week] == [
         ("duplicate_subscriptions", "cs_1", 2), ("invisible_shape", None, 1)]
@@ -343,18 +335,15 @@ def test_anomalies_are_kept_once_per_kind_and_session(ledger: Ledger, clock: Clo
 def test_weekly_figures_are_simple_over_first_seen_rows(ledger: Ledger, clock: Clock) -> None:
     """The weekly report's numbers fall out of `outcomes_first_seen_between`."""
     start(ledger, "r1")
-    record(ledger, report(
-        "r1",
+    record(ledger, report("r1", decisions=[
+        created_item("cs_c1", T0 - timedelta(minutes=10)),
+        created_item("cs_c2", T0 - timedelta(hours=1)),
+        reports.manual("cs_m", "pass_not_found", amount=1.5, currency="eur")]),
         present=[present_item("cs_p1", T0 - timedelta(hours=1)),
-                 present_item("cs_p2", T0 - timedelta(hours=1))],
-        created=[created_item("cs_c1", T0 - timedelta(minutes=10)),
-                 created_item("cs_c2", T0 - timedelta(hours=1))],
-        needs_manual=[{"session_id": "cs_m", "account": "platform", "reason": "pass_not_found",
-                       "detail": None, "email": None, "amount": 1.5, "currency": "eur"}]))
+                 present_item("cs_p2", T0 - timedelta(hours=1))])
     clock.advance(days=8)  # next week: cs_p1 seen again, a new one first seen
     start(ledger, "r2")
-    record(ledger, report("r2", present=[present_item("cs_p1", T0),
-                                               present_item("cs_n", T0)]))
+    record(ledger, report("r2"), present=[present_item("cs_p1", T0), present_item("cs_n", T0)])
     week = ledger.outcomes_first_seen_between(T0, T0 + timedelta(days=7))
     assert len(week) == 5
     auto = [s for s in week if s.first_outcome == "already_present"]
@@ -374,18 +363,17 @@ def test_weekly_figures_are_simple_over_first_seen_rows(ledger: Ledger, clock: C
 # ---- pending -------------------------------------------------------------------------------
 
 
-def pending_item(session_id: str, account: str = "acct_1") -> dict[str, Any]:
-    return {"session_id": session_id, "account": account, "reason": "async_payment"}
+def pending_item(session_id: str, account: str = "acct_1") -> Decision:
+    return reports.pending(session_id, account)
 
 
 def test_pending_is_listed_until_another_outcome_arrives(ledger: Ledger, clock: Clock) -> None:
     start(ledger, "r1")
-    record(ledger, report("r1", pending=[pending_item("cs_a"), pending_item("cs_b")]))
+    record(ledger, report("r1", decisions=[pending_item("cs_a"), pending_item("cs_b")]))
     assert ledger.pending_sessions() == [("acct_1", "cs_a", T0), ("acct_1", "cs_b", T0)]
     clock.advance(days=2)
     start(ledger, "r2")
-    record(ledger, report("r2", pending=[pending_item("cs_b")],
-                                created=[created_item("cs_a", T0)]))
+    record(ledger, report("r2", decisions=[pending_item("cs_b"), created_item("cs_a", T0)]))
     assert ledger.pending_sessions() == [("acct_1", "cs_b", T0)]  # first seen kept
     (row,) = ledger.pending_rows()
     assert row.last_checked_at == T0 + timedelta(days=2)
@@ -396,10 +384,10 @@ def test_pending_is_listed_until_another_outcome_arrives(ledger: Ledger, clock: 
 
 def test_pending_older_than_30_days_expires_with_an_outcome(ledger: Ledger, clock: Clock) -> None:
     start(ledger, "r1")
-    record(ledger, report("r1", pending=[pending_item("cs_old")]))
+    record(ledger, report("r1", decisions=[pending_item("cs_old")]))
     clock.advance(days=29, hours=23)
     start(ledger, "r2")
-    record(ledger, report("r2", pending=[pending_item("cs_new")]))
+    record(ledger, report("r2", decisions=[pending_item("cs_new")]))
     assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_old", "cs_new"]
     clock.advance(hours=1)  # cs_old is now exactly 30 days old
     assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_new"]  # listing does not write
@@ -412,7 +400,7 @@ def test_pending_older_than_30_days_expires_with_an_outcome(ledger: Ledger, cloc
 
 def test_recording_a_report_expires_old_pending_rows(ledger: Ledger, clock: Clock) -> None:
     start(ledger, "r1")
-    record(ledger, report("r1", pending=[pending_item("cs_old")]))
+    record(ledger, report("r1", decisions=[pending_item("cs_old")]))
     clock.advance(days=31)
     start(ledger, "r2")
     record(ledger, report("r2"))
@@ -422,7 +410,7 @@ def test_recording_a_report_expires_old_pending_rows(ledger: Ledger, clock: Cloc
 
 def test_settle_pending_closes_a_row_the_report_cannot_name(ledger: Ledger) -> None:
     start(ledger, "r1")
-    record(ledger, report("r1", pending=[pending_item("cs_a")]))
+    record(ledger, report("r1", decisions=[pending_item("cs_a")]))
     assert ledger.settle_pending("cs_a", "ignored", "not_paid") is True
     assert ledger.settle_pending("cs_a", "ignored", "not_paid") is False
     row = ledger.session("cs_a")
@@ -448,23 +436,21 @@ def test_watermarks_only_move_forward_per_account_and_kind(ledger: Ledger) -> No
 
 
 def test_watermarks_from_report_skip_accounts_with_errors_and_dry_runs(ledger: Ledger) -> None:
-    rep = report("r1", accounts=[
-        {"account": "platform", "error": None}, {"account": "acct_1", "error": None},
-        {"account": "acct_2", "error": "403 forbidden"}],
-        failed=[{"session_id": "cs_x", "account": "acct_1", "error": "write rejected"}])
-    assert ledger.advance_watermarks_from_report({**rep, "dry_run": True}, "quick") == []
+    accounts = {"platform": None, "acct_1": None, "acct_2": None}
+    failed = [reports.failed("cs_x", "write rejected")]
+    dry = report("r1", dry_run=True, accounts=accounts, decisions=failed)
+    assert ledger.advance_watermarks_from_report(dry, "quick") == []
+    rep = report("r1", accounts=accounts, errors={"acct_2": "403 forbidden"},
+                 decisions=failed)
     assert ledger.advance_watermarks_from_report(rep, "quick") == ["platform"]
     assert ledger.watermark("platform") == T0
     assert ledger.watermark("acct_1") is None and ledger.watermark("acct_2") is None
 
 
 def test_a_malformed_session_does_not_pin_its_account_watermark(ledger: Ledger) -> None:
-    rep = report("r1", accounts=[{"account": "acct_1", "error": None},
-                                 {"account": "acct_2", "error": None}],
-                 failed=[{"session_id": "", "account": "acct_1",
-                          "error": "malformed session: created is not a timestamp"},
-                         {"session_id": "cs_y", "account": "acct_2",
-                          "error": "write failed: Sanity answered 500"}])
+    rep = report("r1", accounts={"acct_1": None, "acct_2": None}, decisions=[
+        reports.failed("", "malformed session: created is not a timestamp"),
+        reports.failed("cs_y", "write failed: Sanity answered 500", "acct_2")])
     assert ledger.advance_watermarks_from_report(rep, "quick") == ["acct_1"]
 
 
@@ -629,11 +615,7 @@ def test_an_unreachable_postgres_is_a_one_line_error(pg_server: Any) -> None:
 
 
 def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
-    """Contract check against `jobs.core.runreport.RunReport.to_json()` and `present_row` (ISO `Z`
-    times)."""
-    from jobs.core.model import Anomaly, Decision
-    from jobs.core.runreport import RunReport, present_row
-
+    """The typed report as a run builds it (ISO `Z` times), decisions and all."""
     rep = RunReport(run_id="r1", started_at="2024-05-06T09:00:00.000Z",
                     since="2024-05-06T07:00:00.000Z", until="2024-05-06T08:55:00.000Z",
                     dry_run=False)
@@ -649,9 +631,9 @@ def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
     rep.add(found)
     rep.add(Decision("cs_w", "acct_1", "pending", reason="async_payment", paid_at=paid))
     start(ledger, "r1")
-    ledger.record_present("r1", [present_row(found)])
-    ledger.record_report(rep.to_json())
-    assert ledger.advance_watermarks_from_report(rep.to_json(), "quick") == ["acct_1"]
+    ledger.record_present("r1", [found])
+    ledger.record_report(rep)
+    assert ledger.advance_watermarks_from_report(rep, "quick") == ["acct_1"]
 
     created = ledger.session("cs_c")
     assert created is not None and created.repair_seconds == 1800.0
@@ -664,13 +646,40 @@ def test_records_the_report_the_orchestrator_builds(ledger: Ledger) -> None:
     assert ledger.watermark("acct_1") == datetime(2024, 5, 6, 8, 55, tzinfo=UTC)
 
 
+def test_each_outcome_keeps_only_what_the_report_names_for_it(ledger: Ledger) -> None:
+    """An e-mail address is kept only where a person may act on the purchase; a failure is
+    known by its error; a manual suspect's id is not taken for the purchase's subscription."""
+    paid = (T0 - timedelta(hours=1)).isoformat()
+    everything: dict[str, Any] = {
+        "tenant": "tenant-a", "email": "k@example.com", "amount": 50.0, "currency": "nok",
+        "pass_id": "pass-10", "pass_name": "10 classes", "user_id": "user-u1",
+        "subscription_ids": ("sub-x",), "paid_at": paid}
+    start(ledger, "r1")
+    record(ledger, report("r1", decisions=[
+        Decision("cs_m", "acct_1", "needs_manual", reason="manual_duplicate_suspected",
+                 detail="a hand-made pass", **everything),
+        Decision("cs_w", "acct_1", "pending", reason="async_payment", **everything),
+        reports.failed("cs_f", "write failed: 500")]),
+        present=[Decision("cs_p", "acct_1", "already_present", **everything)])
+    seen = {s: ledger.session(s) for s in ("cs_m", "cs_w", "cs_f", "cs_p")}
+    kept = {s: None if row is None else (row.tenant, row.email, row.user_id,
+                                         row.subscription_id, row.reason, row.detail,
+                                         row.paid_at is not None)
+            for s, row in seen.items()}
+    assert kept == {
+        "cs_m": ("tenant-a", "k@example.com", None, None, "manual_duplicate_suspected",
+                 "a hand-made pass", True),
+        "cs_w": (None, None, None, None, "async_payment", None, True),
+        "cs_f": (None, None, None, None, None, "write failed: 500", False),
+        "cs_p": ("tenant-a", None, None, "sub-x", None, None, True)}
+
+
 def test_present_purchases_recorded_as_found_close_their_pending_rows(ledger: Ledger) -> None:
     start(ledger, "r1")
-    record(ledger, report("r1", pending=[{"session_id": "cs_w", "account": "acct_1",
-                                          "reason": "async_payment"}]))
+    record(ledger, report("r1", decisions=[reports.pending("cs_w")]))
     assert [s for _, s, _ in ledger.pending_sessions()] == ["cs_w"]
     start(ledger, "r2")
-    ledger.record_present("r2", [present_item("cs_w", T0), {"session_id": None}])
+    ledger.record_present("r2", [present_item("cs_w", T0), reports.present("", T0.isoformat())])
     row = ledger.session("cs_w")
     assert row is not None and (row.outcome, row.last_run_id) == ("already_present", "r2")
     assert ledger.pending_sessions() == []

@@ -10,6 +10,8 @@ import pytest
 from jobs.adapters.ledger import Ledger
 from jobs.config.settings import load_settings
 from jobs.core.errors import ConfigError
+from jobs.core.model import Anomaly
+from tests.support import reports
 from tests.support.ledger import T0, Clock
 from tests.unit.test_ledger import created_item, pending_item, present_item, record, report, start
 
@@ -25,21 +27,20 @@ def finish(ledger: Ledger, run_id: str) -> None:
 def test_prune_forgets_old_history_and_keeps_what_needs_a_person(
         ledger: Ledger, clock: Clock) -> None:
     start(ledger, "r-plain")  # a run whose sessions all go: the run goes too
-    record(ledger, report("r-plain", present=[present_item("cs_p", T0)],
-                          created=[created_item("cs_c", T0)],
-                          anomalies=[{"kind": "duplicate_subscriptions", "session_id": "cs_c",
-                                      "subscription_ids": ["s1", "s2"], "detail": None}]))
+    record(ledger, report("r-plain", decisions=[created_item("cs_c", T0)], anomalies=[
+        Anomaly("duplicate_subscriptions", "cs_c", ("s1", "s2"), "")]),
+        present=[present_item("cs_p", T0)])
     finish(ledger, "r-plain")
     ledger.record_alert("missing_spike:r-plain", "missing_spike", True)
     clock.advance(hours=1)
     start(ledger, "r-open")  # a purchase still needing a person and a pending payment
-    record(ledger, report("r-open", pending=[pending_item("cs_wait")], needs_manual=[{
-        "session_id": "cs_m", "account": "platform", "reason": "pass_not_found",
-        "detail": None, "email": None, "amount": 1.5, "currency": "eur"}]))
+    record(ledger, report("r-open", decisions=[
+        pending_item("cs_wait"),
+        reports.manual("cs_m", "pass_not_found", amount=1.5, currency="eur")]))
     finish(ledger, "r-open")
     clock.advance(days=300)
     start(ledger, "r-recent")
-    record(ledger, report("r-recent", present=[present_item("cs_recent", T0)]))
+    record(ledger, report("r-recent"), present=[present_item("cs_recent", T0)])
     finish(ledger, "r-recent")
     start(ledger, "r-running")  # a run under way is never pruned, however old it gets
 
@@ -92,7 +93,7 @@ def test_a_deep_pass_prunes_the_ledger_and_a_quick_pass_does_not(tmp_path: Path)
     now = datetime.now(UTC)
     with Ledger.open(tmp_path, clock=lambda: now - timedelta(days=401)) as old:
         start(old, "r-old")
-        record(old, report("r-old", present=[present_item("cs_old", T0)]))
+        record(old, report("r-old"), present=[present_item("cs_old", T0)])
         finish(old, "r-old")
     settings = settings_for(tmp_path)
     stripe, sanity = two_schools()

@@ -12,6 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.adapters.ledger_rows import Watermark
 from jobs.adapters.metrics import Metrics, purchase_outcomes
+from jobs.core.model import Decision
+from jobs.core.runreport import RunReport
+from tests.support import reports
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -20,17 +23,20 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-REPORT: dict[str, Any] = {
-    "dry_run": False,
-    "counts": {"already_present": 40},
-    "created": [{"session_id": "a"}, {"session_id": "b"}],
-    "needs_manual": [{"reason": "user_unknown"}, {"reason": "user_unknown"},
-                     {"reason": "pass_not_found"}],
-    "pending": [{"reason": "async_payment"}],
-    "failed": [{"error": "malformed session: no id"}, {"error": "HTTP 500"},
-               {"error": "not written: safety cap exceeded"}],
-    "ignored": {"not_a_pass": 7, "refunded": 1},
-}
+def a_report(dry_run: bool = False) -> RunReport:
+    paid = "2024-05-06T09:00:00Z"
+    return reports.run_report("r1", since=paid, until=paid, dry_run=dry_run, decisions=[
+        reports.created("a", paid), reports.created("b", paid),
+        *(reports.present(f"p{n}", paid) for n in range(40)),
+        reports.manual("m1", "user_unknown"), reports.manual("m2", "user_unknown"),
+        reports.manual("m3", "pass_not_found"), reports.pending("w"),
+        reports.failed("", "malformed session: no id"), reports.failed("f", "HTTP 500"),
+        reports.failed("g", "not written: safety cap exceeded"),
+        *(Decision(f"i{n}", "platform", "ignored", reason="not_a_pass") for n in range(7)),
+        Decision("r", "platform", "ignored", reason="refunded")])
+
+
+REPORT = a_report()
 
 
 def test_every_purchase_of_a_report_is_counted_once_by_outcome_and_reason() -> None:
@@ -44,14 +50,14 @@ def test_every_purchase_of_a_report_is_counted_once_by_outcome_and_reason() -> N
         ("ignored", "not_a_pass"): 7, ("ignored", "refunded"): 1}
 
 
-def outcome(status: str, report: dict[str, Any] | None, skipped: bool = False) -> Any:
+def outcome(status: str, report: RunReport | None, skipped: bool = False) -> Any:
     return SimpleNamespace(status=status, report=report, skipped=skipped)
 
 
 def test_runs_are_counted_by_kind_and_status_and_dry_runs_count_no_purchases() -> None:
     m = Metrics()
     m.observe_run("quick", outcome("partial", REPORT), 3.5)
-    m.observe_run("quick", outcome("ok", {**REPORT, "dry_run": True}), 1.0)
+    m.observe_run("quick", outcome("ok", a_report(dry_run=True)), 1.0)
     m.observe_run("quick", outcome("skipped", None, skipped=True), 0.0)
     m.observe_run("deep", None, 2.0)  # raised
     got = samples(m)

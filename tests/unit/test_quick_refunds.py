@@ -44,7 +44,7 @@ def test_a_refunded_purchase_is_never_created_by_a_quick_pass():
     stripe.refund_data[ACCT] = [{"payment_intent": "pi_0001", "amount": 200000,
                                  "status": "succeeded"}]
     report = run(stripe, sanity, lazy_refunds=True)
-    assert [c["session_id"] for c in report.created] == ["cs_test_0002"]
+    assert [c.session_id for c in report.created] == ["cs_test_0002"]
     assert report.counts["ignored"] == 1 and report.ignored == {"refunded": 1}
     assert "subscription-cs_test_0001" not in sanity.docs
     assert refund_calls(stripe) == [ACCT]  # once, for the account with something to create
@@ -62,4 +62,4 @@ def test_a_failed_refund_does_not_hold_back_the_pass():
     stripe.refund_data[ACCT] = [{"payment_intent": "pi_0001", "amount": 200000,
                                  "status": "failed"}]
     report = run(stripe, sanity, lazy_refunds=True)
-    assert [c["session_id"] for c in report.created] == ["cs_test_0001"]
+    assert [c.session_id for c in report.created] == ["cs_test_0001"]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from jobs.core.errors import CredentialsRejected
+from jobs.core.model import Decision
 from jobs.run.reconcile import Reconciler, RunRequest
 from tests.support.fakes import FakeSanity, FakeStripe, account_error
 
@@ -122,7 +123,7 @@ def test_a_refused_purchase_is_isolated_from_the_rest_of_its_page():
     sanity.refuse.add("subscription-cs_test_0001")
     report = run(stripe, sanity)
     assert report.counts["created"] == 2 and report.counts["failed"] == 1
-    assert report.failed[0]["session_id"] == "cs_test_0001"
+    assert report.failed[0].session_id == "cs_test_0001"
     assert "subscription-cs_test_0001" not in sanity.docs
 
 
@@ -154,7 +155,7 @@ def test_line_items_fetched_only_for_sessions_missing_keys():
     report = run(stripe, sanity)
     assert [c for c in stripe.calls if c[0] == "line_items"] == [("line_items", "cs_test_0050")]
     # Found by its exact pass name, but no userId anywhere: a person decides.
-    assert [m["reason"] for m in report.needs_manual] == ["user_unknown"]
+    assert [m.reason for m in report.needs_manual] == ["user_unknown"]
 
 
 def listed(*items: tuple[str, str]) -> dict[str, Any]:
@@ -180,8 +181,8 @@ def test_listed_line_items_cost_one_products_request_per_page():
     # (expanded), never a trip to a person; here they do not name the student either.
     assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
         ("products", "prod_60,prod_61,prod_gone"), ("line_items", "cs_test_0062")]
-    assert sorted(c["session_id"] for c in report.created) == ["cs_test_0060", "cs_test_0061"]
-    assert [(m["session_id"], m["reason"]) for m in report.needs_manual] == [
+    assert sorted(c.session_id for c in report.created) == ["cs_test_0060", "cs_test_0061"]
+    assert [(m.session_id, m.reason) for m in report.needs_manual] == [
         ("cs_test_0062", "user_unknown")]
 
 
@@ -195,7 +196,7 @@ def test_a_product_missing_from_the_by_id_listing_falls_back_to_line_items():
     report = run(stripe, sanity)
     assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
         ("products", "prod_lost"), ("line_items", "cs_test_0063")]
-    assert [c["session_id"] for c in report.created] == ["cs_test_0063"]
+    assert [c.session_id for c in report.created] == ["cs_test_0063"]
     assert report.needs_manual == []
 
 
@@ -208,15 +209,15 @@ def test_line_items_listed_incompletely_are_asked_for_on_their_own():
     report = run(stripe, sanity)
     assert [c for c in stripe.calls if c[0] in ("products", "line_items")] == [
         ("line_items", "cs_test_0070")]
-    assert [c["session_id"] for c in report.created] == ["cs_test_0070"]
+    assert [c.session_id for c in report.created] == ["cs_test_0070"]
 
 
 def test_write_rejected_for_a_single_purchase_is_reported():
     stripe, sanity = world(1)
     sanity.refuse.add("subscription-cs_test_0000")
     report = run(stripe, sanity)
-    assert [f["session_id"] for f in report.failed] == ["cs_test_0000"]
-    assert "refused subscription-cs_test_0000" in report.failed[0]["error"]
+    assert [f.session_id for f in report.failed] == ["cs_test_0000"]
+    assert "refused subscription-cs_test_0000" in report.failed[0].detail
     assert report.exit_code() == 1
 
 
@@ -227,22 +228,24 @@ def test_present_purchases_go_to_on_present_once_each_in_batches(
     monkeypatch.setattr(reconcile, "PRESENT_BATCH", 4)
     stripe, sanity = world(7)
     run(stripe, sanity)  # creates all 7
-    handed: list[list[dict[str, Any]]] = []
+    handed: list[list[Decision]] = []
     req = RunRequest(run_id="r2", since=NOW - 86400, until=NOW)
     report = Reconciler(stripe, sanity, clock=lambda: float(NOW), workers=2,
                         on_present=handed.append).run(req)
     assert report.counts["already_present"] == 7
-    ids = [row["session_id"] for batch in handed for row in batch]
+    ids = [d.session_id for batch in handed for d in batch]
     assert sorted(ids) == [f"cs_test_{i:04d}" for i in range(7)]
     assert len(handed) == 2 and len(handed[0]) >= 4  # a full batch, then the rest at the end
-    assert handed[0][0]["subscription_ids"] == [f"subscription-{handed[0][0]['session_id']}"]
+    first = handed[0][0]
+    assert (first.outcome, first.subscription_ids) == (
+        "already_present", (f"subscription-{first.session_id}",))
 
 
 def test_a_rechecked_session_inside_the_window_is_counted_once():
     stripe, sanity = world(3)
     report = run(stripe, sanity, recheck=((ACCT, "cs_test_0001"),))
     assert report.counts["sessions_scanned"] == 3 and report.counts["created"] == 3
-    assert sorted(c["session_id"] for c in report.created) == [
+    assert sorted(c.session_id for c in report.created) == [
         "cs_test_0000", "cs_test_0001", "cs_test_0002"]
 
 
@@ -297,8 +300,8 @@ def test_the_recheck_before_writing_drops_late_webhooks_and_manual_recoveries():
 
     late = Late(list(sanity.docs.values()))
     report = run(stripe, late)
-    assert sorted(c["session_id"] for c in report.created) == ["cs_test_0002", "cs_test_0003"]
-    assert [(m["session_id"], m["reason"]) for m in report.needs_manual] == [
+    assert sorted(c.session_id for c in report.created) == ["cs_test_0002", "cs_test_0003"]
+    assert [(m.session_id, m.reason) for m in report.needs_manual] == [
         ("cs_test_0001", "manual_duplicate_suspected")]
     assert report.counts["already_present"] == 1
     assert "subscription-cs_test_0000" not in late.docs

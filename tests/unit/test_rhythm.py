@@ -37,9 +37,9 @@ def test_the_ledger_names_the_accounts_that_sold_lately(tmp_path: Path) -> None:
     clock = Clock(T0)
     with Ledger.open(tmp_path / "state", clock=clock) as ledger:
         start(ledger, "r1")
-        record(ledger, report("r1", created=[created_item("cs_new", T0 - timedelta(hours=1))],
-                              present=[present_item("cs_old", T0 - timedelta(days=2))]))
-        record(ledger, report("r1", created=[
+        record(ledger, report("r1", decisions=[created_item("cs_new", T0 - timedelta(hours=1))]),
+               present=[present_item("cs_old", T0 - timedelta(days=2))])
+        record(ledger, report("r1", decisions=[
             created_item("cs_b", T0 - timedelta(hours=30), account="acct_2")]))
         # acct_1 has a purchase paid an hour ago; acct_2's is 30 h old, acct_1's other 2 days.
         assert ledger.sold_since(T0 - timedelta(hours=24)) == {"acct_1"}

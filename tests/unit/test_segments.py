@@ -245,8 +245,8 @@ def test_a_segmented_run_decides_exactly_as_a_sequential_one() -> None:
     split_stripe = SegmentedFake(sessions)
     split = Reconciler(split_stripe, split_sanity, clock=lambda: float(NOW), workers=4).run(req)
     assert split.counts == plain.counts and split.counts["created"] == 60
-    assert sorted(c["session_id"] for c in split.created) == sorted(
-        c["session_id"] for c in plain.created)
+    assert sorted(c.session_id for c in split.created) == sorted(
+        c.session_id for c in plain.created)
     assert split_sanity.docs.keys() == plain_sanity.docs.keys()
     assert len(split_stripe.pager.requests) > 20  # read as more than one chain
     assert split.accounts[ACCT].sessions == 60

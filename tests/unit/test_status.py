@@ -6,13 +6,14 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from jobs.adapters.ledger import Ledger
 from jobs.adapters.lock import RunLock
 from jobs.commands.status import human_duration, render_status_text, status_view
+from jobs.core.model import Decision
+from tests.support import reports
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 
@@ -41,10 +42,14 @@ def run(ledger: Ledger, clock: Clock, run_id: str, status: str, *, minutes: int 
     ledger.start_run(run_id, "quick", clock.now - timedelta(hours=2), clock.now, dry_run,
                      ["platform"])
     clock.now += timedelta(minutes=minutes)
-    counts = {"sessions_scanned": 40, "created": 2, "needs_manual": 1, "pending": 1, "failed": 0}
-    rep: dict[str, Any] = {"run_id": run_id, "counts": counts, "accounts": [],
-                           "pending": [{"session_id": "cs_pend", "account": "acct_1",
-                                        "reason": "async_payment"}]}
+    # 40 sessions: 2 created, 1 needing a person, 1 pending, the rest no pass.
+    paid = T0.isoformat()
+    decisions = [reports.created("cs_c1", paid), reports.created("cs_c2", paid),
+                 reports.manual("cs_m", "user_unknown"), reports.pending("cs_pend"),
+                 *(Decision(f"cs_i{n}", "acct_1", "ignored", reason="not_a_pass")
+                   for n in range(36))]
+    rep = reports.run_report(run_id, since=(clock.now - timedelta(hours=2)).isoformat(),
+                             until=clock.now.isoformat(), dry_run=dry_run, decisions=decisions)
     ledger.record_report(rep)
     ledger.finish_run(run_id, status, rep, error)  # type: ignore[arg-type]
 
