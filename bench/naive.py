@@ -28,9 +28,9 @@ from typing import Any
 
 import stripe
 
-from jobs.adapters.sanity_catalog import catalog_from
 from jobs.adapters.sanity_store import SanityStore
 from jobs.config.settings import load_settings
+from jobs.core.catalog import catalog_from
 from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
 from jobs.core.matching import lookup_keys
 from jobs.core.model import PLATFORM, PageFacts, PlanContext

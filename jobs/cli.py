@@ -161,11 +161,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.adapters.logs import no_color
     from jobs.adapters.metrics import measure_cron_run
     from jobs.reports.summary import render_run_summary
-    from jobs.run.bootstrap import build_metrics, build_services
-    from jobs.run.notify import notifier
+    from jobs.run.compose import (
+        build_metrics,
+        build_services,
+        notifier,
+        open_ledger,
+        run_lock,
+        student_mail,
+    )
     from jobs.run.progress import progress_for
     from jobs.run.service import RunOptions, RunOutcome, execute_run
-    from jobs.run.state import open_ledger, run_lock
 
     if args.until and not args.since:
         raise ConfigError("--until needs --since")
@@ -193,6 +198,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                            validate=args.validate, max_creates=args.max_creates),
                 cancel=cancel, notify=notifier(settings),
                 on_start=None if args.dry_run else heartbeat.start,
+                students=student_mail(settings, ledger, services.sanity, args.dry_run),
                 progress=progress_for(sys.stderr, json_logs=_json_logs(args, settings),
                                       color=not no_color()))
 
@@ -230,14 +236,14 @@ def _json_logs(args: argparse.Namespace, settings: Settings) -> bool | None:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.commands.status import render_status_text, status_view
-    from jobs.run.state import open_ledger, run_lock
+    from jobs.run.compose import open_ledger, run_lock
 
     if args.check:
         return _status_check(settings)
     with open_ledger(settings) as ledger:
         view = status_view(ledger, run_lock(settings), datetime.now(UTC))
         if settings.database.postgresql:
-            from jobs.run.leader import leader_of
+            from jobs.run.compose import leader_of
 
             view["leader"] = leader_of(settings)
     if args.json:
@@ -251,7 +257,7 @@ def _status_check(settings: Settings) -> int:
     import sqlite3
 
     from jobs.commands.health import check_health
-    from jobs.run.state import open_ledger
+    from jobs.run.compose import open_ledger
 
     try:
         with open_ledger(settings) as ledger:

@@ -15,18 +15,15 @@ import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 from jobs.adapters.ledger_base import LEDGER_FILE, utc_now
 from jobs.adapters.ledger_db import PostgresDb
-from jobs.adapters.ledger_rows import RunRecord, UnsentReport, to_datetime, to_epoch
 from jobs.adapters.ledger_schema import FINAL_RUN_STATUSES
 from jobs.adapters.ledger_sessions import SessionTables
 from jobs.adapters.ledger_watermarks import WatermarkTables
 from jobs.core.errors import ConfigError
+from jobs.core.records import RunRecord, RunStatus, UnsentReport, to_datetime, to_epoch
 from jobs.core.runreport import RunReport
-
-RunStatus = Literal["ok", "partial", "failed", "interrupted"]
 
 
 class Ledger(SessionTables, WatermarkTables):

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs.adapters.ledger_db import Conn, LedgerDb, SqliteDb
-from jobs.adapters.ledger_rows import to_epoch
 from jobs.adapters.ledger_schema import MIGRATIONS
+from jobs.core.records import to_epoch
 
 LEDGER_FILE = "ledger.sqlite"
 DAY = 86400.0

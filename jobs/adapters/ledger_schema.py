@@ -1,7 +1,7 @@
-"""What the run ledger stores: the SQLite schema and its migrations (the rows: `ledger_rows`).
+"""What the run ledger stores: the SQLite schema and its migrations (rows: `jobs.core.records`).
 
 Times are stored as UTC epoch seconds (REAL) so durations ("payment to repair") and windows are
-plain arithmetic in SQL; the row types (`jobs.adapters.ledger_rows`) hand them out as aware
+plain arithmetic in SQL; the row types (`jobs.core.records`) hand them out as aware
 `datetime`s.
 """
 

@@ -11,15 +11,15 @@ from typing import Any, NamedTuple
 
 from jobs.adapters.ledger_base import DAY, LedgerBase
 from jobs.adapters.ledger_db import Conn
-from jobs.adapters.ledger_rows import (
+from jobs.adapters.ledger_schema import OUTCOMES
+from jobs.core.model import PLATFORM, Decision
+from jobs.core.records import (
     AnomalyRecord,
     PendingSession,
     SessionOutcome,
     to_datetime,
     to_epoch,
 )
-from jobs.adapters.ledger_schema import OUTCOMES
-from jobs.core.model import PLATFORM, Decision
 from jobs.core.runreport import RunReport
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from jobs.adapters.ledger_base import LedgerBase
-from jobs.adapters.ledger_rows import Watermark, to_datetime, to_epoch
+from jobs.core.records import Watermark, to_datetime, to_epoch
 from jobs.core.runreport import RunReport
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 LOCK_FILE = "run.lock"
 
@@ -32,34 +31,6 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
-
-
-class RunLockLike(Protocol):
-    """What a run needs of its lock: this flock, or an advisory lock (`jobs.adapters.pg_lock`)."""
-
-    def acquire(self, blocking: bool = False, kind: str | None = None) -> bool: ...
-    def release(self) -> None: ...
-    def holder(self) -> dict[str, Any] | None: ...
-    def alive(self) -> bool: ...
-
-
-LOCK_CHECK_EVERY = 1.0  # seconds between checks that a run still holds its lock
-
-
-def watch_lock(lock: RunLockLike, on_lost: Callable[[], None],
-               every: float = LOCK_CHECK_EVERY) -> Callable[[], None]:
-    """Check the held lock every `every` seconds in a thread; call `on_lost` once if it is
-    gone. Returns the function that ends the watch."""
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.wait(every):
-            if not lock.alive():
-                on_lost()
-                return
-
-    threading.Thread(target=loop, name="run-lock-watch", daemon=True).start()
-    return done.set
 
 
 class RunLockBusy(Exception):

@@ -26,11 +26,11 @@ from typing import Literal, Protocol
 
 import structlog
 
-from jobs.adapters.ledger_rows import UnsentReport
 from jobs.adapters.retry import call_with_retry
 from jobs.config.settings import SmtpSettings
 from jobs.config.values import is_loopback
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError, RetriableError
+from jobs.core.records import UnsentReport
 from jobs.reports.render import render_weekly, report_csv, write_private, write_weekly
 from jobs.reports.weekly_rows import WeeklyReport
 

@@ -31,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from jobs.adapters.ledger_rows import PendingSession, RunRecord, SessionOutcome, Watermark
+from jobs.core.records import PendingSession, RunRecord, SessionOutcome, Watermark
 from jobs.core.runreport import RunReport
 
 log = structlog.get_logger("jobs.metrics")

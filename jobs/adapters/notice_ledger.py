@@ -13,32 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from jobs.adapters.ledger import Ledger
+from jobs.core.records import NoticeRow
 
 RETRY_FOR = 3 * 86400  # unsent e-mails are retried by later passes for 3 days, then reported
 FINAL_TROUBLE = ("skipped", "refused", "expired", "uncertain")
-
-
-@dataclass(frozen=True)
-class NoticeRow:
-    session_id: str
-    run_id: str
-    account: str
-    tenant: str | None
-    email: str | None
-    content: Mapping[str, Any]
-    state: str
-    reason: str | None
-    attempts: int
-    message_id: str | None
-    recorded_at: datetime
-    owed_at: datetime | None
-    sent_at: datetime | None
-    updated_at: datetime
 
 
 def _time(value: int | None) -> datetime | None:

@@ -19,6 +19,7 @@ import requests
 
 from jobs.adapters.http_session import session_from_env
 from jobs.adapters.retry import call_with_retry
+from jobs.adapters.sanity_queries import FACTS_QUERY
 from jobs.core.errors import (
     ConfigError,
     CredentialsRejected,
@@ -179,6 +180,16 @@ class SanityStore:
         """Subscriptions a reconcile run created (its `reconcileRunId`), drafts included."""
         result = self.query(RUN_DOCUMENTS_QUERY, {"runId": run_id})
         return [d for d in result or [] if isinstance(d, dict)]
+
+    def people_and_purchases(self, user_ids: list[str], emails: list[str],
+                             session_ids: list[str], payment_intents: list[str],
+                             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """For `diagnose`, in one query: the users named by id, Clerk id or e-mail (lower
+        case), and every subscription of these purchases or these users, drafts included."""
+        params = {**_purchase_params(session_ids, payment_intents),
+                  "uids": list(user_ids), "emails": list(emails)}
+        result = self.query(FACTS_QUERY, params)
+        return _documents(result, "users"), _documents(result, "subs")
 
     # -- writes ------------------------------------------------------------------------
 

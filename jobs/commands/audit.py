@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from jobs.adapters.sanity_catalog import catalog_from
 from jobs.adapters.sanity_queries import page_query
 from jobs.config.settings import Settings
 from jobs.config.timewindow import parse_duration, parse_instant
 from jobs.core.anomalies import KINDS, Finding, audit, explain
+from jobs.core.catalog import catalog_from
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError
 from jobs.run.reconcile import accounts_to_read
 from jobs.run.refunds import refunded_by_intent
@@ -136,7 +136,7 @@ def render_text(report: Mapping[str, Any]) -> str:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.run.bootstrap import build_services
+    from jobs.run.compose import build_services
 
     settings.require("stripe", "sanity")
     now = datetime.now(UTC)

@@ -256,28 +256,34 @@ def route_scheduler_logs() -> None:
 def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     """`reconcile daemon`. With the ledger in PostgreSQL, daemons on several hosts share the
     work: this one stands by until it leads (`jobs.run.leader`)."""
-    from jobs.run.state import database_url, open_ledger
+    from jobs.run.compose import database_url, open_ledger
 
     del args  # the daemon takes its schedule from the settings
     settings.require("stripe", "sanity")
     url = database_url(settings)
     if url is None:
         return _serve(settings)
-    from jobs.run.leader import Leadership, lead_or_stand_by
+    from jobs.run.compose import leadership
+    from jobs.run.leader import lead_or_stand_by
 
     open_ledger(settings).close()  # the database is there and migrated, or exit 2 now
-    return lead_or_stand_by(Leadership(url), lambda leadership: _serve(settings, leadership))
+    return lead_or_stand_by(leadership(url), lambda leading: _serve(settings, leading))
 
 
 def _serve(settings: Settings, leadership: Leadership | None = None) -> int:
     """Wire the real services and block until SIGTERM/SIGINT (a leader: or until it is not)."""
     from jobs.adapters import systemd_notify
     from jobs.adapters.logs import no_color
-    from jobs.run.bootstrap import build_metrics, build_services
-    from jobs.run.notify import notifier
+    from jobs.run.compose import (
+        build_metrics,
+        build_services,
+        notifier,
+        open_ledger,
+        run_lock,
+        student_mail,
+    )
     from jobs.run.progress import progress_for
     from jobs.run.service import RunOptions, RunOutcome, execute_run
-    from jobs.run.state import open_ledger, run_lock
 
     metrics = build_metrics(settings)
     services = build_services(settings, metrics)
@@ -298,7 +304,9 @@ def _serve(settings: Settings, leadership: Leadership | None = None) -> int:
                                    RunOptions(kind=kind), cancel=cancel, notify=notify,
                                    on_start=heartbeat.start,
                                    progress=progress_for(sys.stderr, json_logs=settings.log.json,
-                                                         color=not no_color()))
+                                                         color=not no_color()),
+                                   students=student_mail(settings, ledger, services.sanity,
+                                                         False))
 
             return one_pass() if metrics is None else metrics.timed(kind, one_pass, ledger)
 

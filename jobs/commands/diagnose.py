@@ -28,7 +28,6 @@ from typing import Protocol
 
 import structlog
 
-from jobs.adapters.ledger import RunStatus
 from jobs.config.settings import Settings
 from jobs.core import rules
 from jobs.core.diagnosis import JSON, Diagnosis, Query
@@ -37,6 +36,7 @@ from jobs.core.model import Decision
 from jobs.core.ports import SanityStore
 from jobs.core.purchase_view import to_json
 from jobs.core.recheck import upgrade_completion
+from jobs.core.records import RunStatus
 from jobs.core.runreport import RunReport
 from jobs.reports.diagnosis import render_text
 from jobs.run.apply import ApplyStep
@@ -158,10 +158,9 @@ def _complete_upgrades(decisions: list[Decision], sanity: SanityStore, run_id: s
 
 
 def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.run.bootstrap import build_services
+    from jobs.run.compose import build_services, open_ledger, run_lock, student_mail
     from jobs.run.service import new_run_id
-    from jobs.run.state import open_ledger, run_lock
-    from jobs.run.student_mail import student_mail, tell_students
+    from jobs.run.student_mail import tell_students
 
     query = Query(email=args.email, session=args.session, user=args.user)
     if query.session is not None and not query.session.startswith("cs_"):

@@ -274,27 +274,12 @@ def render_table(checks: Sequence[Check], header: str) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.adapters.sanity_store import SanityStore
-    from jobs.adapters.stripe_client import make_client
-    from jobs.adapters.stripe_source import StripeSource
-    from jobs.run.bootstrap import build_stripe
+    from jobs.run.compose import doctor_services
 
     now = datetime.now(UTC)
-    stripe = probe_stripe = sanity = None
-    if not settings.missing("stripe"):
-        key = settings.stripe.secret_key
-        assert key is not None
-        stripe = build_stripe(settings, timeout=20.0)
-        # Listing one session per account is the access test: a page of one, two attempts.
-        probe_stripe = StripeSource(make_client(key.reveal(), settings.stripe.api_base, 20.0),
-                                    page_size=1, attempts=2)
-    if not settings.missing("sanity"):
-        token = settings.sanity.token
-        assert token is not None
-        sanity = SanityStore(settings.sanity.base_url, settings.sanity.dataset, token.reveal(),
-                             settings.sanity.api_version, timeout=20.0, attempts=2)
-    checks = run_checks(settings, stripe=stripe, probe_stripe=probe_stripe, sanity=sanity,
-                        now=now)
+    services = doctor_services(settings)
+    checks = run_checks(settings, stripe=services.stripe, probe_stripe=services.probe_stripe,
+                        sanity=services.sanity, now=now)
     code = exit_code(checks)
     if getattr(args, "json", False):
         mode = None if settings.missing("stripe") else settings.stripe.key_mode

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from jobs.adapters.ledger_rows import RunRecord, Watermark
 from jobs.commands.status import human_duration
 from jobs.config.settings import AlertSettings
+from jobs.core.records import RunRecord, Watermark
 from jobs.reports.alerts import RUNS_READ, failure_streak
 
 

@@ -31,7 +31,7 @@ def _webhook_facts(settings: Settings, now: datetime) -> tuple[Any, dict[str, st
         return None, None
     try:
         from jobs.commands.doctor import webhook_health
-        from jobs.run.bootstrap import build_services
+        from jobs.run.compose import build_services
 
         services = build_services(settings)
         tenants, _ = services.sanity.load_catalog()
@@ -76,7 +76,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--week-of: {args.week_of!r} is not a date (YYYY-MM-DD)") from None
     if args.send:
         settings.require("smtp")
-    from jobs.run.state import open_ledger
+    from jobs.run.compose import open_ledger
 
     as_json = getattr(args, "json", False)
     # With --json stdout carries the JSON alone; what else there is to say goes to stderr.

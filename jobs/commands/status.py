@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from jobs.adapters.ledger_rows import PendingSession, RunRecord, UnsentReport, Watermark
+from jobs.core.records import PendingSession, RunRecord, UnsentReport, Watermark
 
 COUNT_COLUMNS = ("sessions_scanned", "created", "needs_manual", "pending", "failed")
 

@@ -16,12 +16,10 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from jobs.adapters.chat import ChatWebhook
-from jobs.adapters.heartbeat import Heartbeat
 from jobs.adapters.logs import configure_logging
-from jobs.adapters.mailer import Mailer
 from jobs.config.settings import Settings, load_settings
 from jobs.core.errors import ReconcilerError
+from jobs.run.compose import failure_channels
 
 
 def tell(settings: Settings, unit: str, host: str) -> list[str]:
@@ -29,14 +27,13 @@ def tell(settings: Settings, unit: str, host: str) -> list[str]:
     line = (f"pass-reconciler: systemd unit {unit} failed on {host}; systemd has given up "
             f"restarting it. See `journalctl -u {unit}`, then `reconcile doctor`.")
     missed: list[str] = []
-    heartbeat = Heartbeat(settings.alerts.heartbeat_url)
+    channels = failure_channels(settings)
+    heartbeat, mailer = channels.heartbeat, channels.mailer
     if heartbeat.enabled and not heartbeat.fail():
         missed.append("heartbeat")
-    chat = settings.alerts.chat_webhook_url
-    if chat is not None and ChatWebhook(chat).send({"text": line}) is not None:
+    if channels.chat is not None and channels.chat.send({"text": line}) is not None:
         missed.append("chat")
-    if not settings.missing("smtp"):
-        mailer = Mailer(settings.smtp)
+    if mailer is not None:
         message = mailer.compose(f"pass-reconciler: {unit} failed on {host}", line + "\n",
                                  f"<p>{html.escape(line)}</p>")
         if not mailer.send(message).sent:

@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from jobs.adapters.ledger_rows import RunRecord, to_epoch
 from jobs.config.settings import AlertSettings
 from jobs.core.model import Decision
 from jobs.core.reasons import CAP_HIT, explain_failure, explain_reason
+from jobs.core.records import RunRecord, to_epoch
 from jobs.core.runreport import RunReport
 from jobs.reports.render import duration, money, render_alerts
 from jobs.reports.weekly import Links

@@ -24,8 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger_rows import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.core.reasons import explain_anomaly, explain_outcome
+from jobs.core.records import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.reports.weekly_rows import (
     AnomalyRow,
     CreatedRow,

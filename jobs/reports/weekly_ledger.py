@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger_rows import AnomalyRecord, RunRecord, SessionOutcome
+from jobs.core.records import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.reports.weekly import LedgerRows, Links, compute_weekly
 from jobs.reports.weekly_rows import WeeklyReport
 from jobs.reports.weeks import TREND_WEEKS, monday_of, week_bounds

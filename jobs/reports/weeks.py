@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger_rows import SessionOutcome
 from jobs.core.model import PLATFORM
+from jobs.core.records import SessionOutcome
 
 TARGET_AUTOMATIC_RATE = 0.98
 TARGET_MANUAL_RATE = 0.02

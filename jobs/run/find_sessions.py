@@ -10,8 +10,7 @@ from typing import Any
 
 import structlog
 
-from jobs.adapters.sanity_catalog import catalog_from
-from jobs.adapters.sanity_queries import FACTS_QUERY
+from jobs.core.catalog import catalog_from
 from jobs.core.classify import needs_line_items, parse_line_items, parse_session, text
 from jobs.core.diagnosis import JSON, Diagnosis, Found, Query
 from jobs.core.errors import CredentialsRejected, ReconcilerError
@@ -160,11 +159,7 @@ def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
     purchases.sort(key=lambda p: -(p[0].created if p[0] else 0))
     sids = [d.session_id for _, _, d in purchases if d.session_id]
     pis = [s.payment_intent for s, _, _ in purchases if s and s.payment_intent]
-    result = sanity.query(FACTS_QUERY, {
-        "uids": sorted(uids), "emails": [query.email.lower()] if query.email else [],
-        "sids": sids, "pis": pis,
-        "detIds": [f"{p}subscription-{s}" for s in sids for p in ("", "drafts.")]})
-    users = [u for u in (result or {}).get("users") or [] if isinstance(u, dict)]
-    subs = [s for s in (result or {}).get("subs") or [] if isinstance(s, dict)]
+    users, subs = sanity.people_and_purchases(
+        sorted(uids), [query.email.lower()] if query.email else [], sids, pis)
     return Diagnosis(query, accounts, found, catalog, users, subs, purchases, clerk_ids,
                      descriptions)

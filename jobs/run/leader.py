@@ -1,6 +1,6 @@
 """Daemon failover: one `reconcile daemon` leads, the others stand by (PostgreSQL ledger only).
 
-The leader holds an advisory lock (`jobs.adapters.pg_lock`) on a connection of its own. Standbys try
+The leader holds an advisory lock (PostgreSQL's) on a connection of its own. Standbys try
 to take it every `POLL` seconds and never run a pass. When the leader's session ends (the
 process is killed, its host or network goes), the server releases the lock and a standby
 takes over within a poll plus the keepalives' few seconds; it then runs its start-up quick
@@ -14,14 +14,12 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
-from jobs.adapters import systemd_notify
-from jobs.adapters.ledger_db import LEADER_LOCK, LedgerUnavailable
-from jobs.adapters.pg_lock import AdvisoryLock
-from jobs.config.settings import Settings
+from jobs.core.errors import ServiceUnavailable
+from jobs.core.ports import RunLockLike
 
 log = structlog.get_logger("jobs.leader")
 
@@ -36,10 +34,13 @@ class Daemon(Protocol):
 
 
 class Leadership:
-    """The leader lock of the daemons sharing one database."""
+    """The leader lock of the daemons sharing one database; `notify` tells the service manager
+    (systemd) that a standby is alive."""
 
-    def __init__(self, url: str, *, poll: float = POLL) -> None:
-        self.lock = AdvisoryLock(url, name="leader", key=LEADER_LOCK, kind="daemon")
+    def __init__(self, lock: RunLockLike, notify: Callable[[str], object], *,
+                 poll: float = POLL) -> None:
+        self.lock = lock
+        self._notify = notify
         self.poll = poll
         self.lost = threading.Event()  # set when this daemon stopped leading while it ran
         self._stop_daemon: Callable[[str], None] | None = None
@@ -50,7 +51,7 @@ class Leadership:
         while not stop.is_set():
             # Under systemd (Type=notify, WatchdogSec=) a standby is healthy too: without
             # these a standing-by daemon would be killed as hung when the watchdog runs out.
-            systemd_notify.notify("READY=1\nSTATUS=standing by\nWATCHDOG=1")
+            self._notify("READY=1\nSTATUS=standing by\nWATCHDOG=1")
             try:
                 if self.lock.acquire():
                     log.info("leader_elected", detail="this daemon runs the passes")
@@ -60,7 +61,7 @@ class Leadership:
                     log.info("standing_by", leader=self.lock.holder(),
                              detail=f"another daemon leads; trying every {self.poll:g}s")
                     said = True
-            except LedgerUnavailable as error:
+            except ServiceUnavailable as error:
                 log.warning("standby_check_failed", error=str(error))
             stop.wait(self.poll)
         return False
@@ -109,12 +110,6 @@ class Leadership:
         finally:
             done.set()
             self._stop_daemon = None
-
-
-def leader_of(settings: Settings) -> dict[str, Any] | None:
-    """The leading daemon (host, pid, since), for `status`; None when none leads."""
-    url = settings.database.url
-    return None if url is None else Leadership(url.reveal()).lock.holder()
 
 
 def lead_or_stand_by(leadership: Leadership, serve: Callable[[Leadership], int]) -> int:

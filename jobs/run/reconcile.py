@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
-from jobs.adapters.sanity_catalog import catalog_from
 from jobs.core import rules
+from jobs.core.catalog import catalog_from
 from jobs.core.classify import (
     Classified,
     Parsed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import BaseScheduler
@@ -13,8 +14,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from jobs.adapters.ledger import Ledger
 from jobs.config.settings import Settings
+from jobs.core.records import RunRecord
 
 QUICK, DEEP, WEEKLY = "quick", "deep", "weekly"
 PASSES_EXECUTOR = "passes"
@@ -30,6 +31,12 @@ RESTART_DEEP_DELAY = timedelta(seconds=1)  # an overdue deep pass queues behind 
 RunPass = Callable[[str], int]
 Weekly = Callable[[], None]
 Clock = Callable[[], datetime]
+
+
+class RunHistory(Protocol):
+    """What the schedule reads from the ledger: the runs started in a window."""
+
+    def runs_between(self, start: datetime, end: datetime) -> list[RunRecord]: ...
 
 
 def utc_now() -> datetime:
@@ -92,7 +99,7 @@ def build_scheduler(
     return scheduler
 
 
-def next_deep_at(ledger: Ledger, settings: Settings, now: datetime) -> datetime:
+def next_deep_at(ledger: RunHistory, settings: Settings, now: datetime) -> datetime:
     """When the first deep pass is due: one interval after the last deep pass that ran, so a
     restart does not postpone it by a whole interval (a crash loop would starve it); at once
     (behind the start-up quick pass) when it is overdue."""

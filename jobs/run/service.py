@@ -17,21 +17,21 @@ from typing import Any
 
 import structlog
 
-from jobs.adapters.ledger import Ledger, RunStatus
-from jobs.adapters.lock import RunLockLike, watch_lock
 from jobs.config.settings import Settings
 from jobs.config.timewindow import TimeWindow
 from jobs.core.errors import ReconcilerError
-from jobs.core.ports import SanityStore, StripeSource
+from jobs.core.ports import RunLedger, RunLockLike, SanityStore, StripeSource
+from jobs.core.records import RunStatus
 from jobs.core.runreport import RunReport
+from jobs.run.lock_watch import watch_lock
 from jobs.run.progress import ReadProgress
 from jobs.run.reconcile import Reconciler, RunRequest
 from jobs.run.rhythm import QUIET_AFTER, accounts_to_rest
-from jobs.run.student_mail import NoticeSummary, student_mail, tell_students
+from jobs.run.student_mail import NoticeSummary, StudentMail, tell_students
 
 log = structlog.get_logger("jobs.service")
 
-Notify = Callable[[RunReport | None, Ledger], None]
+Notify = Callable[[RunReport | None, RunLedger], None]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-def plan_window(options: RunOptions, settings: Settings, ledger: Ledger,
+def plan_window(options: RunOptions, settings: Settings, ledger: RunLedger,
                 now: datetime) -> tuple[int, int, dict[str, int], tuple[tuple[str, str], ...]]:
     """since, until, per-account since and pending sessions to re-check, for this run's kind."""
     until = now - settings.run.grace
@@ -91,7 +91,7 @@ def is_quick(options: RunOptions) -> bool:
     return options.window is None and options.kind in ("run", "quick")
 
 
-def resting(options: RunOptions, settings: Settings, ledger: Ledger,
+def resting(options: RunOptions, settings: Settings, ledger: RunLedger,
             now: datetime) -> frozenset[str]:
     """Quiet accounts a quick pass over every account leaves for the next one."""
     if not is_quick(options) or options.accounts is not None:
@@ -116,7 +116,7 @@ def execute_run(
     settings: Settings,
     stripe: StripeSource,
     sanity: SanityStore,
-    ledger: Ledger,
+    ledger: RunLedger,
     lock: RunLockLike,
     options: RunOptions,
     *,
@@ -126,13 +126,17 @@ def execute_run(
     workers: int | None = None,
     on_start: Callable[[], object] | None = None,
     progress: ReadProgress | None = None,
+    students: StudentMail | None = None,
 ) -> RunOutcome:
     """Lock, run, record. Exit 0 all good, 1 something needs a person; errors propagate (2).
     `on_start` is called once the lock is held (the heartbeat's start ping: a run skipped for
-    the lock starts nothing)."""
+    the lock starts nothing). `students`: the student e-mails of a real pass
+    (`jobs.run.compose.student_mail`), None when they are off or the run is dry."""
     if not lock.acquire(blocking=False, kind=options.kind):
         log.info("run_skipped", reason="another run holds the lock", holder=lock.holder())
         return RunOutcome(exit_code=0, skipped=True, status="skipped")
+    if options.dry_run:
+        students = None  # a dry run owes nobody an e-mail
     try:
         if on_start is not None:
             on_start()
@@ -159,7 +163,6 @@ def execute_run(
         log.info("run_started", kind=options.kind, since=earliest, until=req.until,
                  dry_run=options.dry_run, resting=len(req.rest))
         key_mode = settings.stripe.key_mode if settings.stripe.secret_key else None
-        students = student_mail(settings, ledger, sanity, options.dry_run)
         # A shared lock (PostgreSQL) goes with its connection: once lost, another host may
         # start a run, so this one stops after the transaction under way and is `failed`.
         stop = _RunStop(cancel)
@@ -216,7 +219,7 @@ def execute_run(
         lock.release()
 
 
-def prune_ledger(ledger: Ledger, settings: Settings) -> dict[str, int]:
+def prune_ledger(ledger: RunLedger, settings: Settings) -> dict[str, int]:
     """The ledger's history beyond `run.ledger_retention`, forgotten after each deep pass (hourly
     from the daemon or cron): the delete finds nothing most hours and little on any one."""
     deleted = ledger.prune(settings.run.ledger_retention)
@@ -252,7 +255,7 @@ LOCK_LOST = ("the run lock was lost (its database connection dropped); stopped a
              "transaction under way")
 
 
-def _lock_lost(ledger: Ledger, run_id: str, report: RunReport,
+def _lock_lost(ledger: RunLedger, run_id: str, report: RunReport,
                notify: Notify | None) -> RunOutcome:
     """Record what the run did before it lost its lock, as `failed`; the watermarks stay
     (the next run reads the window again)."""
@@ -282,7 +285,7 @@ def few_collections(young: int = 10_000) -> Iterator[None]:
         gc.unfreeze()
 
 
-def _settle_rechecked(ledger: Ledger, report: RunReport,
+def _settle_rechecked(ledger: RunLedger, report: RunReport,
                       recheck: tuple[tuple[str, str], ...]) -> None:
     """A re-checked pending session that is now ignored (failed or expired payment) is settled:
     the report only counts ignored sessions, so name them here."""
@@ -310,7 +313,7 @@ def _log_outcomes(report: RunReport) -> None:
         log.error("failed", account=d.account, session_id=d.session_id, error=d.detail)
 
 
-def _notify_quietly(notify: Notify, ledger: Ledger) -> None:
+def _notify_quietly(notify: Notify, ledger: RunLedger) -> None:
     """Alerts after a run that could not finish: never hide the run's own error behind a mail
     problem."""
     try:

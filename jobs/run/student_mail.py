@@ -2,7 +2,7 @@
 
 `before_commit` records an intent for each purchase of a transaction BEFORE it is written;
 `after_pass` (at the end of every real pass, also one that created nothing) turns intents into
-owed e-mails, sends what is owed and records what became of each (`jobs.adapters.notice_ledger`):
+owed e-mails, sends what is owed and records what became of each (the ledger's notice rows):
 
 - an intent of this run whose purchase the report lists as `created` is owed;
 - any other intent (a write that failed, or a run killed between its transaction and this
@@ -25,12 +25,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from jobs.adapters.ledger import Ledger
-from jobs.adapters.mailer import Sender, deliver_message, smtp_sender
-from jobs.adapters.notice_ledger import NoticeBook, NoticeRow
 from jobs.config.settings import Settings
 from jobs.core.errors import ReconcilerError
 from jobs.core.model import Decision
+from jobs.core.records import NoticeRow
 from jobs.reports.student_notice import (
     School,
     address_problem,
@@ -44,6 +42,36 @@ from jobs.reports.student_notice import (
 log = structlog.get_logger("jobs.student_mail")
 
 SUBSCRIPTION_PREFIX = "subscription-"
+
+
+class NoticeLedger(Protocol):
+    """The ledger's student e-mail rows (the adapters' `NoticeBook`)."""
+
+    def intend(self, rows: Iterable[Mapping[str, Any]]) -> None: ...
+    def confirm(self, session_ids: Iterable[str], run_id: str) -> int: ...
+    def forget_intents(self, session_ids: Iterable[str]) -> None: ...
+    def forget(self, session_id: str) -> None: ...
+    def intents(self) -> list[NoticeRow]: ...
+    def settle_abandoned(self) -> tuple[int, int]: ...
+    def due(self) -> list[NoticeRow]: ...
+    def mark(self, session_id: str, state: str, *, reason: str | None = None,
+             message_id: str | None = None) -> None: ...
+
+
+class Delivery(Protocol):
+    """What became of one e-mail (the mailer's `SendResult`)."""
+
+    @property
+    def complete(self) -> bool: ...
+    @property
+    def refused(self) -> Mapping[str, str]: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def error_kind(self) -> str | None: ...
+
+
+Send = Callable[[EmailMessage], Delivery]  # one e-mail, one SMTP conversation
 
 
 class NoticeStore(Protocol):
@@ -79,14 +107,12 @@ def ours(doc: Mapping[str, Any] | None, run_id: str) -> bool:
 class StudentMail:
     """The student e-mails of one command (a run, a daemon pass, `diagnose --fix`)."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, sanity: NoticeStore, *,
-                 sender: Sender | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, settings: Settings, book: NoticeLedger, sanity: NoticeStore, *,
+                 send: Send, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
-        self.book = NoticeBook(ledger)
+        self.book = book
         self.sanity = sanity
-        # Two attempts: an unreachable server is tried again by the next pass, not here.
-        self._sender = sender or smtp_sender(settings.smtp, attempts=2)
+        self._send_one = send
         self._clock = clock
 
     # ---- before the transaction ----------------------------------------------------------
@@ -156,7 +182,7 @@ class StudentMail:
                 continue
             message = self._compose(row, school, notify.language_of(row.tenant, slug))
             self.book.mark(row.session_id, "sending", message_id=str(message["Message-ID"]))
-            result = deliver_message(message, self._sender)
+            result = self._send_one(message)
             if result.complete:
                 self.book.mark(row.session_id, "sent")
                 summary.told += 1
@@ -195,14 +221,6 @@ class StudentMail:
         # After the parts exist: a Content-* header set earlier moves into the first part.
         message["Content-Language"] = language
         return message
-
-
-def student_mail(settings: Settings, ledger: Ledger, sanity: NoticeStore,
-                 dry_run: bool) -> StudentMail | None:
-    """The student e-mails of a real pass, when `notify.students` is on."""
-    if dry_run or not settings.notify.students:
-        return None
-    return StudentMail(settings, ledger, sanity)
 
 
 def tell_students(students: StudentMail, created: Iterable[str],

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.adapters.sanity_catalog import catalog_from
+from jobs.core.catalog import catalog_from
 from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
 from jobs.core.documents import transaction_mutations
 from jobs.core.matching import lookup_keys

@@ -20,7 +20,7 @@ from jobs.adapters.ledger import Ledger
 from jobs.adapters.lock import RunLockBusy
 from jobs.adapters.pg_lock import AdvisoryLock
 from jobs.commands.status import render_status_text, status_view
-from jobs.run.leader import Leadership
+from jobs.run.compose import leadership
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_a_killed_holder_frees_the_lock_and_leaves_no_holder(url: str) -> None:
 
 
 def test_a_leader_that_loses_its_connection_knows_and_a_standby_takes_over(url: str) -> None:
-    leader, standby = Leadership(url, poll=0.1), Leadership(url, poll=0.1)
+    leader, standby = leadership(url, poll=0.1), leadership(url, poll=0.1)
     stop = threading.Event()
     assert leader.wait(stop) and leader.check()
     took_over = threading.Event()
@@ -108,8 +108,8 @@ def test_status_names_the_leading_daemon_and_the_run_lock_holder(
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "Leader daemon: none" in out and "Lock: free" in out
-    leadership, lock = Leadership(url), AdvisoryLock(url)
-    assert leadership.wait(threading.Event()) and lock.acquire(kind="deep")
+    leading, lock = leadership(url), AdvisoryLock(url)
+    assert leading.wait(threading.Event()) and lock.acquire(kind="deep")
     try:
         assert main(["status"]) == 0
         out = capsys.readouterr().out
@@ -120,7 +120,7 @@ def test_status_names_the_leading_daemon_and_the_run_lock_holder(
         assert view["leader"]["pid"] == view["lock"]["pid"] == os.getpid()
     finally:
         lock.release()
-        leadership.release()
+        leading.release()
     assert not (tmp_path / "state").exists()  # nothing local with the ledger in PostgreSQL
 
 
@@ -155,7 +155,7 @@ def test_a_standby_under_systemd_says_ready_and_feeds_the_watchdog(
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
         sock.settimeout(5)
-        leader, standby = Leadership(url, poll=0.05), Leadership(url, poll=0.05)
+        leader, standby = leadership(url, poll=0.05), leadership(url, poll=0.05)
         stop = threading.Event()
         assert leader.wait(stop)
         monkeypatch.setenv("NOTIFY_SOCKET", path)

@@ -18,6 +18,7 @@ from jobs.adapters.notice_ledger import NoticeBook
 from jobs.config.settings import NotifySettings, Settings, SmtpSettings
 from jobs.core.model import Creation, Decision
 from jobs.reports.student_notice import message_id
+from jobs.run.compose import students
 from jobs.run.student_mail import StudentMail
 from tests.integration.smtp_server import Server, free_port, smtp_server
 
@@ -89,8 +90,8 @@ def settings_for(port: int, **notify: Any) -> Settings:
 
 def no_sleep_mail(settings: Settings, ledger: Ledger, sanity: FakeSanity,
                   clock: Clock) -> StudentMail:
-    return StudentMail(settings, ledger, sanity, clock=clock,
-                       sender=smtp_sender(settings.smtp, attempts=2, sleep=lambda _s: None))
+    return students(settings, ledger, sanity, clock=clock,
+                    sender=smtp_sender(settings.smtp, attempts=2, sleep=lambda _s: None))
 
 
 def test_a_created_purchase_gets_one_email_with_its_school_pass_and_end_date(

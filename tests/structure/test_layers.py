@@ -85,6 +85,33 @@ def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert rank(dst) > rank("jobs.core.model") and layer(dst) == "commands"
 
 
+COMPOSITION_ROOT = "jobs.run.compose"
+
+
+def adapter_imports_in_run(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The arrows from `jobs.run` into `jobs.adapters` that do not leave the composition root."""
+    return [(src, dst) for src, dst in found
+            if layer(src) == "run" and layer(dst) == "adapters" and src != COMPOSITION_ROOT]
+
+
+def test_in_the_run_layer_only_the_composition_root_imports_adapters() -> None:
+    # The run talks to the outside through the ports; `jobs.run.compose` builds the adapters.
+    bad = adapter_imports_in_run(arrows())
+    assert bad == [], "run modules importing adapters: " + ", ".join(f"{s} -> {d}"
+                                                                      for s, d in bad)
+
+
+def test_the_composition_root_check_sees_a_run_module_importing_an_adapter(
+        tmp_path: Path) -> None:
+    # The check above must be able to fail: a lazy adapter import in a run module is caught,
+    # the same import in the composition root is not.
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from jobs.adapters.ledger import Ledger\n")
+    (dst,) = imports(sample)
+    assert adapter_imports_in_run([("jobs.run.service", dst)]) == [("jobs.run.service", dst)]
+    assert adapter_imports_in_run([(COMPOSITION_ROOT, dst)]) == []
+
+
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(JOBS.parent)))
 def test_no_module_passes_400_lines(path: Path) -> None:
     lines = len(path.read_text().splitlines())

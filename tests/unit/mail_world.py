@@ -10,8 +10,8 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger_rows import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.core.reasons import ANOMALIES, NEEDS_MANUAL
+from jobs.core.records import AnomalyRecord, RunRecord, SessionOutcome
 from jobs.reports.weekly import LedgerRows, Links, compute_weekly
 from jobs.reports.weekly_rows import WeeklyReport
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobs.adapters.ledger import Ledger, RunStatus
+from jobs.adapters.ledger import Ledger
 from jobs.core.model import Anomaly, Decision
+from jobs.core.records import RunStatus
 from jobs.core.runreport import RunReport
 from tests.support import reports
 

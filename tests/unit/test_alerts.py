@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-from jobs.adapters.ledger_rows import RunRecord
 from jobs.adapters.mailer import SendResult
 from jobs.config.settings import AlertSettings
 from jobs.core.model import Decision
+from jobs.core.records import RunRecord
 from jobs.core.runreport import RunReport
 from jobs.reports.alerts import RUNS_READ, Alert, deliver, evaluate, failure_streak
 from jobs.reports.weekly import Links

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from jobs.adapters.sanity_catalog import catalog_from
 from jobs.core import rules
 from jobs.core.anomalies import (
     KINDS,
@@ -24,6 +23,7 @@ from jobs.core.anomalies import (
     session_of,
     wrong_tenant,
 )
+from jobs.core.catalog import catalog_from
 
 NOW_MS = rules.parse_instant_ms("2026-08-20T12:00:00Z") or 0
 DAY = rules.DAY_MS

@@ -10,9 +10,9 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.adapters.ledger_rows import Watermark
 from jobs.adapters.metrics import Metrics, purchase_outcomes
 from jobs.core.model import Decision
+from jobs.core.records import Watermark
 from jobs.core.runreport import RunReport
 from tests.support import reports
 

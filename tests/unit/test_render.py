@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.adapters.ledger_rows import RunRecord, SessionOutcome
+from jobs.core.records import RunRecord, SessionOutcome
 from jobs.reports.alerts import Alert
 from jobs.reports.render import (
     _webhook_view,

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.adapters.ledger_rows import RunRecord, SessionOutcome
 from jobs.core.model import ANOMALY_KINDS, NEEDS_MANUAL_REASONS
 from jobs.core.reasons import ANOMALIES, NEEDS_MANUAL, explain_failure, runbook_markdown
+from jobs.core.records import RunRecord, SessionOutcome
 from jobs.reports.weekly import (
     LedgerRows,
     Links,

@@ -1,5 +1,8 @@
-"""The ledger's rows as frozen values (runs, session outcomes, pending,
-anomalies, watermarks, kept reports), and the epoch codecs they are stored with."""
+"""The ledger's records as frozen values (runs, session outcomes, pending, anomalies,
+watermarks, kept reports, student e-mails), and the epoch codecs they are stored with.
+
+Pure: the ledger (`jobs.adapters.ledger`) hands these out and the run reads them through the
+ports (`jobs.core.ports`), so neither side needs the other's module for its types."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+RunStatus = Literal["ok", "partial", "failed", "interrupted"]  # a finished run
 
 # ---- time codecs -------------------------------------------------------------------------
 
@@ -186,3 +191,23 @@ class UnsentReport:
     path: Path
     error: str
     kept_at: datetime
+
+
+@dataclass(frozen=True)
+class NoticeRow:
+    """One student e-mail as the ledger records it (`jobs.adapters.notice_ledger`)."""
+
+    session_id: str
+    run_id: str
+    account: str
+    tenant: str | None
+    email: str | None
+    content: Mapping[str, Any]
+    state: str
+    reason: str | None
+    attempts: int
+    message_id: str | None
+    recorded_at: datetime
+    owed_at: datetime | None
+    sent_at: datetime | None
+    updated_at: datetime
