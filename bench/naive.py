@@ -29,6 +29,7 @@ from typing import Any
 import stripe
 
 from jobs.adapters.sanity_store import SanityStore
+from jobs.adapters.stripe_source import refunded_by_intent
 from jobs.config.settings import load_settings
 from jobs.core.catalog import catalog_from
 from jobs.core.classify import classify_raw, needs_line_items, parse_line_items, parse_session
@@ -37,7 +38,6 @@ from jobs.core.model import PLATFORM, PageFacts, PlanContext
 from jobs.core.planner import plan_page
 from jobs.core.recheck import recheck
 from jobs.run.reconcile import accounts_to_read
-from jobs.run.refunds import refunded_by_intent
 
 
 def _options(account: str) -> dict[str, Any]:

@@ -1,7 +1,48 @@
-"""The GROQ queries of the operator tools (`diagnose`, `doctor`, `audit`), next to the ones the
-run sends (`jobs.adapters.sanity_store`): what the app's documents are asked, in one place."""
+"""Every GROQ query the job sends, in one place: the run's (catalog, look-up, re-check, a
+run's documents) and the operator tools' (`diagnose`, `doctor`, `audit`). Only
+`jobs.adapters.sanity_store` sends them; everything else asks the store by name."""
 
 from __future__ import annotations
+
+# ---- the run ----------------------------------------------------------------------------
+
+PUBLISHED = '!(_id in path("drafts.**")) && !(_id in path("versions.**"))'
+
+CATALOG_QUERY = f"""{{
+  "tenants": *[_type == "tenant" && {PUBLISHED}]{{
+    _id, schoolName, slug, status, stripeConnect
+  }},
+  "passes": *[_type == "pass" && {PUBLISHED}]{{
+    _id, name, type, price, validityType, validityDays, expiryDate, classesLimit, isActive, tenant
+  }}
+}}"""
+
+_SUBS_OF_PURCHASES = """*[_type == "subscription" && (
+    stripeSessionId in $sids || _id in $detIds || stripePaymentId in $pis
+    || stripePaymentIntentId in $pis || paymentId in $pis)]"""
+
+LOOKUP_QUERY = f"""{{
+  "subs": {_SUBS_OF_PURCHASES},
+  "users": *[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)],
+  "upgrades": *[_type == "subscription" && {PUBLISHED} && _id in $upIds]
+}}"""
+
+# Just before a transaction: what now records its purchases (the webhook may have written
+# since the look-up), and the buyers' §4#16 manual subscriptions (no Stripe session id, no
+# payment intent), drafts included. Every clause a plain field lookup: the buyers' refs come
+# from the page's look-up, not from a sub-query inside the filter.
+RECHECK_QUERY = f"""{{
+  "subs": {_SUBS_OF_PURCHASES},
+  "manual": *[_type == "subscription" && user._ref in $refs
+    && (!defined(stripeSessionId) || !(string::startsWith(stripeSessionId, "cs_live_")
+        || string::startsWith(stripeSessionId, "cs_test_")))
+    && !(string::startsWith(stripePaymentId, "pi_") == true
+        || string::startsWith(stripePaymentIntentId, "pi_") == true
+        || string::startsWith(paymentId, "pi_") == true)]
+}}"""
+
+RUN_DOCUMENTS_QUERY = '*[_type == "subscription" && reconcileRunId == $runId]'
+
 
 # ---- diagnose: one person's or purchase's documents --------------------------------------
 

@@ -19,7 +19,16 @@ import requests
 
 from jobs.adapters.http_session import session_from_env
 from jobs.adapters.retry import call_with_retry
-from jobs.adapters.sanity_queries import FACTS_QUERY
+from jobs.adapters.sanity_queries import (
+    CATALOG_QUERY,
+    FACTS_QUERY,
+    LOGGED_QUERY,
+    LOOKUP_QUERY,
+    RECHECK_QUERY,
+    RUN_DOCUMENTS_QUERY,
+    WEBHOOK_LOG_QUERY,
+    page_query,
+)
 from jobs.core.errors import (
     ConfigError,
     CredentialsRejected,
@@ -30,43 +39,6 @@ from jobs.core.errors import (
 )
 
 T = TypeVar("T")
-
-PUBLISHED = '!(_id in path("drafts.**")) && !(_id in path("versions.**"))'
-
-CATALOG_QUERY = f"""{{
-  "tenants": *[_type == "tenant" && {PUBLISHED}]{{
-    _id, schoolName, slug, status, stripeConnect
-  }},
-  "passes": *[_type == "pass" && {PUBLISHED}]{{
-    _id, name, type, price, validityType, validityDays, expiryDate, classesLimit, isActive, tenant
-  }}
-}}"""
-
-_SUBS_OF_PURCHASES = """*[_type == "subscription" && (
-    stripeSessionId in $sids || _id in $detIds || stripePaymentId in $pis
-    || stripePaymentIntentId in $pis || paymentId in $pis)]"""
-
-LOOKUP_QUERY = f"""{{
-  "subs": {_SUBS_OF_PURCHASES},
-  "users": *[_type == "user" && {PUBLISHED} && (clerkId in $uids || _id in $uids)],
-  "upgrades": *[_type == "subscription" && {PUBLISHED} && _id in $upIds]
-}}"""
-
-# Just before a transaction: what now records its purchases (the webhook may have written
-# since the look-up), and the buyers' §4#16 manual subscriptions (no Stripe session id, no
-# payment intent), drafts included. Every clause a plain field lookup: the buyers' refs come
-# from the page's look-up, not from a sub-query inside the filter.
-RECHECK_QUERY = f"""{{
-  "subs": {_SUBS_OF_PURCHASES},
-  "manual": *[_type == "subscription" && user._ref in $refs
-    && (!defined(stripeSessionId) || !(string::startsWith(stripeSessionId, "cs_live_")
-        || string::startsWith(stripeSessionId, "cs_test_")))
-    && !(string::startsWith(stripePaymentId, "pi_") == true
-        || string::startsWith(stripePaymentIntentId, "pi_") == true
-        || string::startsWith(paymentId, "pi_") == true)]
-}}"""
-
-RUN_DOCUMENTS_QUERY = '*[_type == "subscription" && reconcileRunId == $runId]'
 
 _DOC_IDS_PER_REQUEST = 100
 _TOKEN_SETTING = "SANITY_API_TOKEN"
@@ -190,6 +162,23 @@ class SanityStore:
                   "uids": list(user_ids), "emails": list(emails)}
         result = self.query(FACTS_QUERY, params)
         return _documents(result, "users"), _documents(result, "subs")
+
+    def webhook_log(self, since: str, signature: str) -> list[Any]:
+        """For `doctor`: the app's webhookLog entries since `since` (ISO 8601) that are
+        errors or of the event type `signature`, newest first."""
+        result = self.query(WEBHOOK_LOG_QUERY, {"since": since, "signature": signature})
+        return result if isinstance(result, list) else []
+
+    def logged_sessions(self, session_ids: list[str]) -> list[Any]:
+        """For `doctor`: which of these session ids the app's webhookLog names."""
+        result = self.query(LOGGED_QUERY, {"sids": list(session_ids)})
+        return result if isinstance(result, list) else []
+
+    def subscription_page(self, after: str, size: int) -> list[dict[str, Any]]:
+        """For `audit`: up to `size` subscriptions (drafts included) whose id sorts after
+        `after`, in id order."""
+        result = self.query(page_query(size), {"last": after})
+        return [d for d in result or [] if isinstance(d, dict)]
 
     # -- writes ------------------------------------------------------------------------
 

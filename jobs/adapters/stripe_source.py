@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -217,9 +217,14 @@ class StripeSource:
         return out
 
     def refunds(self, account: str, since: int) -> list[JSON]:
-        """Refunds created at or after `since` (all pages)."""
+        """Refunds created at or after `since` (all pages), as Stripe lists them."""
         return self._all(account, "/v1/refunds", {"created": {"gte": since}},
                          what=f"refunds of {account}", op=REFUNDS_OP)
+
+    def refunded(self, account: str, since: int) -> dict[str, int]:
+        """Refunded minor units per payment intent, of the refunds created at or after
+        `since` (all pages)."""
+        return refunded_by_intent(self.refunds(account, since))
 
     def session(self, account: str, session_id: str) -> JSON | None:
         """One session (with its line items, as listed), or None when the account has no
@@ -265,3 +270,15 @@ class StripeSource:
         body = self._get(PLATFORM, "/v1/account", {}, what="own account", op=ACCOUNT_OP)
         assert body is not None  # only missing_ok returns None
         return body
+
+
+def refunded_by_intent(refunds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Refunded minor units per payment intent (failed and canceled refunds do not count)."""
+    out: dict[str, int] = {}
+    for refund in refunds:
+        pi = refund.get("payment_intent")
+        amount = refund.get("amount")
+        if (isinstance(pi, str) and isinstance(amount, int)
+                and refund.get("status") in ("succeeded", "pending", None)):
+            out[pi] = out.get(pi, 0) + amount
+    return out

@@ -19,14 +19,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from jobs.adapters.sanity_queries import page_query
 from jobs.config.settings import Settings
 from jobs.config.timewindow import parse_duration, parse_instant
 from jobs.core.anomalies import KINDS, Finding, audit, explain
 from jobs.core.catalog import catalog_from
 from jobs.core.errors import ConfigError, CredentialsRejected, ReconcilerError
 from jobs.run.reconcile import accounts_to_read
-from jobs.run.refunds import refunded_by_intent
 
 log = structlog.get_logger("jobs.audit")
 
@@ -40,21 +38,20 @@ class AuditSanity(Protocol):
 
     def load_catalog(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
 
-    def query(self, groq: str, params: dict[str, Any]) -> Any: ...
+    def subscription_page(self, after: str, size: int) -> list[dict[str, Any]]: ...
 
 
 class AuditStripe(Protocol):
-    """What the audit reads of Stripe: each account's refunds."""
+    """What the audit reads of Stripe: each account's refunds (per payment intent)."""
 
-    def refunds(self, account: str, since: int) -> list[dict[str, Any]]: ...
+    def refunded(self, account: str, since: int) -> dict[str, int]: ...
 
 
 def subscription_pages(sanity: AuditSanity, size: int = PAGE) -> Iterator[list[JSON]]:
     """Every subscription (drafts included), one page per query, resumed after the last id."""
     last = ""
-    query = page_query(size)
     while True:
-        page = [d for d in sanity.query(query, {"last": last}) or [] if isinstance(d, dict)]
+        page = sanity.subscription_page(last, size)
         if not page:
             return
         yield page
@@ -84,8 +81,7 @@ def run_audit(stripe: AuditStripe, sanity: AuditSanity, *, now: datetime, since:
     for account in accounts_to_read(catalog, None):
         error = None
         try:
-            for pi, amount in refunded_by_intent(
-                    stripe.refunds(account, int(since.timestamp()))).items():
+            for pi, amount in stripe.refunded(account, int(since.timestamp())).items():
                 refunded[pi] = refunded.get(pi, 0) + amount
         except CredentialsRejected:
             raise

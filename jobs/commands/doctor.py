@@ -22,7 +22,6 @@ from functools import partial
 from typing import Any, Protocol
 
 from jobs.adapters.logs import Scrubber
-from jobs.adapters.sanity_queries import LOGGED_QUERY, WEBHOOK_LOG_QUERY
 from jobs.commands.doctor_checks import (
     COMPLETED,
     DELIVERY_DAYS,
@@ -86,7 +85,15 @@ class WebhookSanity(Protocol):
 
     def load_catalog(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
 
-    def query(self, groq: str, params: dict[str, Any]) -> Any: ...
+    def webhook_log(self, since: str, signature: str) -> list[Any]: ...
+
+    def logged_sessions(self, session_ids: list[str]) -> list[Any]: ...
+
+
+class DoctorSanity(WebhookSanity, Protocol):
+    """What `doctor` asks of Sanity: the webhook checks' reads, and whether it may write."""
+
+    def probe_write(self) -> None: ...
 
 
 class PageLister(Protocol):
@@ -139,12 +146,11 @@ def gather_webhooks(stripe: WebhookStripe, sanity: WebhookSanity | None, account
                                         if isinstance(sid := _event_object_id(e), str)]
     if sanity is not None:
         log_since = (now - timedelta(days=WEBHOOK_LOG_DAYS)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        facts.log = attempt(lambda: sanity.query(
-            WEBHOOK_LOG_QUERY, {"since": log_since, "signature": SIGNATURE_FAILED}))
+        facts.log = attempt(lambda: sanity.webhook_log(log_since, SIGNATURE_FAILED))
         # A few hundred (newest first per account) are evidence enough and keep the query small.
         sids = list(dict.fromkeys(s for ids in facts.purchases.values() for s in ids))
         sids = sids[:LOGGED_SAMPLE]
-        facts.logged = attempt(lambda: sanity.query(LOGGED_QUERY, {"sids": sids})) if sids \
+        facts.logged = attempt(lambda: sanity.logged_sessions(sids)) if sids \
             else Probe([])
     return facts
 
@@ -211,8 +217,8 @@ def webhook_health(stripe: WebhookStripe, sanity: WebhookSanity, now: datetime) 
     }
 
 
-def run_checks(settings: Settings, *, stripe: Any | None, probe_stripe: Any | None,
-               sanity: Any | None, now: datetime,
+def run_checks(settings: Settings, *, stripe: WebhookStripe | None,
+               probe_stripe: PageLister | None, sanity: DoctorSanity | None, now: datetime,
                smtp_probe: Callable[[SmtpSettings], SmtpProbe] = probe_smtp) -> list[Check]:
     """Every check, in the table's order; `None` collaborators are the ones not configured."""
     missing = {"stripe": settings.missing("stripe"), "sanity": settings.missing("sanity"),

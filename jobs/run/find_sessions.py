@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -15,7 +15,7 @@ from jobs.core.classify import needs_line_items, parse_line_items, parse_session
 from jobs.core.diagnosis import JSON, Diagnosis, Found, Query
 from jobs.core.errors import CredentialsRejected, ReconcilerError
 from jobs.core.model import Decision, PlanContext, Session
-from jobs.core.ports import SessionPage
+from jobs.core.ports import SanityStore, SessionPage, StripeSource
 from jobs.run.reconcile import Reconciler, accounts_to_read
 
 # The command's logger: its lines read the same wherever the work is done.
@@ -25,10 +25,26 @@ USER_DAYS = 90
 
 
 
+class DiagnoseStripe(StripeSource, Protocol):
+    """What `diagnose` reads of Stripe: the run's reads, and sessions by e-mail or page."""
+
+    def session_pages(self, account: str, since: int, until: int,
+                      starting_after: str | None = None) -> Iterator[SessionPage]: ...
+    def sessions_by_email(self, account: str, email: str) -> list[JSON]: ...
+
+
+class DiagnoseStore(SanityStore, Protocol):
+    """What `diagnose` reads of Sanity: the run's reads, and one person's documents."""
+
+    def people_and_purchases(self, user_ids: list[str], emails: list[str],
+                             session_ids: list[str], payment_intents: list[str],
+                             ) -> tuple[list[JSON], list[JSON]]: ...
+
+
 class RememberingStripe:
     """The Stripe source with line items kept, so finding and planning fetch them once."""
 
-    def __init__(self, stripe: Any) -> None:
+    def __init__(self, stripe: DiagnoseStripe) -> None:
         self._stripe = stripe
         self._items: dict[tuple[str, str], list[JSON]] = {}
 
@@ -52,8 +68,8 @@ class RememberingStripe:
                                                       index=index)
         return page
 
-    def refunds(self, account: str, since: int) -> list[JSON]:
-        return list(self._stripe.refunds(account, since))
+    def refunded(self, account: str, since: int) -> dict[str, int]:
+        return dict(self._stripe.refunded(account, since))
 
     def products(self, account: str, product_ids: Sequence[str]) -> dict[str, JSON]:
         return dict(self._stripe.products(account, product_ids))
@@ -128,7 +144,7 @@ def _names_user(stripe: RememberingStripe, account: str, raw: JSON, user: str,
     return user_of(raw, stripe.line_items(account, parsed.id)) == user
 
 
-def diagnose(query: Query, stripe: Any, sanity: Any, *, now: datetime,
+def diagnose(query: Query, stripe: DiagnoseStripe, sanity: DiagnoseStore, *, now: datetime,
              run_id: str) -> Diagnosis:
     """Find, look up and plan; writes nothing."""
     catalog = catalog_from(*sanity.load_catalog())

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import structlog
 
@@ -168,7 +168,7 @@ class ProgressBars:
     """A live bar per account on the terminal (stderr): pages, sessions, rate, time left."""
 
     def __init__(self, *, color: bool = True, clock: Callable[[], float] = time.monotonic,
-                 file: Any = None, terminal: bool | None = None) -> None:
+                 file: IO[str] | None = None, terminal: bool | None = None) -> None:
         """`file` (default stderr) and `terminal` (default: ask the file) are for tests."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -222,7 +222,7 @@ def format_eta(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def progress_for(stream: Any, *, json_logs: bool | None, color: bool) -> ReadProgress:
+def progress_for(stream: IO[str], *, json_logs: bool | None, color: bool) -> ReadProgress:
     """Bars on a terminal with console logs; log lines otherwise."""
     isatty = getattr(stream, "isatty", None)
     terminal = bool(isatty()) if callable(isatty) else False

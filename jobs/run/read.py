@@ -49,7 +49,7 @@ class WindowRead:
         self.seen: set[str] = set()
         self.sessions = 0
         self.batches: list[Batch] = []
-        self.refunds = AccountRefunds(owner.stripe.refunds, lazy=req.lazy_refunds)
+        self.refunds = AccountRefunds(owner.stripe.refunded, lazy=req.lazy_refunds)
         self.fatal: list[BaseException] = []
         self.now_s = ctx.now_ms // 1000
         self.planners = ThreadPoolExecutor(max_workers=owner.plan_workers,

@@ -48,7 +48,7 @@ from jobs.core.runreport import RunReport
 from jobs.run.apply import ApplyStep
 from jobs.run.progress import ReadProgress
 from jobs.run.read import WindowRead
-from jobs.run.refunds import AccountRefunds, Refunded, refunded_by_intent, refunds_could_change
+from jobs.run.refunds import AccountRefunds, Refunded, refunds_could_change
 
 log = structlog.get_logger("jobs.reconcile")
 
@@ -187,7 +187,7 @@ class Reconciler:
         if refunds is None:
             created = [r.get("created") for r in raws if isinstance(r, Mapping)]
             since = min((c for c in created if isinstance(c, int)), default=0)
-            refunds = refunded_by_intent(self.stripe.refunds(account, since))
+            refunds = self.stripe.refunded(account, since)
         return self.apply.settle(self._plan_page(raws, account, refunds, ctx))
 
     def _plan_page(self, raws: list[dict[str, Any]], account: str, refunds: Mapping[str, int],

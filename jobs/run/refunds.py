@@ -14,26 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from jobs.core.model import Decision
 
 Refunded = Mapping[str, int]  # refunded minor units per payment intent
-ListRefunds = Callable[[str, int], Iterable[Mapping[str, Any]]]  # (account, since) -> refunds
+ReadRefunds = Callable[[str, int], Refunded]  # (account, since) -> `StripeSource.refunded`
 
 NOTHING: Refunded = {}
-
-
-def refunded_by_intent(refunds: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Refunded minor units per payment intent (failed and canceled refunds do not count)."""
-    out: dict[str, int] = {}
-    for refund in refunds:
-        pi = refund.get("payment_intent")
-        amount = refund.get("amount")
-        if (isinstance(pi, str) and isinstance(amount, int)
-                and refund.get("status") in ("succeeded", "pending", None)):
-            out[pi] = out.get(pi, 0) + amount
-    return out
 
 
 def refunds_could_change(decisions: Iterable[Decision]) -> bool:
@@ -48,8 +35,8 @@ class AccountRefunds:
     `lazy=False`: `start` reads them (a deep pass). `lazy=True`: `start` only notes the window
     start and `get` reads them the first time a page asks (a quick pass)."""
 
-    def __init__(self, list_refunds: ListRefunds, *, lazy: bool) -> None:
-        self._list = list_refunds
+    def __init__(self, read_refunds: ReadRefunds, *, lazy: bool) -> None:
+        self._read_refunds = read_refunds
         self.lazy = lazy
         self._since: dict[str, int] = {}
         self._read: dict[str, Refunded] = {}
@@ -74,5 +61,5 @@ class AccountRefunds:
         with lock:  # pages of one account planned at once read them once
             if account not in self._read:
                 since = self._since.get(account, 0)
-                self._read[account] = refunded_by_intent(self._list(account, since))
+                self._read[account] = self._read_refunds(account, since)
             return self._read[account]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from jobs.adapters.sanity_store import CATALOG_QUERY, LOOKUP_QUERY, RECHECK_QUERY
+from jobs.adapters.sanity_queries import CATALOG_QUERY, LOOKUP_QUERY, RECHECK_QUERY
 from sandbox.sanity_server import SanityStandIn
 
 WRITE = {"Authorization": "Bearer sanity-write-sandbox"}

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from jobs.adapters.stripe_source import refunded_by_intent
 from jobs.core.errors import AccountError, ReconcilerError, WriteRejected
 from jobs.core.ports import SessionPage
 from jobs.core.recheck import is_manual
@@ -62,9 +63,9 @@ class FakeStripe:
         return {i: copy.deepcopy(self.product_data[i]) for i in product_ids
                 if i in self.product_data}
 
-    def refunds(self, account: str, since: int) -> list[dict[str, Any]]:
+    def refunded(self, account: str, since: int) -> dict[str, int]:
         self.calls.append(("refunds", account))
-        return copy.deepcopy(self.refund_data.get(account, []))
+        return refunded_by_intent(copy.deepcopy(self.refund_data.get(account, [])))
 
     def session(self, account: str, session_id: str) -> dict[str, Any] | None:
         return next((copy.deepcopy(s) for s in self.sessions.get(account, [])

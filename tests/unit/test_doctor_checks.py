@@ -373,11 +373,13 @@ class FakeSanity:
     def probe_write(self) -> None:
         return None
 
-    def query(self, groq: str, params: dict[str, Any]) -> Any:
-        self.queries.append(params)
-        if "$sids" in groq:
-            return [s for s in self.logged if s in params["sids"]]
+    def webhook_log(self, since: str, signature: str) -> list[Any]:
+        self.queries.append({"since": since, "signature": signature})
         return self.log_rows
+
+    def logged_sessions(self, session_ids: list[str]) -> list[Any]:
+        self.queries.append({"sids": session_ids})
+        return [s for s in self.logged if s in session_ids]
 
 
 class FakeStripe:
