@@ -30,6 +30,9 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3, "tcp_user_timeout": 10_000, "connect_timeout": 10}
 SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
                      " -c tcp_keepalives_count=3")
+# No ledger statement runs longer than this (a pass that waits stays stoppable); migrations lift
+# it. The ledger's own connections only: a lock connection may wait on purpose.
+STATEMENT_TIMEOUT = "60s"
 
 
 class LedgerUnavailable(ServiceUnavailable):
@@ -176,9 +179,11 @@ class PostgresDb:
         self.description = describe_url(url)
         self._errors = (psycopg.OperationalError, psycopg.InterfaceError)
         self._timeout = timeout
+        kwargs = connection_kwargs()
+        kwargs["options"] += f" -c statement_timeout={STATEMENT_TIMEOUT}"
         # Checked when taken: a connection cut by a server restart is replaced, not handed out.
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                                    kwargs={**connection_kwargs(),
+                                    kwargs={**kwargs,
                                             "cursor_factory": psycopg.RawCursor,
                                             "row_factory": row_factory,
                                             # A page's statement is the same text each
@@ -222,6 +227,7 @@ class PostgresDb:
         lock, so hosts starting together apply each step once."""
         known = len(migrations)
         with self._connection() as conn:
+            conn.execute("SET statement_timeout = 0")  # a step may take long; so may the lock
             conn.execute("SELECT pg_advisory_lock($1, $2)", (LOCK_SPACE, MIGRATION_LOCK))
             try:
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
@@ -241,6 +247,7 @@ class PostgresDb:
                 return version
             finally:
                 conn.execute("SELECT pg_advisory_unlock($1, $2)", (LOCK_SPACE, MIGRATION_LOCK))
+                conn.execute("RESET statement_timeout")  # back to the ledger's, for the pool
 
     def close(self) -> None:
         self._pool.close()
