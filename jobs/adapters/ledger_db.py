@@ -33,6 +33,9 @@ SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
 # No ledger statement runs longer than this (a pass that waits stays stoppable); migrations lift
 # it. The ledger's own connections only: a lock connection may wait on purpose.
 STATEMENT_TIMEOUT = "60s"
+# How long a call waits for a connection once one call found none (the server is gone), until
+# one is handed out again: a pass under way fails its next steps in seconds, not 15 s each.
+RECONNECT_TIMEOUT = 2.0
 
 
 class LedgerUnavailable(ServiceUnavailable):
@@ -179,6 +182,7 @@ class PostgresDb:
         self.description = describe_url(url)
         self._errors = (psycopg.OperationalError, psycopg.InterfaceError)
         self._timeout = timeout
+        self._server_gone = threading.Event()  # set when a call got no connection in time
         kwargs = connection_kwargs()
         kwargs["options"] += f" -c statement_timeout={STATEMENT_TIMEOUT}"
         # Checked when taken: a connection cut by a server restart is replaced, not handed out.
@@ -191,7 +195,7 @@ class PostgresDb:
                                             "prepare_threshold": 1},
                                     configure=_configure,
                                     timeout=timeout,
-                                    check=ConnectionPool.check_connection,
+                                    check=self._check,
                                     name="ledger")
         _quiet_pool_logs()
         try:
@@ -200,14 +204,34 @@ class PostgresDb:
             self._pool.close()
             raise unavailable(self.description, _why(url, error)) from None
 
+    def _check(self, conn: Any) -> None:
+        """The pool's check of a connection it hands out. One found dead means the server
+        restarted or went: its other idle connections are as dead, so they all go at once
+        (checked one by one, with the pool's backoff between checks, four cost 7 s and more)."""
+        from psycopg_pool import ConnectionPool
+
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            self._pool.drain()  # the idle ones closed, new ones opened as the server answers
+            raise
+
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         from psycopg_pool import PoolTimeout
 
+        timeout = RECONNECT_TIMEOUT if self._server_gone.is_set() else self._timeout
         try:
-            with self._pool.connection(timeout=self._timeout) as conn:
-                yield conn
+            with self._pool.connection(timeout=timeout) as conn:
+                self._server_gone.clear()
+                try:
+                    yield conn
+                except self._errors:
+                    if conn.broken:  # the server went mid-statement (not a statement's error)
+                        self._pool.drain()
+                    raise
         except PoolTimeout as error:
+            self._server_gone.set()
             raise unavailable(self.description, error) from None
         except self._errors as error:
             raise unavailable(self.description, error) from error
