@@ -15,7 +15,9 @@ Stopping (SIGTERM/SIGINT): the handler only sets events. A stopper thread remove
 nothing becomes due again), shuts the scheduler down and waits for the pass under way, which sees
 the `cancel` event, finishes the transaction it is writing, writes no more and is recorded as
 `interrupted`. If it has not finished after `stop_timeout` (a network call hanging), the run is
-marked `interrupted` in the ledger and the process leaves anyway, inside systemd's stop timeout.
+marked `interrupted` in the ledger and the process leaves anyway, inside systemd's stop timeout:
+with 0 (130 after Ctrl-C) when a signal asked for the stop, with 2 when nobody did (a leader that
+lost its lock could not stand by again: systemd or Kubernetes starts it anew).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ if TYPE_CHECKING:
     from jobs.run.leader import Leadership
 
 log = structlog.get_logger("jobs.daemon")
+
+SIGNALS = ("SIGTERM", "SIGINT")
 
 
 # ---- the jobs --------------------------------------------------------------------------------
@@ -152,15 +156,20 @@ class Daemon:
         self._force = threading.Event()
         self._stopped = threading.Event()
         self._reason = "requested"
+        self._signal: str | None = None  # the signal that asked for a stop, if one did
         scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         scheduler.add_listener(self._on_dropped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask for a clean stop. Safe in a signal handler: it only sets events (the main thread
-        may be inside the scheduler or a log write when the signal lands). A second request
-        stops waiting for the pass under way."""
+        may be inside the scheduler or a log write when the signal lands). A signal after the
+        first request stops waiting for the pass under way; the same report again (leadership
+        lost, seen by two checks) does not."""
+        if reason in SIGNALS and self._signal is None:
+            self._signal = reason
         if self._stop_asked.is_set():
-            self._force.set()
+            if reason in SIGNALS:
+                self._force.set()
             return
         self._reason = reason
         self.cancel.set()
@@ -213,14 +222,16 @@ class Daemon:
                 break
             closer.join(min(remaining, 0.1))
         if closer.is_alive():
-            log.error("daemon_stop_timeout", seconds=self.stop_timeout,
+            code = {"SIGTERM": 0, "SIGINT": 130}.get(self._signal or "", 2)
+            log.error("daemon_stop_timeout", seconds=self.stop_timeout, reason=self._reason,
+                      exit_code=code,
                       detail="the pass under way did not finish; it is recorded as interrupted "
                              "and the process exits without it")
             try:
                 self._on_abandon()
             finally:
                 _flush()
-                self._exit_now(0)
+                self._exit_now(code)
 
     def _shutdown(self) -> None:
         self.scheduler.shutdown(wait=True)  # waits for the pass under way
