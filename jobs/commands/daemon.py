@@ -15,9 +15,10 @@ Stopping (SIGTERM/SIGINT): the handler only sets events. A stopper thread remove
 nothing becomes due again), shuts the scheduler down and waits for the pass under way, which sees
 the `cancel` event, finishes the transaction it is writing, writes no more and is recorded as
 `interrupted`. If it has not finished after `stop_timeout` (a network call hanging), the run is
-marked `interrupted` in the ledger and the process leaves anyway, inside systemd's stop timeout:
-with 0 (130 after Ctrl-C) when a signal asked for the stop, with 2 when nobody did (a leader that
-lost its lock could not stand by again: systemd or Kubernetes starts it anew).
+marked `interrupted` in the ledger (waiting at most `ABANDON_TIMEOUT` for it) and the process
+leaves anyway, inside systemd's stop timeout: with 0 (130 after Ctrl-C) when a signal asked for
+the stop, with 2 when nobody did (a leader that lost its lock could not stand by again: systemd or
+Kubernetes starts it anew).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("jobs.daemon")
 
+ABANDON_TIMEOUT = 5.0  # seconds to mark an abandoned pass; with STOP_TIMEOUT within systemd's 35 s
 SIGNALS = ("SIGTERM", "SIGINT")
 
 
@@ -146,10 +148,12 @@ class Daemon:
         stop_timeout: float = STOP_TIMEOUT,
         on_abandon: Callable[[], None] = lambda: None,
         exit_now: Callable[[int], None] = os._exit,
+        abandon_timeout: float = ABANDON_TIMEOUT,
     ) -> None:
         self.scheduler = scheduler
         self.cancel = cancel
         self.stop_timeout = stop_timeout
+        self.abandon_timeout = abandon_timeout
         self._on_abandon = on_abandon
         self._exit_now = exit_now
         self._stop_asked = threading.Event()
@@ -228,10 +232,30 @@ class Daemon:
                       detail="the pass under way did not finish; it is recorded as interrupted "
                              "and the process exits without it")
             try:
-                self._on_abandon()
+                self._abandon()
             finally:
                 _flush()
                 self._exit_now(code)
+
+    def _abandon(self) -> None:
+        """`on_abandon` (marking the pass interrupted), waited for `abandon_timeout` at most: a
+        ledger that does not answer is left to the next pass (it marks the run then)."""
+        failed: list[BaseException] = []
+
+        def mark() -> None:
+            try:
+                self._on_abandon()
+            except Exception as error:
+                failed.append(error)
+
+        marker = threading.Thread(target=mark, name="daemon-abandon", daemon=True)
+        marker.start()
+        marker.join(self.abandon_timeout)
+        if marker.is_alive() or failed:
+            log.warning("abandoned_run_not_marked",
+                        error=_one_line(failed[0]) if failed else
+                        f"no answer within {self.abandon_timeout:g}s",
+                        detail="the next pass marks it interrupted")
 
     def _shutdown(self) -> None:
         self.scheduler.shutdown(wait=True)  # waits for the pass under way

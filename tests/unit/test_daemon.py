@@ -497,7 +497,8 @@ class HungPass:
     it marked the pass abandoned."""
 
     def __init__(self, tmp_path: Path, *, stop_timeout: float,
-                 on_abandon: Callable[[], None] | None = None) -> None:
+                 on_abandon: Callable[[], None] | None = None,
+                 abandon_timeout: float = 5.0) -> None:
         self.calls = Calls()
         self.calls.block[QUICK] = self.hang = threading.Event()
         self.abandoned: list[bool] = []
@@ -506,7 +507,8 @@ class HungPass:
             build_scheduler(settings_for(tmp_path), self.calls, lambda: None),
             threading.Event(), stop_timeout=stop_timeout,
             on_abandon=on_abandon or (lambda: self.abandoned.append(True)),
-            exit_now=lambda code: self.exits.append((code, time.monotonic())))
+            exit_now=lambda code: self.exits.append((code, time.monotonic())),
+            abandon_timeout=abandon_timeout)
         self.thread, _ = start_in_thread(self.daemon)
         assert self.calls.started.wait(2)
 
@@ -555,6 +557,28 @@ def test_a_repeated_step_down_does_not_cut_the_wait_for_the_pass_short(tmp_path:
         code, _ = hung.exited(timeout=5)  # not the 30 s stop timeout
         assert code == 0 and hung.abandoned == [True]
     finally:
+        hung.release()
+
+
+def test_marking_the_abandoned_pass_waits_a_few_seconds_at_most(tmp_path: Path,
+                                                                logs: io.StringIO):
+    """A ledger that does not answer does not keep the process past systemd's stop timeout:
+    the next pass marks the run instead."""
+    never = threading.Event()
+
+    def marking_that_hangs() -> None:
+        never.wait(30)
+
+    hung = HungPass(tmp_path, stop_timeout=0.2, on_abandon=marking_that_hangs,
+                    abandon_timeout=0.3)
+    try:
+        hung.daemon.request_stop("SIGTERM")
+        code, _ = hung.exited(timeout=5)  # not the 30 s the marking would take
+        assert code == 0
+        assert [e["detail"] for e in events(logs) if e["event"] == "abandoned_run_not_marked"] \
+            == ["the next pass marks it interrupted"]
+    finally:
+        never.set()
         hung.release()
 
 
