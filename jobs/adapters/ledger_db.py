@@ -30,6 +30,12 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3, "tcp_user_timeout": 10_000, "connect_timeout": 10}
 SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
                      " -c tcp_keepalives_count=3")
+# No ledger statement runs longer than this (a pass that waits stays stoppable); migrations lift
+# it. The ledger's own connections only: a lock connection may wait on purpose.
+STATEMENT_TIMEOUT = "60s"
+# How long a call waits for a connection once one call found none (the server is gone), until
+# one is handed out again: a pass under way fails its next steps in seconds, not 15 s each.
+RECONNECT_TIMEOUT = 2.0
 
 
 class LedgerUnavailable(ServiceUnavailable):
@@ -176,9 +182,12 @@ class PostgresDb:
         self.description = describe_url(url)
         self._errors = (psycopg.OperationalError, psycopg.InterfaceError)
         self._timeout = timeout
+        self._server_gone = threading.Event()  # set when a call got no connection in time
+        kwargs = connection_kwargs()
+        kwargs["options"] += f" -c statement_timeout={STATEMENT_TIMEOUT}"
         # Checked when taken: a connection cut by a server restart is replaced, not handed out.
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                                    kwargs={**connection_kwargs(),
+                                    kwargs={**kwargs,
                                             "cursor_factory": psycopg.RawCursor,
                                             "row_factory": row_factory,
                                             # A page's statement is the same text each
@@ -186,7 +195,7 @@ class PostgresDb:
                                             "prepare_threshold": 1},
                                     configure=_configure,
                                     timeout=timeout,
-                                    check=ConnectionPool.check_connection,
+                                    check=self._check,
                                     name="ledger")
         _quiet_pool_logs()
         try:
@@ -195,14 +204,34 @@ class PostgresDb:
             self._pool.close()
             raise unavailable(self.description, _why(url, error)) from None
 
+    def _check(self, conn: Any) -> None:
+        """The pool's check of a connection it hands out. One found dead means the server
+        restarted or went: its other idle connections are as dead, so they all go at once
+        (checked one by one, with the pool's backoff between checks, four cost 7 s and more)."""
+        from psycopg_pool import ConnectionPool
+
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            self._pool.drain()  # the idle ones closed, new ones opened as the server answers
+            raise
+
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         from psycopg_pool import PoolTimeout
 
+        timeout = RECONNECT_TIMEOUT if self._server_gone.is_set() else self._timeout
         try:
-            with self._pool.connection(timeout=self._timeout) as conn:
-                yield conn
+            with self._pool.connection(timeout=timeout) as conn:
+                self._server_gone.clear()
+                try:
+                    yield conn
+                except self._errors:
+                    if conn.broken:  # the server went mid-statement (not a statement's error)
+                        self._pool.drain()
+                    raise
         except PoolTimeout as error:
+            self._server_gone.set()
             raise unavailable(self.description, error) from None
         except self._errors as error:
             raise unavailable(self.description, error) from error
@@ -222,6 +251,7 @@ class PostgresDb:
         lock, so hosts starting together apply each step once."""
         known = len(migrations)
         with self._connection() as conn:
+            conn.execute("SET statement_timeout = 0")  # a step may take long; so may the lock
             conn.execute("SELECT pg_advisory_lock($1, $2)", (LOCK_SPACE, MIGRATION_LOCK))
             try:
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
@@ -241,6 +271,7 @@ class PostgresDb:
                 return version
             finally:
                 conn.execute("SELECT pg_advisory_unlock($1, $2)", (LOCK_SPACE, MIGRATION_LOCK))
+                conn.execute("RESET statement_timeout")  # back to the ledger's, for the pool
 
     def close(self) -> None:
         self._pool.close()

@@ -15,7 +15,10 @@ Stopping (SIGTERM/SIGINT): the handler only sets events. A stopper thread remove
 nothing becomes due again), shuts the scheduler down and waits for the pass under way, which sees
 the `cancel` event, finishes the transaction it is writing, writes no more and is recorded as
 `interrupted`. If it has not finished after `stop_timeout` (a network call hanging), the run is
-marked `interrupted` in the ledger and the process leaves anyway, inside systemd's stop timeout.
+marked `interrupted` in the ledger (waiting at most `ABANDON_TIMEOUT` for it) and the process
+leaves anyway, inside systemd's stop timeout: with 0 (130 after Ctrl-C) when a signal asked for
+the stop, with 2 when nobody did (a leader that lost its lock could not stand by again: systemd or
+Kubernetes starts it anew).
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ if TYPE_CHECKING:
     from jobs.run.leader import Leadership
 
 log = structlog.get_logger("jobs.daemon")
+
+ABANDON_TIMEOUT = 5.0  # seconds to mark an abandoned pass; with STOP_TIMEOUT within systemd's 35 s
+SIGNALS = ("SIGTERM", "SIGINT")
 
 
 # ---- the jobs --------------------------------------------------------------------------------
@@ -142,25 +148,32 @@ class Daemon:
         stop_timeout: float = STOP_TIMEOUT,
         on_abandon: Callable[[], None] = lambda: None,
         exit_now: Callable[[int], None] = os._exit,
+        abandon_timeout: float = ABANDON_TIMEOUT,
     ) -> None:
         self.scheduler = scheduler
         self.cancel = cancel
         self.stop_timeout = stop_timeout
+        self.abandon_timeout = abandon_timeout
         self._on_abandon = on_abandon
         self._exit_now = exit_now
         self._stop_asked = threading.Event()
         self._force = threading.Event()
         self._stopped = threading.Event()
         self._reason = "requested"
+        self._signal: str | None = None  # the signal that asked for a stop, if one did
         scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         scheduler.add_listener(self._on_dropped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask for a clean stop. Safe in a signal handler: it only sets events (the main thread
-        may be inside the scheduler or a log write when the signal lands). A second request
-        stops waiting for the pass under way."""
+        may be inside the scheduler or a log write when the signal lands). A signal after the
+        first request stops waiting for the pass under way; the same report again (leadership
+        lost, seen by two checks) does not."""
+        if reason in SIGNALS and self._signal is None:
+            self._signal = reason
         if self._stop_asked.is_set():
-            self._force.set()
+            if reason in SIGNALS:
+                self._force.set()
             return
         self._reason = reason
         self.cancel.set()
@@ -213,14 +226,36 @@ class Daemon:
                 break
             closer.join(min(remaining, 0.1))
         if closer.is_alive():
-            log.error("daemon_stop_timeout", seconds=self.stop_timeout,
+            code = {"SIGTERM": 0, "SIGINT": 130}.get(self._signal or "", 2)
+            log.error("daemon_stop_timeout", seconds=self.stop_timeout, reason=self._reason,
+                      exit_code=code,
                       detail="the pass under way did not finish; it is recorded as interrupted "
                              "and the process exits without it")
             try:
-                self._on_abandon()
+                self._abandon()
             finally:
                 _flush()
-                self._exit_now(0)
+                self._exit_now(code)
+
+    def _abandon(self) -> None:
+        """`on_abandon` (marking the pass interrupted), waited for `abandon_timeout` at most: a
+        ledger that does not answer is left to the next pass (it marks the run then)."""
+        failed: list[BaseException] = []
+
+        def mark() -> None:
+            try:
+                self._on_abandon()
+            except Exception as error:
+                failed.append(error)
+
+        marker = threading.Thread(target=mark, name="daemon-abandon", daemon=True)
+        marker.start()
+        marker.join(self.abandon_timeout)
+        if marker.is_alive() or failed:
+            log.warning("abandoned_run_not_marked",
+                        error=_one_line(failed[0]) if failed else
+                        f"no answer within {self.abandon_timeout:g}s",
+                        detail="the next pass marks it interrupted")
 
     def _shutdown(self) -> None:
         self.scheduler.shutdown(wait=True)  # waits for the pass under way

@@ -278,10 +278,6 @@ def test_a_leader_cut_off_from_the_database_stops_starting_passes(
     assert set(subscriptions_per_session(box).values()) == {1}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known race: when the pass under way outlives the daemon's 25 s stop timeout after the "
-    "restart (its ledger connection still waiting on the dead server), the daemon exits 0 "
-    "instead of standing by again; the pass-level restart test above holds the guarantee"))
 def test_a_database_restart_during_a_daemon_pass_and_the_next_pass_repairs(
         box: Sandbox, pg_server: PostgresServer, pg_url: str, tmp_path: Path) -> None:
     box.sanity.set_latency(150)

@@ -492,6 +492,96 @@ def test_a_pass_that_does_not_finish_is_abandoned_after_the_stop_timeout(tmp_pat
         thread.join(5)
 
 
+class HungPass:
+    """A daemon whose quick pass hangs until released: what it exits with, when, and whether
+    it marked the pass abandoned."""
+
+    def __init__(self, tmp_path: Path, *, stop_timeout: float,
+                 on_abandon: Callable[[], None] | None = None,
+                 abandon_timeout: float = 5.0) -> None:
+        self.calls = Calls()
+        self.calls.block[QUICK] = self.hang = threading.Event()
+        self.abandoned: list[bool] = []
+        self.exits: list[tuple[int, float]] = []
+        self.daemon = Daemon(
+            build_scheduler(settings_for(tmp_path), self.calls, lambda: None),
+            threading.Event(), stop_timeout=stop_timeout,
+            on_abandon=on_abandon or (lambda: self.abandoned.append(True)),
+            exit_now=lambda code: self.exits.append((code, time.monotonic())),
+            abandon_timeout=abandon_timeout)
+        self.thread, _ = start_in_thread(self.daemon)
+        assert self.calls.started.wait(2)
+
+    def exited(self, timeout: float) -> tuple[int, float]:
+        wait_for(lambda: bool(self.exits), timeout=timeout)
+        return self.exits[0]
+
+    def release(self) -> None:
+        self.hang.set()
+        self.thread.join(5)
+
+
+def test_a_pass_outliving_the_stop_timeout_after_leadership_was_lost_exits_2(
+        tmp_path: Path, logs: io.StringIO):
+    """Not asked to end (its lock went), a leader that cannot get back to standing by exits 2,
+    so systemd or Kubernetes starts it anew; one line says why."""
+    hung = HungPass(tmp_path, stop_timeout=0.3)
+    try:
+        hung.daemon.request_stop("leadership lost")
+        code, _ = hung.exited(timeout=3)
+        assert code == 2 and hung.abandoned == [True]
+        timeouts = [e for e in events(logs) if e["event"] == "daemon_stop_timeout"]
+        assert len(timeouts) == 1
+        assert timeouts[0]["reason"] == "leadership lost" and timeouts[0]["exit_code"] == 2
+    finally:
+        hung.release()
+
+
+def test_a_repeated_step_down_does_not_cut_the_wait_for_the_pass_short(tmp_path: Path):
+    """Leadership lost, reported again (the watch and a pass's own check): the pass still gets
+    the whole stop timeout. A signal after it does cut the wait, and the exit is then 0."""
+    hung = HungPass(tmp_path, stop_timeout=1.0)
+    try:
+        began = time.monotonic()
+        hung.daemon.request_stop("leadership lost")
+        hung.daemon.request_stop("leadership lost")
+        code, at = hung.exited(timeout=5)
+        assert code == 2 and at - began >= 0.9  # waited the stop timeout out
+    finally:
+        hung.release()
+
+    hung = HungPass(tmp_path, stop_timeout=30)
+    try:
+        hung.daemon.request_stop("leadership lost")
+        hung.daemon.request_stop("SIGTERM")
+        code, _ = hung.exited(timeout=5)  # not the 30 s stop timeout
+        assert code == 0 and hung.abandoned == [True]
+    finally:
+        hung.release()
+
+
+def test_marking_the_abandoned_pass_waits_a_few_seconds_at_most(tmp_path: Path,
+                                                                logs: io.StringIO):
+    """A ledger that does not answer does not keep the process past systemd's stop timeout:
+    the next pass marks the run instead."""
+    never = threading.Event()
+
+    def marking_that_hangs() -> None:
+        never.wait(30)
+
+    hung = HungPass(tmp_path, stop_timeout=0.2, on_abandon=marking_that_hangs,
+                    abandon_timeout=0.3)
+    try:
+        hung.daemon.request_stop("SIGTERM")
+        code, _ = hung.exited(timeout=5)  # not the 30 s the marking would take
+        assert code == 0
+        assert [e["detail"] for e in events(logs) if e["event"] == "abandoned_run_not_marked"] \
+            == ["the next pass marks it interrupted"]
+    finally:
+        never.set()
+        hung.release()
+
+
 def test_abandoned_runs_of_this_process_only_are_marked_interrupted(tmp_path: Path):
     with Ledger.open(tmp_path) as ledger:
         ledger.start_run("mine", "quick", T0, T0, False, [])

@@ -12,7 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from jobs.commands.daemon import ABANDON_TIMEOUT
 from jobs.config.sources import SETTINGS
+from jobs.run.schedule import STOP_TIMEOUT
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
@@ -81,8 +83,8 @@ def test_the_daemon_deployment_is_a_failover_pair() -> None:
     (container,) = pod_spec(deployment)["containers"]
     assert container["command"] == ["reconcile", "daemon"]
     assert {"secretRef": {"name": "pass-reconciler"}} in container["envFrom"]
-    # The grace period covers the daemon's own stop timeout (25 s).
-    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > 25
+    # The grace period covers the daemon's own stop timeout (25 s) and marking a hung pass (5 s).
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > STOP_TIMEOUT + ABANDON_TIMEOUT
 
 
 def test_secret_and_configmap_hold_known_settings_and_secrets_only_in_the_secret() -> None:
@@ -101,5 +103,6 @@ def test_the_two_host_systemd_unit_runs_the_daemon_with_the_shared_ledger() -> N
     service = unit["Service"]
     assert service["ExecStart"].endswith("reconcile daemon")
     assert service["Restart"] == "always" and service["KillSignal"] == "SIGTERM"
+    assert float(service["TimeoutStopSec"].removesuffix("s")) > STOP_TIMEOUT + ABANDON_TIMEOUT
     assert "StateDirectory" not in service  # nothing kept on the host
     assert "RECONCILER_DATABASE_URL" in (DEPLOY / "systemd" / "pass-reconciler.service").read_text()

@@ -582,6 +582,19 @@ def test_postgres_migrations_are_versioned_and_applied_once(pg_url: str) -> None
         db.close()
 
 
+def test_postgres_ledger_statements_are_bounded_and_migrations_are_not(pg_url: str) -> None:
+    db = PostgresDb(pg_url)
+    try:
+        assert db.query("SHOW statement_timeout")[0][0] == "1min"
+        assert db.migrate((("CREATE TABLE seen (bound TEXT)",
+                            "INSERT INTO seen (bound) SELECT current_setting('statement_timeout')"),
+                           )) == 1
+        assert db.query("SELECT bound FROM seen")[0][0] == "0"
+        assert db.query("SHOW statement_timeout")[0][0] == "1min"  # the pool's connection, reset
+    finally:
+        db.close()
+
+
 def test_postgres_hosts_starting_together_migrate_once(pg_url: str) -> None:
     import threading
 
