@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                            validate=args.validate, max_creates=args.max_creates),
                 cancel=cancel, notify=notifier(settings),
                 on_start=None if args.dry_run else heartbeat.start,
-                students=student_mail(settings, ledger, services.sanity, args.dry_run),
+                students=student_mail(settings, ledger, services.sanity, dry_run=args.dry_run),
                 progress=progress_for(sys.stderr, json_logs=_json_logs(args, settings),
                                       color=not no_color()))
 

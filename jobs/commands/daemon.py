@@ -327,6 +327,7 @@ def _serve(settings: Settings, leadership: Leadership | None = None) -> int:
     notify = notifier(settings)
     heartbeat = services.heartbeat
     with open_ledger(settings) as ledger:
+        students = student_mail(settings, ledger, services.sanity, dry_run=False)
 
         def execute(kind: str) -> RunOutcome:
             if leadership is not None and not leadership.may_start_pass(kind):
@@ -340,8 +341,7 @@ def _serve(settings: Settings, leadership: Leadership | None = None) -> int:
                                    on_start=heartbeat.start,
                                    progress=progress_for(sys.stderr, json_logs=settings.log.json,
                                                          color=not no_color()),
-                                   students=student_mail(settings, ledger, services.sanity,
-                                                         False))
+                                   students=students)
 
             return one_pass() if metrics is None else metrics.timed(kind, one_pass, ledger)
 

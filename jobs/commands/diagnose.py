@@ -183,7 +183,8 @@ def cmd_diagnose(args: argparse.Namespace, settings: Settings) -> int:
         else:
             try:
                 with open_ledger(settings) as ledger:
-                    students = student_mail(settings, ledger, services.sanity, args.dry_run)
+                    students = student_mail(settings, ledger, services.sanity,
+                                            dry_run=args.dry_run)
                     result.fix = apply_fix(
                         result, services.sanity, ledger, run_id=run_id, dry_run=args.dry_run,
                         max_creates=args.max_creates if args.max_creates is not None

@@ -208,7 +208,7 @@ def students(settings: Settings, ledger: Ledger, sanity: NoticeStore, *,
     return StudentMail(settings, NoticeBook(ledger), sanity, send=send, clock=clock)
 
 
-def student_mail(settings: Settings, ledger: Ledger, sanity: NoticeStore,
+def student_mail(settings: Settings, ledger: Ledger, sanity: NoticeStore, *,
                  dry_run: bool) -> StudentMail | None:
     """The student e-mails of a real pass, when `notify.students` is on."""
     if dry_run or not settings.notify.students:
